@@ -1,0 +1,187 @@
+"""`Client` and `AsyncClient`: classify and embed through a tritonize ensemble, over gRPC or HTTP.
+
+Both share one flow: texts -> chunks of at most the pipeline's max_batch_size rows -> one TEXT
+tensor per chunk -> results stitched back in order. Only the transport call differs.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from client.types import ModelInfo, Prediction, TritonizeError
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
+OUTPUTS = {"embedding": ["EMBEDDING"], "classification": ["LOGITS", "PROBABILITIES", "LABEL"]}
+
+
+def _module(protocol: str, aio: bool):
+    if protocol == "grpc":
+        import tritonclient.grpc as sync_mod
+        import tritonclient.grpc.aio as aio_mod
+    elif protocol == "http":
+        import tritonclient.http as sync_mod
+        import tritonclient.http.aio as aio_mod
+    else:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    return aio_mod if aio else sync_mod, sync_mod
+
+
+def as_rows(texts: str | bytes | Iterable[str | bytes]) -> list[bytes]:
+    items = [texts] if isinstance(texts, (str, bytes)) else list(texts)
+    rows = []
+    for i, t in enumerate(items):
+        if isinstance(t, str):
+            rows.append(t.encode("utf-8"))
+        elif isinstance(t, bytes):
+            rows.append(t)
+        else:
+            raise TypeError(f"texts[{i}] must be str or bytes, not {type(t).__name__}")
+    return rows
+
+
+def chunks(rows: list[bytes], size: int) -> list[list[bytes]]:
+    size = size or len(rows)
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def build_request(mod, rows: list[bytes], outputs: Sequence[str]):
+    data = np.array(rows, dtype=object).reshape(-1, 1)
+    text = mod.InferInput("TEXT", list(data.shape), "BYTES")
+    text.set_data_from_numpy(data)
+    return [text], [mod.InferRequestedOutput(o) for o in outputs]
+
+
+def config_dict(raw) -> dict:
+    return raw.get("config", raw)  # gRPC (as_json) wraps the config, HTTP does not
+
+
+def predictions(parts: dict[str, np.ndarray], labels: list[str]) -> list[Prediction]:
+    out = []
+    for logits, probs, label in zip(parts["LOGITS"], parts["PROBABILITIES"], parts["LABEL"][:, 0]):
+        name = label.decode() if isinstance(label, bytes) else str(label)
+        out.append(Prediction(name, float(probs[labels.index(name)]), dict(zip(labels, map(float, probs))), logits))
+    return out
+
+
+def empty(info: ModelInfo, name: str) -> np.ndarray:
+    return np.zeros((0, *info.output_dims.get(name, [])), dtype=np.float32)
+
+
+class _Base:
+    def __init__(self, url: str | None, protocol: str, timeout_s: float, headers: dict | None, aio: bool):
+        self.protocol = protocol
+        self.url = url or DEFAULT_URLS[protocol]
+        self.timeout_s = timeout_s
+        self.headers = headers
+        self._mod, self._sync_mod = _module(protocol, aio)
+        kwargs = {"network_timeout": timeout_s, "connection_timeout": timeout_s} if protocol == "http" and not aio else {}
+        self._client = self._mod.InferenceServerClient(self.url, **kwargs)
+        self._info: dict[str, ModelInfo] = {}
+
+    def _infer_kwargs(self) -> dict:
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    def _config_kwargs(self) -> dict:
+        return {"as_json": True} if self.protocol == "grpc" else {}
+
+
+class Client(_Base):
+    """Blocking client: `Client("127.0.0.1:8001").embed(["hello"], model="all-minilm-l6-v2")`."""
+
+    def __init__(self, url: str | None = None, protocol: str = "grpc", timeout_s: float = 60.0, headers: dict | None = None):
+        super().__init__(url, protocol, timeout_s, headers, aio=False)
+
+    def model_info(self, model: str) -> ModelInfo:
+        if model not in self._info:
+            try:
+                raw = self._client.get_model_config(model, headers=self.headers, **self._config_kwargs())
+            except InferenceServerException as e:
+                raise TritonizeError.wrap(e, model) from None
+            self._info[model] = ModelInfo.from_config(config_dict(raw))
+        return self._info[model]
+
+    def infer(self, model: str, texts, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Raw pipeline outputs for any number of texts (sent in chunks the pipeline accepts)."""
+        info = self.model_info(model)
+        parts: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
+        for rows in chunks(as_rows(texts), info.max_batch_size):
+            inputs, requested = build_request(self._sync_mod, rows, outputs)
+            try:
+                result = self._client.infer(model, inputs, outputs=requested, headers=self.headers, **self._infer_kwargs())
+            except InferenceServerException as e:
+                raise TritonizeError.wrap(e, model) from None
+            for o in outputs:
+                parts[o].append(result.as_numpy(o))
+        return {o: np.concatenate(v) if v else empty(info, o) for o, v in parts.items()}
+
+    def embed(self, texts, *, model: str) -> np.ndarray:
+        """L2-normalised sentence embeddings, one row per text."""
+        return self.infer(model, texts, OUTPUTS["embedding"])["EMBEDDING"]
+
+    def classify(self, texts, *, model: str) -> list[Prediction]:
+        info = self.model_info(model)
+        return predictions(self.infer(model, texts, OUTPUTS["classification"]), info.labels)
+
+    def is_ready(self, model: str | None = None) -> bool:
+        try:
+            return self._client.is_model_ready(model) if model else self._client.is_server_ready()
+        except InferenceServerException:
+            return False
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """asyncio client with the same methods as `Client`, awaited."""
+
+    def __init__(self, url: str | None = None, protocol: str = "grpc", timeout_s: float = 60.0, headers: dict | None = None):
+        super().__init__(url, protocol, timeout_s, headers, aio=True)
+
+    async def model_info(self, model: str) -> ModelInfo:
+        if model not in self._info:
+            try:
+                raw = await self._client.get_model_config(model, headers=self.headers, **self._config_kwargs())
+            except InferenceServerException as e:
+                raise TritonizeError.wrap(e, model) from None
+            self._info[model] = ModelInfo.from_config(config_dict(raw))
+        return self._info[model]
+
+    async def infer(self, model: str, texts, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        info = await self.model_info(model)
+        parts: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
+        for rows in chunks(as_rows(texts), info.max_batch_size):
+            inputs, requested = build_request(self._sync_mod, rows, outputs)
+            try:
+                result = await self._client.infer(model, inputs, outputs=requested, headers=self.headers, **self._infer_kwargs())
+            except InferenceServerException as e:
+                raise TritonizeError.wrap(e, model) from None
+            for o in outputs:
+                parts[o].append(result.as_numpy(o))
+        return {o: np.concatenate(v) if v else empty(info, o) for o, v in parts.items()}
+
+    async def embed(self, texts, *, model: str) -> np.ndarray:
+        return (await self.infer(model, texts, OUTPUTS["embedding"]))["EMBEDDING"]
+
+    async def classify(self, texts, *, model: str) -> list[Prediction]:
+        info = await self.model_info(model)
+        return predictions(await self.infer(model, texts, OUTPUTS["classification"]), info.labels)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,52 @@
+"""What the client returns and raises."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class TritonizeError(RuntimeError):
+    """A failed call; `message` is Triton's own error text, `status` its code when it gave one."""
+
+    def __init__(self, message: str, status: str | None = None, model: str | None = None):
+        super().__init__(f"{model}: {message}" if model else message)
+        self.message, self.status, self.model = message, status, model
+
+    @classmethod
+    def wrap(cls, exc: Exception, model: str | None = None) -> "TritonizeError":
+        message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+        status = exc.status() if callable(getattr(exc, "status", None)) else None
+        return cls(message, status, model)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float  # probability of `label`
+    probabilities: dict[str, float]
+    logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the client needs to know about a served pipeline, read once from its ensemble config."""
+
+    name: str
+    task: str
+    max_batch_size: int
+    labels: list[str]
+    output_dims: dict[str, list[int]]
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelInfo":
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        return cls(
+            name=config["name"],
+            task=params.get("task", ""),
+            max_batch_size=int(config.get("max_batch_size", 0)),
+            labels=json.loads(params.get("labels") or "[]"),
+            output_dims={o["name"]: [int(d) for d in o.get("dims", [])] for o in config.get("output", [])},
+        )

@@ -1,0 +1,1 @@
+"""Model-family converters (export, parity check, optional optimisation) and the repository writer."""

@@ -1,0 +1,59 @@
+"""Postprocess steps: pooling for embeddings, softmax and label names for classification."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from runtime.triton import InputError, error_response, input_array, parameters, response
+
+
+def mean_pool(token_embeddings: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The sentence-transformers recipe: average of the real tokens' embeddings."""
+    m = mask[..., None].astype(np.float32)
+    return (token_embeddings * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class _PerRequest:
+    """Postprocessing is cheap and row-wise: handle each request on its own, failures stay local."""
+
+    def execute(self, requests):
+        out = []
+        for request in requests:
+            try:
+                out.append(response(self.process(request)))
+            except InputError as e:
+                out.append(error_response(e))
+        return out
+
+
+class EmbeddingPostprocess(_PerRequest):
+    def initialize(self, args: dict) -> None:
+        self.normalize = parameters(args).get("normalize", "true") == "true"
+
+    def process(self, request) -> dict[str, np.ndarray]:
+        pooled = mean_pool(input_array(request, "TOKEN_EMBEDDINGS"), input_array(request, "ATTENTION_MASK"))
+        return {"EMBEDDING": (l2_normalize(pooled) if self.normalize else pooled).astype(np.float32)}
+
+
+class ClassificationPostprocess(_PerRequest):
+    def initialize(self, args: dict) -> None:
+        self.labels = np.array([s.encode() for s in json.loads(parameters(args)["labels"])], dtype=object)
+
+    def process(self, request) -> dict[str, np.ndarray]:
+        logits = input_array(request, "LOGITS").astype(np.float32)
+        return {
+            "LOGITS": logits,
+            "PROBABILITIES": softmax(logits),
+            "LABEL": self.labels[logits.argmax(axis=-1)].reshape(-1, 1),
+        }
