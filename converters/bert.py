@@ -70,6 +70,8 @@ def max_sequence_length(tokenizer, config, source: str) -> int:
 
 def _fingerprint(source: str, options: dict) -> str:
     h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    for code in sorted(Path(__file__).parent.glob("*.py")):  # new converter code writes anew
+        h.update(code.read_bytes())
     src = Path(source)
     if src.is_dir():  # a changed checkpoint (new weights) must not reuse the old engine
         for f in sorted(src.rglob("*")):

@@ -1,0 +1,85 @@
+"""One real tritonserver for the whole test run, serving every pipeline the tests need."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from server import ServerConfig, TritonServer  # noqa: E402
+
+EMBEDDER = "minilm"
+CLASSIFIER = "tiny-bert-cls"
+
+
+def build_encoders(repo: Path, work: Path) -> dict:
+    from converters.bert import convert_bert
+    from converters.repository import Batching
+    from tests.tiny_models import build_tiny_bert_classifier
+
+    checkpoint = build_tiny_bert_classifier(work / "tiny-bert-cls")
+    batching = Batching(max_batch_size=16, intra_op_threads=1)
+    convert_bert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repo, EMBEDDER, batching=batching, log=lambda m: None)
+    convert_bert(str(checkpoint), "classification", repo, CLASSIFIER, batching=batching, log=lambda m: None)
+    return {"tiny_bert_classifier": checkpoint}
+
+
+# Each model family adds the function that writes its test models into the shared repository.
+BUILDERS = [build_encoders]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> dict:
+    repo = tmp_path_factory.mktemp("model_repository")
+    work = tmp_path_factory.mktemp("checkpoints")
+    checkpoints: dict = {"repository": repo}
+    for build in BUILDERS:
+        checkpoints.update(build(repo, work))
+    return checkpoints
+
+
+@pytest.fixture(scope="session")
+def server(built, tmp_path_factory):
+    config = ServerConfig(built["repository"], http_port=0, grpc_port=0, metrics_port=0,
+                          log_file=tmp_path_factory.mktemp("logs") / "tritonserver.log")
+    with TritonServer(config) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def grpc_client(server):
+    from client import Client
+
+    with Client(server.grpc_url, "grpc") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def http_client(server):
+    from client import Client
+
+    with Client(server.http_url, "http") as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def raw_grpc(server):
+    """The plain tritonclient, for requests our client would never build."""
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(server.grpc_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def still_serving(server, grpc_client):
+    """After the test body: the server is ready and a good request still gets a good answer."""
+    yield
+    assert server.is_ready()
+    e = grpc_client.embed(["still here"], model=EMBEDDER)
+    assert e.shape == (1, 384) and abs(float((e**2).sum()) - 1) < 1e-5

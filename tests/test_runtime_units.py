@@ -1,0 +1,55 @@
+"""The runtime's pure parts: length buckets, padding, text decoding, pooling."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime.onnx_encoder import plan_buckets
+from runtime.postprocess import l2_normalize, mean_pool, softmax
+from runtime.text_tokenizer import decode_texts, pad_rows
+from runtime.triton import InputError
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 256), min_size=1, max_size=200), st.sampled_from([1.0, 1.1, 1.25, 2.0]), st.integers(1, 64))
+def test_buckets_cover_every_row_once_and_bound_padding(lengths, ratio, max_rows):
+    lengths = np.array(lengths)
+    buckets = plan_buckets(lengths, ratio, max_rows)
+    rows = np.concatenate(buckets)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    for b in buckets:
+        assert 1 <= len(b) <= max_rows
+        if len(b) > 1:
+            assert len(b) * lengths[b].max() <= ratio * lengths[b].sum() + 1e-9
+
+
+def test_similar_lengths_share_a_bucket():
+    buckets = plan_buckets(np.array([10, 64, 9, 63, 11, 62]), 1.25, 64)
+    assert sorted(sorted(b.tolist()) for b in buckets) == [[0, 2, 4], [1, 3, 5]]
+
+
+def test_pad_rows_pads_to_longest_or_multiple():
+    ids, mask = pad_rows([[1, 2, 3], [4]], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, _ = pad_rows([[1, 2, 3]], pad_id=9, multiple_of=16)
+    assert ids.shape == (1, 16) and ids[0, 3] == 9
+
+
+def test_decode_texts_errors_name_the_field_and_limit():
+    ok = decode_texts(np.array([[b"a"], ["b"]], dtype=object), 10)
+    assert ok == ["a", "b"]
+    with pytest.raises(InputError, match=r"TEXT has no rows"):
+        decode_texts(np.zeros((0, 1), dtype=object), 10)
+    with pytest.raises(InputError, match=r"TEXT\[0\] is 11 bytes; the limit is 10 bytes"):
+        decode_texts(np.array([[b"x" * 11]], dtype=object), 10)
+    with pytest.raises(InputError, match=r"shape \[rows, 1\]"):
+        decode_texts(np.array([b"a", b"b"], dtype=object), 10)
+
+
+def test_mean_pool_ignores_padding_and_normalises():
+    tokens = np.array([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]], dtype=np.float32)
+    pooled = mean_pool(tokens, np.array([[1, 1, 0]]))
+    assert pooled.tolist() == [[2.0, 0.0]]
+    assert l2_normalize(pooled).tolist() == [[1.0, 0.0]]
+    np.testing.assert_allclose(softmax(np.array([[0.0, np.log(3.0)]])), [[0.25, 0.75]])

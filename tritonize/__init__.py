@@ -1,0 +1,3 @@
+"""tritonize: Hugging Face checkpoints to measured Triton Inference Server endpoints."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from tritonize.cli import app
+
+app()

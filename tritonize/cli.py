@@ -1,0 +1,20 @@
+"""The `tritonize` command: convert, serve, infer, demo. Each subcommand is a thin layer over a
+function in converters/, server/, client/ or benchmarks/."""
+
+from __future__ import annotations
+
+import typer
+
+from tritonize.commands import bert, demo, serve
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+convert_app = typer.Typer(no_args_is_help=True, help="Convert a checkpoint into the model repository.")
+infer_app = typer.Typer(no_args_is_help=True, help="Call a served pipeline.")
+app.add_typer(convert_app, name="convert")
+app.add_typer(infer_app, name="infer")
+app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
+
+# Each model family adds its convert/infer subcommands here.
+for family in (bert,):
+    family.register(convert_app, infer_app)

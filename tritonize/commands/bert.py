@@ -1,0 +1,131 @@
+"""`tritonize convert bert` and `tritonize infer embed|classify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from tritonize.console import console, err
+from tritonize.options import Protocol, Repository, Url
+
+
+def convert_bert(
+    model: str = typer.Option(..., "--model", "-m", help="Local folder or hub id (all-MiniLM-L6-v2 ships in a package)."),
+    task: str = typer.Option("embedding", help="embedding or classification."),
+    name: str = typer.Option(None, help="Served model name (default: from the checkpoint)."),
+    repository: Path = Repository,
+    optimize: bool = typer.Option(True, help="Apply ONNX Runtime's transformer fusions."),
+    quantize: bool = typer.Option(False, help="Dynamic int8 quantisation (reports the accuracy drop)."),
+    flavour: str = typer.Option("python", help="python (embedded CPU server) or native (onnxruntime/TensorRT backend, GPU container)."),
+    max_batch_size: int = typer.Option(64, help="Rows per request and per model execution."),
+    max_queue_delay_us: int = typer.Option(0, help="Dynamic batcher delay; 0 still batches whatever queued."),
+    preferred_batch_size: List[int] = typer.Option([], help="Preferred batch sizes (repeatable)."),
+    max_queue_size: int = typer.Option(512, help="Queued requests beyond this are rejected."),
+    queue_timeout_us: int = typer.Option(0, help="Reject requests queued longer than this (0: never)."),
+    instances: int = typer.Option(1, help="Model step instances."),
+    threads: int = typer.Option(0, help="ONNX Runtime threads per instance (0: one per core)."),
+    force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
+) -> None:
+    """Export a BERT-family checkpoint and write its Triton ensemble."""
+    from converters.bert import ParityError
+    from converters.bert import convert_bert as convert
+    from converters.repository import Batching
+
+    batching = Batching(
+        max_batch_size, preferred_batch_size, max_queue_delay_us, max_queue_size, queue_timeout_us, instances, threads
+    )
+    try:
+        with console.status(f"converting {model} ..."):
+            report = convert(
+                model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print
+            )
+    except ParityError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1)
+    console.print_json(data={k: v for k, v in report.__dict__.items()})
+
+
+def embed(
+    model: str = typer.Argument(..., help="Served embedding pipeline."),
+    texts: List[str] = typer.Argument(..., help="Texts to embed."),
+    url: str = Url,
+    protocol: str = Protocol,
+) -> None:
+    """Print the embedding of each text (first values) and their cosine similarities."""
+    from client import Client, TritonizeError
+
+    try:
+        with Client(url, protocol) as c:
+            e = c.embed(texts, model=model)
+    except TritonizeError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    for t, row in zip(texts, e):
+        console.print(f"{t[:60]!r:64} [{', '.join(f'{x:+.3f}' for x in row[:4])}, ...] ({len(row)} dims)")
+    if len(texts) > 1:
+        console.print("cosine similarity:")
+        for i, row in enumerate(e @ e.T):
+            console.print("  " + " ".join(f"{x:6.3f}" for x in row) + f"  {texts[i][:40]!r}")
+
+
+def classify(
+    model: str = typer.Argument(..., help="Served classification pipeline."),
+    texts: List[str] = typer.Argument(..., help="Texts to classify."),
+    url: str = Url,
+    protocol: str = Protocol,
+) -> None:
+    """Print the predicted label and its probability for each text."""
+    from client import Client, TritonizeError
+
+    try:
+        with Client(url, protocol) as c:
+            preds = c.classify(texts, model=model)
+    except TritonizeError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    for t, p in zip(texts, preds):
+        console.print(f"{t[:60]!r:64} {p.label} ({p.score:.3f})")
+
+
+def register(convert_app: typer.Typer, infer_app: typer.Typer) -> None:
+    convert_app.command("bert")(convert_bert)
+    infer_app.command("embed")(embed)
+    infer_app.command("classify")(classify)
+
+
+# -- demo ------------------------------------------------------------------------------------------
+DEMO_MODEL = "all-minilm-l6-v2"
+DEMO_QUERY = "How do I keep latency low under load?"
+DEMO_DOCS = [
+    "Dynamic batching groups concurrent requests so the GPU does more work per call.",
+    "The recipe needs two eggs, flour and a pinch of salt.",
+    "Set a latency budget, measure p99, and add replicas before the queue grows.",
+    "The football match ended in a draw after extra time.",
+]
+
+
+def _demo_convert(repository: Path) -> None:
+    from converters.bert import convert_bert as convert
+
+    convert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repository, DEMO_MODEL, log=console.print)
+
+
+def _demo_show(server) -> None:
+    from client import Client
+
+    with Client(server.grpc_url) as c:
+        q, docs = c.embed([DEMO_QUERY], model=DEMO_MODEL)[0], c.embed(DEMO_DOCS, model=DEMO_MODEL)
+    console.print(f"semantic search with {DEMO_MODEL} over gRPC, query: {DEMO_QUERY!r}")
+    for score, doc in sorted(zip(docs @ q, DEMO_DOCS), reverse=True):
+        console.print(f"  {score:6.3f}  {doc}")
+
+
+def _demo_step():
+    from tritonize.commands.demo import DemoStep
+
+    return DemoStep("all-MiniLM-L6-v2 sentence embeddings", _demo_convert, _demo_show)
+
+
+DEMO = _demo_step()

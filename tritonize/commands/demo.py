@@ -1,0 +1,58 @@
+"""`tritonize demo`: convert the default models, serve them on the embedded server, call them, stop.
+
+Each family contributes a `DemoStep`; a second run reuses the converted models (the converters
+skip a model whose source and options have not changed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import typer
+
+from server import ServerConfig, ServerStartError, TritonServer
+from tritonize.console import console, err
+from tritonize.options import Repository
+
+
+@dataclass
+class DemoStep:
+    title: str
+    convert: Callable[[Path], None]  # write the family's default model(s) into the repository
+    show: Callable[[TritonServer], None]  # call them on the running server and print what came back
+
+
+def steps() -> list[DemoStep]:
+    from tritonize.commands import bert
+
+    return [bert.DEMO]
+
+
+def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002) -> None:
+    """Convert, serve, call and stop: the whole path on the embedded default."""
+    from tritonize.commands.serve import describe
+
+    plan = steps()
+    for step in plan:
+        console.rule(f"convert: {step.title}")
+        step.convert(repository)
+    console.rule("serve")
+    server = TritonServer(ServerConfig(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port))
+    try:
+        with console.status("starting tritonserver ..."):
+            server.start()
+    except ServerStartError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1)
+    try:
+        describe(server)
+        for step in plan:
+            console.rule(f"call: {step.title}")
+            step.show(server)
+    finally:
+        with console.status("stopping tritonserver ..."):
+            code = server.stop()
+    console.rule()
+    console.print(f"tritonserver stopped cleanly (exit code {code}); `tritonize serve` keeps it running.")
