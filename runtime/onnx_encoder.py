@@ -96,6 +96,9 @@ class EncoderStep:
         opts.intra_op_num_threads = int(p.get("intra_op_threads", 0)) or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle ORT threads spin by default; in a server they would steal the cores that the
+        # tokenizer, the other steps and Triton's own threads need between engine calls.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", p.get("allow_spinning", "0"))
         self.session = ort.InferenceSession(str(Path(model_dir(args)) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
         self.graph_inputs = {i.name for i in self.session.get_inputs()}
         labels = {"model": args["model_name"]}

@@ -1,0 +1,210 @@
+"""Engine benchmark: PyTorch eager vs ONNX Runtime in-process vs the served Triton ensemble, one run.
+
+    .venv/bin/python -m benchmarks.engine_bench [--seconds 6] [--threads 2]
+
+all-MiniLM-L6-v2 (embedding, tokenization and pooling included everywhere) at 16 and 128 tokens and
+on a realistic mix of text lengths. In-process: one call per batch of texts. Served: gRPC (asyncio
+client), one text per request, `concurrency` requests in flight. Prints a table, the ratios the
+foundation issue targets, and writes the raw figures to bench_results/engine_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.workloads import fixed_tokens, mixed_lengths
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SERVED = "minilm"
+console = Console()
+
+
+@dataclass
+class Result:
+    system: str
+    workload: str
+    setting: str  # batch=N (in-process) or conc=N (served)
+    texts_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+def summarize(system, workload, setting, texts: int, seconds: float, latencies: list[float]) -> Result:
+    lat = np.array(latencies) * 1e3
+    return Result(system, workload, setting, texts / seconds, float(np.percentile(lat, 50)), float(np.percentile(lat, 99)))
+
+
+def run_inprocess(system: str, encode: Callable[[list[str]], np.ndarray], workload: str, texts: list[str], batch: int, seconds: float) -> Result:
+    encode(texts[:batch])  # warm
+    latencies, done, i = [], 0, 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        chunk = [texts[(i + k) % len(texts)] for k in range(batch)]
+        i += batch
+        t = time.perf_counter()
+        encode(chunk)
+        latencies.append(time.perf_counter() - t)
+        done += batch
+    return summarize(system, workload, f"batch={batch}", done, time.perf_counter() - start, latencies)
+
+
+async def _served(url: str, texts: list[str], concurrency: int, seconds: float):
+    import tritonclient.grpc.aio as aio
+    from tritonclient.grpc import InferInput, InferRequestedOutput
+
+    client = aio.InferenceServerClient(url)
+    latencies: list[float] = []
+    counter = iter(range(10**9))
+
+    async def worker(deadline: float):
+        while time.perf_counter() < deadline:
+            text = texts[next(counter) % len(texts)]
+            inp = InferInput("TEXT", [1, 1], "BYTES")
+            inp.set_data_from_numpy(np.array([[text.encode()]], dtype=object))
+            t = time.perf_counter()
+            await client.infer(SERVED, [inp], outputs=[InferRequestedOutput("EMBEDDING")])
+            latencies.append(time.perf_counter() - t)
+
+    await asyncio.gather(*(worker(time.perf_counter() + 1.0) for _ in range(concurrency)))  # warm
+    latencies.clear()
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(start + seconds) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    await client.close()
+    return latencies, elapsed
+
+
+def run_served(url: str, workload: str, texts: list[str], concurrency: int, seconds: float) -> Result:
+    latencies, elapsed = asyncio.run(_served(url, texts, concurrency, seconds))
+    return summarize("served (Triton)", workload, f"conc={concurrency}", len(latencies), elapsed, latencies)
+
+
+def padding_counters(metrics_url: str) -> tuple[float, float]:
+    text = urllib.request.urlopen(metrics_url).read().decode()
+    get = lambda name: float(re.search(rf'^{name}{{model="{SERVED}_model"}} (\S+)$', text, re.M).group(1))  # noqa: E731
+    return get("tritonize_tokens_real_total"), get("tritonize_tokens_computed_total")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=6.0, help="measurement time per row")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="engine threads, same for every system")
+    ap.add_argument("--repository", type=Path, default=Path(".tritonize/bench_repository"))
+    ap.add_argument("--out", type=Path, default=Path("bench_results/engine_bench.json"))
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from converters.bert import convert_bert
+    from converters.checkpoints import resolve
+    from converters.repository import Batching
+    from runtime.postprocess import l2_normalize, mean_pool
+    from server import ServerConfig, TritonServer
+
+    torch.set_num_threads(args.threads)
+    convert_bert(MODEL, "embedding", args.repository, SERVED, batching=Batching(max_batch_size=64, intra_op_threads=args.threads), log=console.print)
+    tokenizer = AutoTokenizer.from_pretrained(resolve(MODEL))
+    max_length = 256  # all-MiniLM-L6-v2 max_seq_length, as the converter serves it
+    model = AutoModel.from_pretrained(resolve(MODEL)).eval()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
+    session = ort.InferenceSession(str(args.repository / f"{SERVED}_model/1/model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def torch_encode(texts):
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**enc).last_hidden_state
+        return l2_normalize(mean_pool(hidden.numpy(), enc["attention_mask"].numpy()))
+
+    def ort_encode(texts):
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        feeds = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}
+        return l2_normalize(mean_pool(session.run(None, feeds)[0], enc["attention_mask"]))
+
+    workloads = {
+        "len16": fixed_tokens(tokenizer, 16, 256),
+        "len128": fixed_tokens(tokenizer, 128, 256),
+        "mix": mixed_lengths(512, seed=1),
+    }
+    mix_tokens = [len(tokenizer.encode(t)) for t in workloads["mix"]]
+    console.print(f"mix: {len(mix_tokens)} texts, {min(mix_tokens)}-{max(mix_tokens)} tokens, median {int(np.median(mix_tokens))}; threads={args.threads}")
+    np.testing.assert_allclose(ort_encode(workloads["mix"][:8]), torch_encode(workloads["mix"][:8]), atol=1e-4)
+
+    results: list[Result] = []
+    for name, texts in workloads.items():
+        for batch in (1, 8, 32):
+            for system, fn in (("PyTorch eager", torch_encode), ("ORT in-process", ort_encode)):
+                results.append(run_inprocess(system, fn, name, texts, batch, args.seconds))
+                console.print(results[-1])
+
+    padding = {}
+    config = ServerConfig(args.repository, http_port=0, grpc_port=0, metrics_port=0)
+    with TritonServer(config) as server:
+        for name, texts in workloads.items():
+            before = padding_counters(server.metrics_url)
+            for conc in (1, 8, 32):
+                results.append(run_served(server.grpc_url, name, texts, conc, args.seconds))
+                console.print(results[-1])
+            after = padding_counters(server.metrics_url)
+            padding[name] = (after[1] - before[1]) / max(after[0] - before[0], 1)
+
+    report(results, padding)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"threads": args.threads, "seconds": args.seconds, "results": [asdict(r) for r in results], "tokens_computed_per_real": padding}, indent=2))
+    console.print(f"raw figures: {args.out}")
+
+
+def report(results: list[Result], padding: dict[str, float]) -> None:
+    table = Table(title="all-MiniLM-L6-v2 embeddings: texts/s and latency per call")
+    for col in ("workload", "system", "setting", "texts/s", "p50 ms", "p99 ms"):
+        table.add_column(col, justify="right" if col not in ("workload", "system") else "left")
+    for r in results:
+        table.add_row(r.workload, r.system, r.setting, f"{r.texts_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}")
+    console.print(table)
+
+    def pick(system, workload, setting):
+        return next(r for r in results if r.system == system and r.workload == workload and r.setting == setting)
+
+    def best(system, workload):
+        return max((r for r in results if r.system == system and r.workload == workload), key=lambda r: r.texts_per_s)
+
+    checks = []
+    for wl in ("len16", "len128", "mix"):
+        t, o = best("PyTorch eager", wl), best("ORT in-process", wl)
+        checks.append((f"{wl}: ORT / PyTorch, best throughput each", o.texts_per_s / t.texts_per_s, ">= 1.3" if wl == "len16" else "", wl != "len16" or o.texts_per_s / t.texts_per_s >= 1.3))
+        t1, o1 = pick("PyTorch eager", wl, "batch=1"), pick("ORT in-process", wl, "batch=1")
+        checks.append((f"{wl}: ORT / PyTorch, one text at a time", o1.texts_per_s / t1.texts_per_s, "", True))
+        s32 = pick("served (Triton)", wl, "conc=32")
+        checks.append((f"{wl}: served conc=32 / ORT in-process best", s32.texts_per_s / o.texts_per_s, ">= 0.85", s32.texts_per_s / o.texts_per_s >= 0.85))
+        s1 = pick("served (Triton)", wl, "conc=1")
+        gap = s1.p50_ms - o1.p50_ms
+        checks.append((f"{wl}: served conc=1 p50 - ORT batch=1 p50 (ms)", gap, "<= 2 ms", gap <= 2.0))
+    served_best = best("served (Triton)", "mix")
+    ratio = served_best.texts_per_s / pick("ORT in-process", "mix", "batch=1").texts_per_s
+    checks.append(("mix: served best / ORT one text at a time", ratio, ">= 1.0", ratio >= 1.0))
+    checks.append(("mix: tokens computed / real tokens (served)", padding["mix"], "<= 1.25", padding["mix"] <= 1.25))
+    t = Table(title="ratios (foundation issue targets)")
+    for col in ("measure", "value", "target", "met"):
+        t.add_column(col)
+    for name, value, target, ok in checks:
+        t.add_row(name, f"{value:.2f}", target, ("yes" if ok else "NO") if target else "")
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()
