@@ -42,9 +42,19 @@ class ModelLoadError(ServerStartError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct free ports (all held open while choosing, so the OS cannot hand out one twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -60,6 +70,7 @@ class ServerConfig:
     exit_timeout_s: int = 30  # how long in-flight requests may run on after SIGTERM
     restricted_key: str = field(default_factory=lambda: secrets.token_hex(16))
     log_verbose: int = 0
+    cpus: str | None = None  # pin the server (and its backend stubs) to these cores, e.g. "0" (taskset)
     extra_args: list[str] = field(default_factory=list)
 
 
@@ -71,8 +82,9 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.binary: TritonBinary | None = None
         self.log_file = Path(config.log_file) if config.log_file else Path(tempfile.mkdtemp(prefix="tritonize-")) / "tritonserver.log"
+        spare = iter(free_ports(3, config.host))
         self.http_port, self.grpc_port, self.metrics_port = (
-            p or free_port(config.host) for p in (config.http_port, config.grpc_port, config.metrics_port)
+            p or next(spare) for p in (config.http_port, config.grpc_port, config.metrics_port)
         )
 
     # -- addresses -------------------------------------------------------------------------------
@@ -130,8 +142,9 @@ class TritonServer:
         self.log_file.write_text("")
         env = {**os.environ, **self.binary.env}
         # Own process group: a terminal's Ctrl-C reaches us, we forward it, and stop() can reap stubs.
+        command = (["taskset", "-c", self.config.cpus] if self.config.cpus else []) + self.command()
         self.process = subprocess.Popen(
-            self.command(), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             self.wait_ready(self.config.startup_timeout_s)

@@ -1,0 +1,43 @@
+"""The baseline many teams run instead of Triton: FastAPI + uvicorn + PyTorch, one process.
+
+    TRITONIZE_BASELINE_MODEL=sentence-transformers/all-MiniLM-L6-v2 uvicorn benchmarks.fastapi_baseline:app
+
+POST /embed {"texts": [...]} -> {"embeddings": [[...], ...]}: the same tokenization, mean pooling and
+L2 normalisation as the served ensemble, in PyTorch eager, one request at a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+from transformers import AutoModel, AutoTokenizer
+
+from converters.checkpoints import resolve
+
+torch.set_num_threads(int(os.environ.get("TRITONIZE_BASELINE_THREADS", "1")))
+SOURCE = resolve(os.environ.get("TRITONIZE_BASELINE_MODEL", "sentence-transformers/all-MiniLM-L6-v2"))
+tokenizer = AutoTokenizer.from_pretrained(SOURCE)
+model = AutoModel.from_pretrained(SOURCE).eval()
+app = FastAPI(title="FastAPI + PyTorch baseline")
+
+
+class EmbedRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, max_length=64)
+
+
+@app.get("/health")
+def health() -> dict:
+    return {"ok": True}
+
+
+@app.post("/embed")
+def embed(req: EmbedRequest) -> dict:
+    enc = tokenizer(req.texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return {"embeddings": torch.nn.functional.normalize(pooled, dim=-1).tolist()}

@@ -1,0 +1,114 @@
+"""Locust users that call Triton with tritonclient (gRPC or HTTP) or the FastAPI baseline.
+
+Every call is recorded as a Locust request event: name = pipeline, response time, payload size,
+exception. Users are closed-loop (no wait): the offered load is the number of users. Clients are
+closed in `on_stop`, so every load run ends by itself (an open gRPC channel kept Locust from exiting).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+
+import numpy as np
+from locust import FastHttpUser, User, constant, task
+
+from benchmarks.scenarios import SCENARIO_ENV, Scenario
+from client.types import TritonizeError
+
+
+
+
+def scenario() -> Scenario:
+    return Scenario.load(os.environ[SCENARIO_ENV])
+
+
+class _Rows:
+    """Each user walks the shared text pool from its own offset."""
+
+    _ids = itertools.count()
+
+    def __init__(self, sc: Scenario):
+        self.sc, self.pool = sc, sc.texts()
+        self.position = next(self._ids) * 7919
+        self.sent = 0
+
+    def bad(self) -> bool:
+        """Whether the request about to be built is one of the scenario's deliberately bad ones."""
+        return bool(self.sc.bad_every) and (self.sent + 1) % self.sc.bad_every == 0
+
+    def next(self) -> list[bytes]:
+        if self.bad():
+            self.sent += 1
+            return [b"not utf-8 \xff\xfe"] * self.sc.rows_per_request
+        self.sent += 1
+        rows = []
+        for _ in range(self.sc.rows_per_request):
+            rows.append(self.pool[self.position % len(self.pool)].encode())
+            self.position += 1
+        return rows
+
+
+class TritonUser(User):
+    abstract = True
+    wait_time = constant(0)
+    protocol = "grpc"
+
+    def on_start(self) -> None:
+        self.sc = scenario()
+        self.rows = _Rows(self.sc)
+        if self.protocol == "grpc":
+            import tritonclient.grpc as mod
+        else:
+            import tritonclient.http as mod
+        self.mod = mod
+        self.client = mod.InferenceServerClient(self.host)
+        self.outputs = [mod.InferRequestedOutput(o) for o in self.sc.outputs]
+
+    def on_stop(self) -> None:
+        self.client.close()
+
+    @task
+    def call(self) -> None:
+        data = np.array(self.rows.next(), dtype=object).reshape(-1, 1)
+        text = self.mod.InferInput("TEXT", list(data.shape), "BYTES")
+        text.set_data_from_numpy(data)
+        start, size, error = time.perf_counter(), 0, None
+        try:
+            result = self.client.infer(self.sc.model, [text], outputs=self.outputs)
+            size = sum(result.as_numpy(o).nbytes for o in self.sc.outputs)
+        except Exception as e:  # recorded as a failure (with Triton's message), the user goes on
+            error = TritonizeError.wrap(e, self.sc.model)
+        self.environment.events.request.fire(
+            request_type=self.protocol, name=self.sc.pipeline, response_time=(time.perf_counter() - start) * 1e3,
+            response_length=size, exception=error, context={},
+        )
+
+
+class TritonGrpcUser(TritonUser):
+    abstract = True
+    protocol = "grpc"
+
+
+class TritonHttpUser(TritonUser):
+    abstract = True
+    protocol = "http"
+
+
+class FastApiUser(FastHttpUser):
+    """The baseline many teams run: FastAPI + PyTorch (benchmarks/fastapi_baseline.py)."""
+
+    abstract = True
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.sc = scenario()
+        self.rows = _Rows(self.sc)
+
+    @task
+    def call(self) -> None:
+        bad = self.rows.bad()
+        rows = self.rows.next()
+        body = {"texts": None} if bad else {"texts": [r.decode() for r in rows]}  # JSON cannot carry bad UTF-8
+        self.client.post(f"/{self.sc.pipeline}", json=body, name=self.sc.pipeline)

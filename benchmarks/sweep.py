@@ -1,0 +1,57 @@
+"""Drive systems x load levels with the same Locust scenario, in one run, and collect the points."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Protocol
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from benchmarks.load import run_locust
+from benchmarks.planner import PlanResults, Point
+from benchmarks.scenarios import Scenario
+
+
+class System(Protocol):
+    name: str
+    user: str  # grpc | http | fastapi: the Locust user class that calls it
+
+    def start(self) -> str: ...  # returns the host Locust calls
+    def stop(self) -> None: ...
+    @property
+    def stats_urls(self) -> tuple[str | None, str | None]: ...  # Triton HTTP and metrics, if served
+
+
+def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: float, out_dir: Path,
+          locust_cpus: str | None = None, processes: int = 1, setup: dict | None = None,
+          protocol: str | None = None) -> PlanResults:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scenario_path = scenario.save(out_dir / "scenario.json")
+    results = PlanResults(scenario=scenario.__dict__ | {"words": scenario.words.__dict__}, setup=dict(setup or {}))
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} levels"),
+                  TimeElapsedColumn()) as progress:
+        task = progress.add_task("load", total=len(systems) * len(users))
+        for system in systems:
+            progress.update(task, description=f"starting {system.name}")
+            host = system.start()
+            try:
+                for n in users:
+                    progress.update(task, description=f"{system.name}: {n} users")
+                    http, metrics = system.stats_urls
+                    user = protocol if (protocol and system.user != "fastapi") else system.user
+                    if user == "http" and http:
+                        host = http
+                    slug = "".join(c if c.isalnum() else "_" for c in system.name)[:60]
+                    r = run_locust(scenario_path, host, user, n, seconds, out_dir / "locust" / f"{slug}_u{n}", system.name,
+                                   processes=processes, cpus=locust_cpus, triton_http=http, triton_metrics=metrics,
+                                   progress=lambda: progress.refresh())
+                    step = next((v for k, v in r.triton.items() if k.endswith("_model")), None)
+                    results.points.append(Point(system.name, n, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.requests, r.failures,
+                                                step["avg_batch"] if step else None))
+                    results.runs.append(r.to_dict())
+                    progress.advance(task)
+                    time.sleep(0.5)  # let queues drain between levels
+            finally:
+                system.stop()
+    return results

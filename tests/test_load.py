@@ -1,0 +1,96 @@
+"""Locust against the real server, the planner's SLO search, and a small plan end to end."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks.load import run_locust
+from benchmarks.planner import Point, max_throughput_under_slo, recommend
+from benchmarks.scenarios import Scenario, WordCounts
+from tests.conftest import CLASSIFIER, EMBEDDER
+
+
+def scenario(tmp_path: Path, **kw) -> Path:
+    sc = Scenario(name="test", pipeline=kw.pop("pipeline", "embed"), model=kw.pop("model", EMBEDDER),
+                  words=WordCounts(median=8, sigma=0.5, min=2, max=32), pool_size=200, **kw)
+    return sc.save(tmp_path / "scenario.json")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_headless_locust_run_records_every_request(server, tmp_path, protocol):
+    host = server.grpc_url if protocol == "grpc" else server.http_url
+    r = run_locust(scenario(tmp_path), host, protocol, users=2, seconds=3, out_prefix=tmp_path / "run", system="triton",
+                   triton_http=server.http_url, triton_metrics=server.metrics_url)
+    with open(tmp_path / "run_stats.csv") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    assert int(rows["embed"]["Request Count"]) > 20 and int(rows["embed"]["Failure Count"]) == 0
+    assert r.failures == 0 and r.rps > 5 and 0 < r.p50_ms <= r.p95_ms <= r.p99_ms
+    assert (tmp_path / "run.html").stat().st_size > 1000
+    step = r.triton[f"{EMBEDDER}_model"]  # Triton's own view of the same window
+    assert step["inferences"] >= r.requests - 4 and step["compute_infer_ms"] > 0 and step["avg_batch"] >= 1
+
+
+def test_bad_requests_are_counted_as_failures(server, tmp_path):
+    r = run_locust(scenario(tmp_path, bad_every=5), server.grpc_url, "grpc", users=2, seconds=3,
+                   out_prefix=tmp_path / "bad", system="triton")
+    assert r.failures > 0 and r.requests > r.failures
+    assert abs(r.failures / r.requests - 0.2) < 0.1  # one request in five is bad
+    with open(tmp_path / "bad_failures.csv") as f:
+        assert "UTF-8" in f.read()
+    assert server.is_ready()
+
+
+def curve(system, pts):
+    return [Point(system, u, rps, lat / 2, lat, lat * 1.5) for u, rps, lat in pts]
+
+
+def test_slo_search_interpolates_at_the_crossing():
+    pts = curve("a", [(1, 100, 10), (2, 180, 20), (4, 260, 40), (8, 300, 80)])
+    # 50 ms lies a third of the way from (260 rps, 40 ms) to (300 rps, 80 ms) -> 260 + 40 * 0.25 = 270
+    assert max_throughput_under_slo(pts, 50, 95) == pytest.approx(270)
+    assert max_throughput_under_slo(pts, 40, 95) == pytest.approx(260)  # exactly on the SLO counts
+    assert max_throughput_under_slo(pts, 5, 95) == 0.0  # never met
+    assert max_throughput_under_slo(pts, 500, 95) == pytest.approx(300)  # always met: the top measured rate
+
+
+def test_slo_search_stops_at_the_first_breach_and_ignores_failures():
+    noisy = curve("a", [(1, 100, 10), (2, 150, 90), (4, 400, 30)])  # the later 'pass' under overload is noise
+    assert max_throughput_under_slo(noisy, 50, 95) == pytest.approx(100 + 50 * 40 / 80)
+    failing = [Point("a", 1, 100, 5, 10, 15), Point("a", 2, 200, 5, 10, 15, failures=3)]
+    assert max_throughput_under_slo(failing, 50, 95) == pytest.approx(100)
+    assert max_throughput_under_slo(curve("a", [(1, 100, 10), (2, 90, 60)]), 50, 95) == 100  # no gain: no interpolation
+
+
+def test_recommendation_picks_the_best_candidate_and_sizes_replicas():
+    pts = curve("small", [(1, 100, 10), (2, 150, 30), (4, 160, 90)]) + curve("big", [(1, 90, 12), (2, 170, 25), (4, 250, 45)])
+    pts += curve("baseline", [(1, 400, 5)])
+    rec = recommend(pts, slo_ms=50, percentile=95, target_rps=1000, headroom=0.25, candidates=["small", "big"])
+    assert rec.system == "big" and rec.max_rps == pytest.approx(250)
+    assert rec.replicas == 5  # ceil(1000 * 1.25 / 250)
+    assert rec.capacity["baseline"] == pytest.approx(400)  # measured and shown, never recommended
+    assert recommend(pts, 1, 95, 10, 0, ["small"]).system is None
+
+
+def test_plan_runs_end_to_end_on_a_small_grid(built, tmp_path):
+    from tritonize.cli import app
+
+    repo = built["repository"]
+    out = tmp_path / "plan"
+    sc = scenario(tmp_path, pipeline="classify", model=CLASSIFIER)
+    result = CliRunner().invoke(app, [
+        "plan", "--scenario", str(sc), "--repository", str(repo), "--max-batch-size", "4,16", "--threads", "1",
+        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["points"]) == 4 and all(p["failures"] == 0 and p["rps"] > 0 for p in saved["points"])
+    assert "replica(s) of 'triton (batch<=" in result.output
+    for png in ("latency_vs_throughput.png", "batch_sizes.png", "capacity.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert "<img" in (out / "report.html").read_text()
+    # the plan re-derives from the saved results without running load, for another SLO
+    again = CliRunner().invoke(app, ["plan", "--from", str(out / "results.json"), "--slo-ms", "1", "--out", str(tmp_path / "re")])
+    assert again.exit_code == 0 and "no configuration meets p95 <= 1 ms" in again.output

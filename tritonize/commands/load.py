@@ -1,0 +1,181 @@
+"""`tritonize bench` (Locust load test of one server) and `tritonize plan` (capacity planning sweep)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tritonize.console import console
+from tritonize.options import Repository
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _pinning(pin: bool) -> tuple[str | None, str | None]:
+    """Server on core 0, Locust on core 1 (the same for every system compared)."""
+    if not pin:
+        return None, None
+    if (os.cpu_count() or 1) < 2:
+        raise typer.BadParameter("--pin needs at least two cores")
+    return "0", "1"
+
+
+def _out(out: Path | None, kind: str) -> Path:
+    return out or Path("bench_results") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class Attached:
+    """A server someone else started: Locust calls it; Triton's view needs its HTTP and metrics URLs."""
+
+    def __init__(self, url: str, protocol: str, http_url: str | None, metrics_url: str | None):
+        self.name, self.user, self._url = f"triton @ {url}", protocol, url
+        self.stats_urls = (http_url, metrics_url)
+
+    def start(self) -> str:
+        return self._url
+
+    def stop(self) -> None:
+        pass
+
+
+def _print_points(results) -> None:
+    t = Table(title="load levels")
+    for c in ("system", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures", "avg batch"):
+        t.add_column(c)
+    for p in results.points:
+        t.add_row(p.system, str(p.users), f"{p.rps:.1f}", f"{p.p50_ms:.0f}", f"{p.p95_ms:.0f}", f"{p.p99_ms:.0f}",
+                  str(p.failures), f"{p.avg_batch:.1f}" if p.avg_batch else "")
+    console.print(t)
+
+
+def bench(
+    scenario: str = typer.Option("embed-mix", help="Scenario name (benchmarks/scenarios) or JSON file."),
+    model: str = typer.Option(None, help="Served pipeline (default: the scenario's)."),
+    users: str = typer.Option("1,4,16", help="Load levels: concurrent Locust users, comma-separated (a step load)."),
+    seconds: float = typer.Option(10, help="Seconds per load level."),
+    repository: Path = Repository,
+    url: str = typer.Option(None, help="Attach to a running server (gRPC/HTTP host:port) instead of starting one."),
+    http_url: str = typer.Option(None, help="With --url: its HTTP host:port, for Triton's statistics."),
+    metrics_url: str = typer.Option(None, help="With --url: its metrics URL."),
+    protocol: str = typer.Option("grpc", help="grpc or http."),
+    processes: int = typer.Option(1, help="Locust processes (one master + N workers) for more load than one core makes."),
+    pin: bool = typer.Option(False, help="Pin the server to core 0 and Locust to core 1."),
+    out: Path = typer.Option(None, help="Output folder (default: bench_results/bench-TIMESTAMP)."),
+) -> None:
+    """Load-test a served pipeline with Locust; report latency, throughput and Triton's own view."""
+    from benchmarks.report import write_report
+    from benchmarks.scenarios import Scenario
+    from benchmarks.sweep import sweep
+    from benchmarks.systems import TritonVariant, Variant
+
+    sc = Scenario.load(scenario)
+    sc.model = model or sc.model
+    server_cpus, locust_cpus = _pinning(pin)
+    out = _out(out, "bench")
+    if url:
+        system = Attached(url, protocol, http_url, metrics_url)
+    else:
+        system = TritonVariant(repository, sc.model, Variant(), out / "repository", cpus=server_cpus)
+    setup = {"scenario": sc.name, "seconds per level": seconds, "protocol": protocol, "locust processes": processes,
+             "pinning": f"server cores {server_cpus}, Locust cores {locust_cpus}" if pin else "none"}
+    results = sweep([system], sc, _ints(users), seconds, out, locust_cpus, processes, setup, protocol=protocol)
+    results.save(out / "results.json")
+    _print_points(results)
+    for run in results.runs:
+        for name, s in run["triton"].items():
+            console.print(f"  {run['users']:>3}u {name}: queue {s['queue_ms']:.2f} ms, compute {s['compute_infer_ms']:.2f} ms, "
+                          f"avg batch {s['avg_batch']:.2f}, executions {s['executions']}")
+    page = write_report(results, out, None, None, 95)
+    console.print(f"report: {page} (Locust CSV/HTML in {out / 'locust'})")
+
+
+def plan(
+    scenario: str = typer.Option("embed-mix", help="Scenario name (benchmarks/scenarios) or JSON file."),
+    model: str = typer.Option(None, help="Served pipeline (default: the scenario's)."),
+    repository: Path = Repository,
+    max_batch_size: str = typer.Option("64", help="Grid: rows per model-step execution."),
+    queue_delay_us: str = typer.Option("0", help="Grid: dynamic batcher max queue delay (µs)."),
+    instances: str = typer.Option("1", help="Grid: model-step instances."),
+    threads: str = typer.Option("1", help="Grid: ONNX Runtime threads per instance."),
+    users: str = typer.Option("1,2,4,8,16,32", help="Offered loads: concurrent users, comma-separated."),
+    seconds: float = typer.Option(8, help="Seconds per load level."),
+    slo_ms: float = typer.Option(50, help="Latency SLO (ms)."),
+    percentile: int = typer.Option(95, help="SLO percentile: 50, 95 or 99."),
+    target_rps: float = typer.Option(1000, help="Request rate to plan replicas for."),
+    headroom: float = typer.Option(0.25, help="Spare capacity to keep (0.25 = 25%)."),
+    baselines: bool = typer.Option(False, help="Also run dynamic batching off and FastAPI + PyTorch."),
+    pin: bool = typer.Option(True, help="Pin servers to core 0 and Locust to core 1."),
+    apply: bool = typer.Option(False, help="Write the recommended settings into the repository."),
+    confirm: bool = typer.Option(False, help="Measure the recommended config again and compare with the prediction."),
+    source: Path = typer.Option(None, "--from", help="Re-derive a plan from a saved results.json (no load run)."),
+    out: Path = typer.Option(None, help="Output folder (default: bench_results/plan-TIMESTAMP)."),
+) -> None:
+    """Sweep server configurations x offered loads; recommend a config and replicas for an SLO."""
+    from benchmarks.planner import PlanResults, max_throughput_under_slo, recommend
+    from benchmarks.report import write_report
+    from benchmarks.scenarios import Scenario
+    from benchmarks.sweep import sweep
+    from benchmarks.systems import FastApiBaseline, TritonVariant, Variant, write_back
+
+    if percentile not in (50, 95, 99):
+        raise typer.BadParameter("percentile must be 50, 95 or 99")
+    out = _out(out, "plan")
+    if source:
+        results = PlanResults.load(source)
+        sc = None
+    else:
+        sc = Scenario.load(scenario)
+        sc.model = model or sc.model
+        server_cpus, locust_cpus = _pinning(pin)
+        grid = [Variant(b, d, i, t) for b, d, i, t in itertools.product(_ints(max_batch_size), _ints(queue_delay_us), _ints(instances), _ints(threads))]
+        systems = [TritonVariant(repository, sc.model, v, out / f"repository-{k}", server_cpus) for k, v in enumerate(grid)]
+        if baselines:
+            systems.append(TritonVariant(repository, sc.model, Variant(dynamic_batching=False, threads=grid[0].threads), out / "repository-off", server_cpus))
+            systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus))
+        setup = {"scenario": sc.name, "seconds per level": seconds, "offered loads (users)": users,
+                 "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
+        results = sweep(systems, sc, _ints(users), seconds, out, locust_cpus, 1, setup)
+        results.candidates = [s.name for s in systems[: len(grid)]]
+        results.variants = {s.name: asdict(s.variant) for s in systems if isinstance(s, TritonVariant)}
+    rec = recommend(results.points, slo_ms, percentile, target_rps, headroom, results.candidates or None)
+    if confirm and rec.system and sc:
+        chosen = Variant(**results.variants[rec.system])
+        again = sweep([TritonVariant(repository, sc.model, chosen, out / "repository-confirm", server_cpus)], sc, _ints(users), seconds,
+                      out / "confirm", locust_cpus)
+        confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
+        results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
+        console.print(results.setup["confirmation"])
+    results.save(out / "results.json")
+    _print_points(results)
+    t = Table(title=f"max req/s with p{percentile} <= {slo_ms:g} ms")
+    t.add_column("system")
+    t.add_column("req/s")
+    for s, c in sorted(rec.capacity.items(), key=lambda kv: -kv[1]):
+        t.add_row(s, f"{c:.1f}")
+    console.print(t)
+    console.print(f"[bold]{rec.note}[/bold]")
+    if apply and rec.system:
+        path = write_back(repository, (sc.model if sc else results.scenario["model"]), Variant(**results.variants[rec.system]))
+        console.print(f"wrote the recommended settings into {path}")
+    page = write_report(results, out, rec, slo_ms, percentile)
+    console.print(f"report: {page}; raw results: {out / 'results.json'}")
+
+
+def _hub_id(repository: Path, model: str) -> str:
+    import json
+
+    manifest = json.loads((repository / model / "tritonize.json").read_text())
+    return manifest["report"]["source"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
+    app.command("plan")(plan)
