@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -27,12 +28,14 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
           locust_cpus: str | None = None, processes: int = 1, setup: dict | None = None,
           protocol: str | None = None) -> PlanResults:
     out_dir.mkdir(parents=True, exist_ok=True)
-    scenario_path = scenario.save(out_dir / "scenario.json")
     results = PlanResults(scenario=scenario.__dict__ | {"words": scenario.words.__dict__}, setup=dict(setup or {}))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} levels"),
                   TimeElapsedColumn()) as progress:
         task = progress.add_task("load", total=len(systems) * len(users))
         for system in systems:
+            slug = "".join(c if c.isalnum() else "_" for c in system.name)[:60]
+            # Same texts for every system; only the served pipeline's name may differ (fp32 vs int8).
+            scenario_path = replace(scenario, model=getattr(system, "model", scenario.model)).save(out_dir / f"scenario_{slug}.json")
             progress.update(task, description=f"starting {system.name}")
             host = system.start()
             try:
@@ -42,7 +45,6 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
                     user = protocol if (protocol and system.user != "fastapi") else system.user
                     if user == "http" and http:
                         host = http
-                    slug = "".join(c if c.isalnum() else "_" for c in system.name)[:60]
                     r = run_locust(scenario_path, host, user, n, seconds, out_dir / "locust" / f"{slug}_u{n}", system.name,
                                    processes=processes, cpus=locust_cpus, triton_http=http, triton_metrics=metrics,
                                    progress=lambda: progress.refresh())

@@ -98,7 +98,8 @@ class TritonVariant:
 
     def __init__(self, repo: Path, ensemble: str, variant: Variant, scratch: Path, cpus: str | None = None):
         self.repo, self.ensemble, self.variant, self.scratch, self.cpus = repo, ensemble, variant, scratch, cpus
-        self.name = f"triton ({variant.label})"
+        self.model = ensemble
+        self.name = f"triton {ensemble} ({variant.label})"
         self.server: TritonServer | None = None
 
     def start(self) -> str:

@@ -87,7 +87,7 @@ def test_plan_runs_end_to_end_on_a_small_grid(built, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["points"]) == 4 and all(p["failures"] == 0 and p["rps"] > 0 for p in saved["points"])
-    assert "replica(s) of 'triton (batch<=" in result.output
+    assert f"replica(s) of 'triton {CLASSIFIER} (batch<=" in result.output
     for png in ("latency_vs_throughput.png", "batch_sizes.png", "capacity.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "<img" in (out / "report.html").read_text()

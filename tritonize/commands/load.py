@@ -99,7 +99,7 @@ def bench(
 
 def plan(
     scenario: str = typer.Option("embed-mix", help="Scenario name (benchmarks/scenarios) or JSON file."),
-    model: str = typer.Option(None, help="Served pipeline (default: the scenario's)."),
+    model: str = typer.Option(None, help="Served pipeline(s), comma-separated, e.g. an fp32 and an int8 conversion (default: the scenario's)."),
     repository: Path = Repository,
     max_batch_size: str = typer.Option("64", help="Grid: rows per model-step execution."),
     queue_delay_us: str = typer.Option("0", help="Grid: dynamic batcher max queue delay (µs)."),
@@ -133,22 +133,25 @@ def plan(
         sc = None
     else:
         sc = Scenario.load(scenario)
-        sc.model = model or sc.model
+        models = (model or sc.model).split(",")
+        sc.model = models[0]
         server_cpus, locust_cpus = _pinning(pin)
         grid = [Variant(b, d, i, t) for b, d, i, t in itertools.product(_ints(max_batch_size), _ints(queue_delay_us), _ints(instances), _ints(threads))]
-        systems = [TritonVariant(repository, sc.model, v, out / f"repository-{k}", server_cpus) for k, v in enumerate(grid)]
+        systems = [TritonVariant(repository, m, v, out / f"repository-{len(grid) * j + k}", server_cpus)
+                   for j, m in enumerate(models) for k, v in enumerate(grid)]
+        n_candidates = len(systems)
         if baselines:
             systems.append(TritonVariant(repository, sc.model, Variant(dynamic_batching=False, threads=grid[0].threads), out / "repository-off", server_cpus))
             systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus))
         setup = {"scenario": sc.name, "seconds per level": seconds, "offered loads (users)": users,
                  "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
         results = sweep(systems, sc, _ints(users), seconds, out, locust_cpus, 1, setup)
-        results.candidates = [s.name for s in systems[: len(grid)]]
-        results.variants = {s.name: asdict(s.variant) for s in systems if isinstance(s, TritonVariant)}
+        results.candidates = [s.name for s in systems[:n_candidates]]
+        results.variants = {s.name: {"model": s.model, **asdict(s.variant)} for s in systems if isinstance(s, TritonVariant)}
     rec = recommend(results.points, slo_ms, percentile, target_rps, headroom, results.candidates or None)
     if confirm and rec.system and sc:
-        chosen = Variant(**results.variants[rec.system])
-        again = sweep([TritonVariant(repository, sc.model, chosen, out / "repository-confirm", server_cpus)], sc, _ints(users), seconds,
+        chosen_model, chosen = _chosen(results, rec.system)
+        again = sweep([TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)], sc, _ints(users), seconds,
                       out / "confirm", locust_cpus)
         confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
         results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
@@ -163,10 +166,18 @@ def plan(
     console.print(t)
     console.print(f"[bold]{rec.note}[/bold]")
     if apply and rec.system:
-        path = write_back(repository, (sc.model if sc else results.scenario["model"]), Variant(**results.variants[rec.system]))
+        path = write_back(repository, *_chosen(results, rec.system))
         console.print(f"wrote the recommended settings into {path}")
     page = write_report(results, out, rec, slo_ms, percentile)
     console.print(f"report: {page}; raw results: {out / 'results.json'}")
+
+
+def _chosen(results, system: str):
+    """The pipeline and Variant behind a system name of a sweep."""
+    from benchmarks.systems import Variant
+
+    fields = dict(results.variants[system])
+    return fields.pop("model"), Variant(**fields)
 
 
 def _hub_id(repository: Path, model: str) -> str:
