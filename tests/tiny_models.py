@@ -48,3 +48,37 @@ def build_tiny_bert_classifier(path: Path, max_length: int = 64, seed: int = 0) 
     BertForSequenceClassification(config).eval().save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def build_tiny_distilbert_classifier(path: Path, max_length: int = 64, seed: int = 0) -> Path:
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizerFast
+
+    tok = DistilBertTokenizerFast(tokenizer_object=train_wordpiece(), model_max_length=max_length, unk_token="[UNK]",
+                                  pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    config = DistilBertConfig(vocab_size=len(tok), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=max_length,
+                              num_labels=len(LABELS), initializer_range=0.3, id2label=dict(enumerate(LABELS)))
+    torch.manual_seed(seed)
+    DistilBertForSequenceClassification(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def build_tiny_roberta_embedder(path: Path, max_length: int = 64, seed: int = 0) -> Path:
+    """RoBERTa with a byte-level BPE tokenizer (two position slots reserved for padding, as in the real ones)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    work = path / "bpe"
+    work.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(work))
+    tok = RobertaTokenizerFast(vocab_file=str(work / "vocab.json"), merges_file=str(work / "merges.txt"), model_max_length=max_length)
+    config = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                           max_position_embeddings=max_length + 2, pad_token_id=tok.pad_token_id, initializer_range=0.3)
+    torch.manual_seed(seed)
+    RobertaModel(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
