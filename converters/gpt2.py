@@ -1,0 +1,110 @@
+"""GPT-2 (decoder-only) -> ONNX with past key/values -> a served, streaming generator.
+
+Optimum's `text-generation-with-past` export is one graph that takes the cache (of length 0 for the
+prompt) plus attention mask and position ids, which is what lets the engine batch sequences whose
+caches differ in length. Parity: logits of the prompt forward and of a cached one-token forward
+against PyTorch, on prompts of several lengths.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from converters.checkpoints import default_name, resolve
+from converters.generation_common import (
+    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, ParityError, fingerprint,
+    previous_report, served_parameters, write_generator,
+)
+
+TASK = "text-generation-with-past"
+
+
+def _ort_step(session, ids: np.ndarray, past: list[np.ndarray], past_names: list[str], start: int):
+    n = ids.shape[1]
+    feed = {"input_ids": ids, "attention_mask": np.ones((1, start + n), np.int64), **dict(zip(past_names, past))}
+    if "position_ids" in {i.name for i in session.get_inputs()}:
+        feed["position_ids"] = np.arange(start, start + n, dtype=np.int64)[None]
+    out = session.run(None, feed)
+    return out[0], out[1:]
+
+
+def parity(session, model, tokenizer) -> tuple[float, float]:
+    """Max abs logits error of the prompt forward and of one cached forward, over the validation prompts."""
+    import torch
+
+    names = sorted((i.name for i in session.get_inputs() if i.name.startswith("past_key_values.")),
+                   key=lambda n: (int(n.split(".")[1]), n))
+    shape = session.get_inputs()[[i.name for i in session.get_inputs()].index(names[0])].shape
+    first = cached = 0.0
+    for prompt in VALIDATION_PROMPTS:
+        ids = np.asarray([tokenizer(prompt).input_ids], np.int64)
+        empty = [np.zeros((1, int(shape[1]), 0, int(shape[3])), np.float32)] * len(names)
+        logits, present = _ort_step(session, ids, empty, names, 0)
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(ids), use_cache=True)
+            first = max(first, float(np.abs(logits - ref.logits.numpy()).max()))
+            nxt = np.asarray([[int(ref.logits[0, -1].argmax())]], np.int64)
+            step = model(torch.from_numpy(nxt), past_key_values=ref.past_key_values, use_cache=True)
+        logits, _ = _ort_step(session, nxt, present, names, ids.shape[1])
+        cached = max(cached, float(np.abs(logits - step.logits.numpy()).max()))
+    return first, cached
+
+
+def convert_gpt2(
+    model: str,
+    repository: Path = Path("model_repository"),
+    name: str | None = None,
+    limits: GenerationLimits | None = None,
+    tolerance: float = LOGITS_TOLERANCE,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> GenerationReport:
+    started = time.monotonic()
+    source = resolve(model)
+    name = name or default_name(model)
+    repository = Path(repository)
+    limits = limits or GenerationLimits()
+    key = fingerprint(source, {"source": source, "family": "gpt2", "limits": asdict(limits)})
+    if not force and (report := previous_report(repository, name, key)):
+        log(f"{name}: reusing {repository / name} (same source and options)")
+        return report
+
+    import onnxruntime as ort
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
+    torch_model = AutoModelForCausalLM.from_pretrained(source).eval()
+    config = torch_model.config
+    max_context = int(getattr(config, "n_positions", getattr(config, "max_position_embeddings", 1024)))
+
+    with tempfile.TemporaryDirectory(prefix="tritonize-gpt2-") as tmp:
+        out = Path(tmp) / "export"
+        log(f"{name}: exporting {model} to ONNX ({TASK}: one graph, cache of any length)")
+        main_export(source, out, task=TASK, library_name="transformers", do_validation=False)
+        session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        first, cached = parity(session, torch_model, tokenizer)
+        log(f"{name}: max abs logits error vs PyTorch: first step {first:.2e}, cached step {cached:.2e} (tolerance {tolerance:.0e})")
+        if not max(first, cached) <= tolerance:
+            raise ParityError(f"{name}: ONNX logits differ from PyTorch by {max(first, cached):.3e} > tolerance {tolerance:.0e}")
+        tokenizer.backend_tokenizer.save(str(Path(tmp) / "tokenizer.json"))
+        params = served_parameters("decoder", max_context, limits, config.eos_token_id, None)
+        report = GenerationReport(
+            name=name, family="gpt2", source=str(model), repository=str(repository), reused=False,
+            max_abs_error_first_step=first, max_abs_error_cached_step=cached, tolerance=tolerance,
+            max_context=max_context, limits=params, seconds=round(time.monotonic() - started, 1),
+        )
+        files = {"model.onnx": out / "model.onnx", "tokenizer.json": Path(tmp) / "tokenizer.json"}
+        if (out / "model.onnx_data").exists():  # weights over 2 GB live beside the graph
+            files["model.onnx_data"] = out / "model.onnx_data"
+        write_generator(repository, name, params, files, report, key)
+    log(f"{name}: wrote {repository / name} in {report.seconds:.0f} s")
+    return report

@@ -1,0 +1,126 @@
+"""The served generator: a decoupled Python-backend model around `runtime.generation_engine.Engine`.
+
+`execute` validates each request on Triton's thread (a bad request is answered with an error naming the
+field and the limit, and never reaches the engine), tokenizes the prompt, hands it to the engine
+thread and returns at once; responses are sent from the engine thread as tokens are produced.
+
+Input: TEXT (BYTES [1]). Request parameters: see `runtime.generation_params.PARAMETERS`.
+Outputs of every response: TEXT (the new piece, or the whole text for `stream=false`), TOKEN_IDS (ids
+that piece came from), FINISH_REASON ('' until the final response: eos | length | stop | cancelled).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from runtime.generation_engine import COUNTERS, Engine, Job
+from runtime.generation_models import CausalLM, Seq2SeqLM
+from runtime.generation_params import Limits, Overloaded, fit_to_context, parse
+from runtime.generation_text import TokenBytes
+from runtime.text_tokenizer import decode_texts
+from runtime.triton import Counter, InputError, input_array, model_dir, parameters, pb
+
+
+class Gauge:
+    """A Prometheus gauge on Triton's /metrics."""
+
+    def __init__(self, name: str, description: str, labels: dict[str, str]):
+        u = pb()
+        family = u.MetricFamily(name=name, description=description, kind=u.MetricFamily.GAUGE)
+        self._family, self._metric = family, family.Metric(labels=labels)
+
+    def set(self, value: float) -> None:
+        self._metric.set(float(value))
+
+
+class TritonSink:
+    """Delivers engine output through a request's decoupled response sender."""
+
+    def __init__(self, sender):
+        self.sender = sender
+
+    def piece(self, text: str, token_ids: list[int], finish_reason: str | None) -> None:
+        u = pb()
+        outputs = [
+            u.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=np.object_)),
+            u.Tensor("TOKEN_IDS", np.asarray(token_ids, dtype=np.int64)),
+            u.Tensor("FINISH_REASON", np.array([(finish_reason or "").encode()], dtype=np.object_)),
+        ]
+        flags = u.TRITONSERVER_RESPONSE_COMPLETE_FINAL if finish_reason else 0
+        self.sender.send(u.InferenceResponse(output_tensors=outputs), flags=flags)
+
+    def error(self, exc: Exception) -> None:
+        self.sender.send(error_response(exc), flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def cancelled(self) -> bool:
+        return self.sender.is_cancelled()
+
+
+def error_response(exc: Exception):
+    u = pb()
+    if isinstance(exc, InputError):
+        code = u.TritonError.INVALID_ARG
+    elif isinstance(exc, Overloaded):
+        code = getattr(u.TritonError, "UNAVAILABLE", u.TritonError.INTERNAL)
+    else:
+        code = u.TritonError.INTERNAL
+    return u.InferenceResponse(output_tensors=[], error=u.TritonError(str(exc), code))
+
+
+def request_parameters(request) -> dict:
+    raw = request.parameters()
+    return json.loads(raw) if isinstance(raw, str) and raw else dict(raw or {})
+
+
+class GenerationStep:
+    def initialize(self, args: dict) -> None:
+        from tokenizers import Tokenizer
+
+        p = parameters(args)
+        folder = Path(model_dir(args))
+        threads = int(p.get("intra_op_threads", "0"))
+        self.limits = Limits.from_params(p)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.no_truncation()  # a prompt over the limit is an error, never silently cut
+        self.tokenizer.no_padding()
+        if p["family"] == "decoder":
+            model = CausalLM(folder, threads)
+        else:
+            model = Seq2SeqLM(folder, threads, int(p["decoder_start_token_id"]))
+        labels = {"model": args["model_name"]}
+        counters = {k: Counter(f"tritonize_generation_{k}_total", d, labels) for k, d in COUNTERS.items()}
+        running = Gauge("tritonize_generation_running_sequences", "Sequences in the running batch", labels)
+        queued = Gauge("tritonize_generation_queued_requests", "Requests waiting for a slot", labels)
+
+        def gauges(n_running: int, n_queued: int) -> None:
+            running.set(n_running)
+            queued.set(n_queued)
+
+        eos = int(p["eos_token_id"]) if p.get("eos_token_id", "") != "" else None
+        self.engine = Engine(model, TokenBytes(self.tokenizer), self.limits, eos, counters, gauges)
+        self.decoder_only = model.decoder_only
+        self.engine.start()
+
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                self.engine.submit(self._job(request, sender))
+            except (InputError, Overloaded) as exc:
+                sender.send(error_response(exc), flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return None
+
+    def _job(self, request, sender) -> Job:
+        params, explicit = parse(request_parameters(request), self.limits)
+        text = decode_texts(input_array(request, "TEXT").reshape(1, -1), self.limits.max_prompt_bytes)[0]
+        if not text.strip():
+            raise InputError("TEXT is empty: send a non-empty prompt")
+        prompt = self.tokenizer.encode(text).ids
+        params = fit_to_context(params, explicit, len(prompt), self.limits, self.decoder_only)
+        return Job(prompt, params, TritonSink(sender))
+
+    def finalize(self) -> None:
+        self.engine.stop()
