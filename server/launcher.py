@@ -164,11 +164,8 @@ class TritonServer:
         self._raise_start_failure(f"tritonserver was not ready after {timeout_s:.0f} s")
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        """Health says ready and the metrics endpoint answers (Triton starts it after HTTP)."""
+        return _answers(f"http://{self.http_url}/v2/health/ready") and _answers(self.metrics_url)
 
     def _raise_start_failure(self, message: str) -> None:
         tail = self.log_tail()
@@ -223,6 +220,14 @@ def load_failures(log: str) -> dict[str, str]:
         if m:
             failures.setdefault(m.group(1), m.group(2).strip())
     return failures
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def _killpg(pid: int, sig: int) -> None:
