@@ -93,6 +93,11 @@ def bench(
         for name, s in run["triton"].items():
             console.print(f"  {run['users']:>3}u {name}: queue {s['queue_ms']:.2f} ms, compute {s['compute_infer_ms']:.2f} ms, "
                           f"avg batch {s['avg_batch']:.2f}, executions {s['executions']}")
+        pad = run["padding"]
+        for key in (k for k in pad if k.startswith("tritonize_tokens_real_total")):
+            computed = pad.get(key.replace("real", "computed"), 0)
+            if pad[key]:
+                console.print(f"  {run['users']:>3}u padding {key.split('{')[1][:-1]}: tokens computed / real = {computed / pad[key]:.2f}")
     page = write_report(results, out, None, None, 95)
     console.print(f"report: {page} (Locust CSV/HTML in {out / 'locust'})")
 
