@@ -1,6 +1,10 @@
 """The typed client for tritonize pipelines (tritonclient + numpy, never torch)."""
 
 from client.client import AsyncClient, Client
+from client.generation import AsyncGenerationClient, GenerationChunk, GenerationClient
 from client.types import ModelInfo, Prediction, TritonizeError
 
-__all__ = ["AsyncClient", "Client", "ModelInfo", "Prediction", "TritonizeError"]
+__all__ = [
+    "AsyncClient", "AsyncGenerationClient", "Client", "GenerationChunk", "GenerationClient", "ModelInfo", "Prediction",
+    "TritonizeError",
+]

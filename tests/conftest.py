@@ -28,8 +28,10 @@ def build_encoders(repo: Path, work: Path) -> dict:
     return {"tiny_bert_classifier": checkpoint}
 
 
+from tests.tiny_generators import build_generators  # noqa: E402
+
 # Each model family adds the function that writes its test models into the shared repository.
-BUILDERS = [build_encoders]
+BUILDERS = [build_encoders, build_generators]
 
 
 @pytest.fixture(scope="session")

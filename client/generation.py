@@ -1,0 +1,186 @@
+"""Text generation through a tritonize generator (a decoupled model, so always over a gRPC stream).
+
+`GenerationClient(url).stream("Once", model="gpt2", max_new_tokens=20)` yields text pieces as tokens
+arrive; `generate(...)` returns the whole text (the server sends it in one response: `stream=false`).
+`AsyncGenerationClient` has the same methods for asyncio. Leaving a stream early cancels the request on
+the server, which frees its slot.
+
+Parameters (sent as Triton request parameters): max_new_tokens, temperature (0: greedy), top_k, top_p,
+repetition_penalty, seed, stop (a string or a list of strings).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterator
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+from client.types import TritonizeError
+
+DEFAULT_URL = "127.0.0.1:8001"
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """One response: a text piece (possibly '' while a character is incomplete), the token ids it came
+    from, and on the final response the reason generation ended (eos, length, stop, cancelled)."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+def request_parameters(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        if v is None:
+            continue
+        if k == "stop" and not isinstance(v, str):
+            v = json.dumps(list(v))
+        out[k] = v
+    return out
+
+
+def _request(model: str, prompt: str, params: dict, stream: bool) -> dict:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be str, not {type(prompt).__name__}")
+    text = grpcclient.InferInput("TEXT", [1], "BYTES")
+    text.set_data_from_numpy(np.array([prompt.encode("utf-8")], dtype=object))
+    return {
+        "model_name": model,
+        "inputs": [text],
+        "parameters": request_parameters({**params, "stream": stream}),
+        "enable_empty_final_response": True,
+    }
+
+
+def _chunk(result) -> tuple[GenerationChunk, bool]:
+    """The chunk in a response and whether it was the final one."""
+    final = result.get_response().parameters.get("triton_final_response")
+    is_final = bool(final and final.bool_param)
+    text = result.as_numpy("TEXT")
+    if text is None:  # an empty final response
+        return GenerationChunk(""), is_final
+    reason = result.as_numpy("FINISH_REASON")[0].decode()
+    return GenerationChunk(text[0].decode("utf-8"), result.as_numpy("TOKEN_IDS").tolist(), reason or None), is_final or bool(reason)
+
+
+class GenerationClient:
+    """Blocking generation client; each call opens its own gRPC stream (safe from many threads)."""
+
+    def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
+        self.url = url or DEFAULT_URL
+        self.timeout_s = timeout_s
+        self.headers = headers
+
+    def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> Iterator[GenerationChunk]:
+        responses: queue.Queue = queue.Queue()
+        client = grpcclient.InferenceServerClient(self.url)
+        done = False
+        try:
+            client.start_stream(lambda result, error: responses.put((result, error)), headers=self.headers)
+            client.async_stream_infer(**_request(model, prompt, params, stream))
+            while not done:
+                try:
+                    result, error = responses.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    raise TritonizeError(f"no response within {self.timeout_s:.0f} s", model=model) from None
+                if error is not None:
+                    done = True
+                    raise TritonizeError.wrap(error, model)
+                chunk, done = _chunk(result)
+                if chunk.text or chunk.token_ids or chunk.finish_reason:
+                    yield chunk
+        except InferenceServerException as e:
+            raise TritonizeError.wrap(e, model) from None
+        finally:
+            # Leaving early (break, exception, generator closed) cancels the request: the slot is freed.
+            client.stop_stream(cancel_requests=not done)
+            client.close()
+
+    def stream(self, prompt: str, *, model: str, **params) -> Iterator[str]:
+        """Text pieces as they become final (a piece never ends inside a UTF-8 character)."""
+        for chunk in self.stream_chunks(prompt, model=model, **params):
+            if chunk.text:
+                yield chunk.text
+
+    def generate_chunk(self, prompt: str, *, model: str, **params) -> GenerationChunk:
+        """The whole text, all token ids and the finish reason, in one response."""
+        chunks = list(self.stream_chunks(prompt, model=model, stream=False, **params))
+        return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason)
+
+    def generate(self, prompt: str, *, model: str, **params) -> str:
+        return self.generate_chunk(prompt, model=model, **params).text
+
+    def close(self) -> None:
+        pass  # nothing held between calls
+
+    def __enter__(self) -> "GenerationClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncGenerationClient:
+    """asyncio generation client; one channel, one gRPC stream per call."""
+
+    def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
+        self.url = url or DEFAULT_URL
+        self.timeout_s = timeout_s
+        self.headers = headers
+        self._client = grpcaio.InferenceServerClient(self.url)
+
+    async def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> AsyncIterator[GenerationChunk]:
+        request = _request(model, prompt, params, stream)
+
+        async def requests():
+            yield request
+
+        try:
+            responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s, headers=self.headers)
+        except InferenceServerException as e:
+            raise TritonizeError.wrap(e, model) from None
+        done = False
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    done = True
+                    raise TritonizeError.wrap(error, model)
+                chunk, done = _chunk(result)
+                if chunk.text or chunk.token_ids or chunk.finish_reason:
+                    yield chunk
+                if done:
+                    break
+        except InferenceServerException as e:
+            raise TritonizeError.wrap(e, model) from None
+        finally:
+            if not done:
+                responses.cancel()  # leaving early cancels the request on the server
+
+    async def stream(self, prompt: str, *, model: str, **params) -> AsyncIterator[str]:
+        async for chunk in self.stream_chunks(prompt, model=model, **params):
+            if chunk.text:
+                yield chunk.text
+
+    async def generate_chunk(self, prompt: str, *, model: str, **params) -> GenerationChunk:
+        chunks = [c async for c in self.stream_chunks(prompt, model=model, stream=False, **params)]
+        return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason)
+
+    async def generate(self, prompt: str, *, model: str, **params) -> str:
+        return (await self.generate_chunk(prompt, model=model, **params)).text
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncGenerationClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

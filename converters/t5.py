@@ -1,0 +1,106 @@
+"""T5 (encoder-decoder) -> ONNX encoder + decoder + decoder with past -> a served, streaming generator.
+
+Optimum's `text2text-generation-with-past` export gives three graphs: the encoder, the decoder's first
+step (which also returns the cross-attention keys/values) and the cached decoder step. Parity: logits of
+the first decoder step and of a cached step against PyTorch, on prompts of several lengths.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from converters.checkpoints import default_name, resolve
+from converters.generation_common import (
+    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, ParityError, fingerprint,
+    previous_report, served_parameters, write_generator,
+)
+
+TASK = "text2text-generation-with-past"
+GRAPHS = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+DEFAULT_CONTEXT = 512  # T5's positions are relative; this bounds the prompt (its tokenizer's own limit)
+
+
+def parity(folder: Path, model, tokenizer, start: int) -> tuple[float, float]:
+    import onnxruntime as ort
+    import torch
+
+    encoder, first_step, with_past = (ort.InferenceSession(str(folder / g), providers=["CPUExecutionProvider"]) for g in GRAPHS)
+    past_names = [i.name for i in with_past.get_inputs() if i.name.startswith("past_key_values.")]
+    present_names = [n.replace("past_key_values", "present") for n in past_names]
+    first = cached = 0.0
+    for prompt in VALIDATION_PROMPTS:
+        ids = np.asarray([tokenizer(prompt).input_ids], np.int64)
+        mask = np.ones_like(ids)
+        hidden = encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        start_ids = np.asarray([[start]], np.int64)
+        out = dict(zip([o.name for o in first_step.get_outputs()], first_step.run(
+            None, {"input_ids": start_ids, "encoder_hidden_states": hidden, "encoder_attention_mask": mask})))
+        with torch.inference_mode():
+            enc = model.get_encoder()(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+            ref = model(encoder_outputs=enc, attention_mask=torch.from_numpy(mask), decoder_input_ids=torch.from_numpy(start_ids), use_cache=True)
+            first = max(first, float(np.abs(out["logits"] - ref.logits.numpy()).max()))
+            nxt = np.asarray([[int(ref.logits[0, -1].argmax())]], np.int64)
+            step = model(encoder_outputs=enc, attention_mask=torch.from_numpy(mask), decoder_input_ids=torch.from_numpy(nxt),
+                         past_key_values=ref.past_key_values, use_cache=True)
+        feed = {"input_ids": nxt, "encoder_attention_mask": mask, **{p: out[q] for p, q in zip(past_names, present_names)}}
+        logits = with_past.run(["logits"], feed)[0]
+        cached = max(cached, float(np.abs(logits - step.logits.numpy()).max()))
+    return first, cached
+
+
+def convert_t5(
+    model: str,
+    repository: Path = Path("model_repository"),
+    name: str | None = None,
+    limits: GenerationLimits | None = None,
+    tolerance: float = LOGITS_TOLERANCE,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> GenerationReport:
+    started = time.monotonic()
+    source = resolve(model)
+    name = name or default_name(model)
+    repository = Path(repository)
+    limits = limits or GenerationLimits()
+    key = fingerprint(source, {"source": source, "family": "t5", "limits": asdict(limits)})
+    if not force and (report := previous_report(repository, name, key)):
+        log(f"{name}: reusing {repository / name} (same source and options)")
+        return report
+
+    from optimum.exporters.onnx import main_export
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
+    torch_model = AutoModelForSeq2SeqLM.from_pretrained(source).eval()
+    config = torch_model.config
+    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.pad_token_id
+    max_context = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else DEFAULT_CONTEXT
+
+    with tempfile.TemporaryDirectory(prefix="tritonize-t5-") as tmp:
+        out = Path(tmp) / "export"
+        log(f"{name}: exporting {model} to ONNX ({TASK}: encoder, decoder, decoder with past)")
+        main_export(source, out, task=TASK, library_name="transformers", do_validation=False)
+        first, cached = parity(out, torch_model, tokenizer, start)
+        log(f"{name}: max abs logits error vs PyTorch: first step {first:.2e}, cached step {cached:.2e} (tolerance {tolerance:.0e})")
+        if not max(first, cached) <= tolerance:
+            raise ParityError(f"{name}: ONNX logits differ from PyTorch by {max(first, cached):.3e} > tolerance {tolerance:.0e}")
+        tokenizer.backend_tokenizer.save(str(Path(tmp) / "tokenizer.json"))
+        params = served_parameters("encoder-decoder", max_context, limits, config.eos_token_id, start)
+        report = GenerationReport(
+            name=name, family="t5", source=str(model), repository=str(repository), reused=False,
+            max_abs_error_first_step=first, max_abs_error_cached_step=cached, tolerance=tolerance,
+            max_context=max_context, limits=params, seconds=round(time.monotonic() - started, 1),
+        )
+        files = {g: out / g for g in GRAPHS}
+        files["tokenizer.json"] = Path(tmp) / "tokenizer.json"
+        write_generator(repository, name, params, files, report, key)
+    log(f"{name}: wrote {repository / name} in {report.seconds:.0f} s")
+    return report

@@ -1,0 +1,274 @@
+"""Text generation against the real server: parity with Hugging Face `generate`, sampling, streaming,
+continuous batching, limits and cancellation (tiny random GPT-2 and T5 built in tests/tiny_generators)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from client import AsyncGenerationClient, GenerationClient, TritonizeError
+from tests.tiny_generators import GPT2, GPT2_LIMITS, T5
+
+PROMPTS = [
+    "the",
+    "the quick brown fox",
+    "triton serves models with dynamic batching and ensembles",
+    "tokens stream back one piece at a time while the batch keeps running, and the lazy dog sleeps",
+]
+NEW_TOKENS = 24
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gen(server):
+    return GenerationClient(server.grpc_url, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def hf_gpt2(built):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = built["tiny_gpt2"]
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def hf_t5(built):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = built["tiny_t5"]
+    return AutoModelForSeq2SeqLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def hf_greedy(model_and_tokenizer, prompt: str, n: int) -> list[int]:
+    import torch
+
+    model, tok = model_and_tokenizer
+    enc = tok(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=n, pad_token_id=model.config.pad_token_id or model.config.eos_token_id)
+    start = 1 if model.config.is_encoder_decoder else enc["input_ids"].shape[1]  # T5 output begins with the start token
+    return out[0, start:].tolist()
+
+
+def metric(server, name: str, model: str) -> float:
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    m = re.search(rf'^{name}{{model="{re.escape(model)}"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.fixture()
+def still_generating(server, gen):
+    """After the test body: the server is ready and a good request still gets a good answer."""
+    yield
+    assert server.is_ready()
+    chunk = gen.generate_chunk("the quick", model=GPT2, max_new_tokens=3)
+    assert len(chunk.token_ids) >= 1 and chunk.finish_reason in ("length", "eos")
+
+
+# -- conversion -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [GPT2, T5])
+def test_converter_checked_parity_of_first_and_cached_steps(built, name):
+    report = json.loads((built["repository"] / name / "tritonize.json").read_text())["report"]
+    assert report["max_abs_error_first_step"] <= report["tolerance"]
+    assert report["max_abs_error_cached_step"] <= report["tolerance"]
+    config = (built["repository"] / name / "config.pbtxt").read_text()
+    assert "decoupled: true" in config and "max_sequences" in config and "max_queue" in config
+
+
+# -- parity with Hugging Face -------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_greedy_ids_equal_hugging_face_solo_and_eight_at_once(gen, hf_gpt2, hf_t5, family):
+    model, reference = (GPT2, hf_gpt2) if family == "gpt2" else (T5, hf_t5)
+    expected = [hf_greedy(reference, p, NEW_TOKENS) for p in PROMPTS]
+    assert len({tuple(e) for e in expected}) == len(PROMPTS), "the tiny model must answer differently per prompt"
+    assert max(len(e) for e in expected) > 5
+    solo = [gen.generate_chunk(p, model=model, max_new_tokens=NEW_TOKENS).token_ids for p in PROMPTS]
+    assert solo == expected
+    prompts = PROMPTS * 2  # 8 at once
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(lambda p: gen.generate_chunk(p, model=model, max_new_tokens=NEW_TOKENS).token_ids, prompts))
+    assert together == expected * 2
+
+
+def test_eight_concurrent_streams_run_as_one_batch(server, gen):
+    steps, rows = metric(server, "tritonize_generation_steps_total", GPT2), metric(server, "tritonize_generation_step_rows_total", GPT2)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda p: gen.generate(p, model=GPT2, max_new_tokens=40), PROMPTS * 2))
+    d_steps = metric(server, "tritonize_generation_steps_total", GPT2) - steps
+    d_rows = metric(server, "tritonize_generation_step_rows_total", GPT2) - rows
+    assert d_rows / d_steps > 2, f"mean decode batch {d_rows / d_steps:.2f}: the sequences were not batched"
+
+
+# -- sampling ---------------------------------------------------------------------------------------
+def test_seeded_sampling_is_reproducible_and_seeds_differ(gen):
+    params = dict(model=GPT2, max_new_tokens=30, temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.1)
+    a = gen.generate_chunk(PROMPTS[1], seed=7, **params).token_ids
+    assert gen.generate_chunk(PROMPTS[1], seed=7, **params).token_ids == a
+    others = {tuple(gen.generate_chunk(PROMPTS[1], seed=s, **params).token_ids) for s in (8, 9, 10)}
+    assert tuple(a) not in others or len(others) > 1
+    assert len(others | {tuple(a)}) >= 3
+
+
+def test_sampled_stream_equals_sampled_whole_text(gen):
+    params = dict(model=GPT2, max_new_tokens=30, temperature=0.8, top_k=20, seed=3)
+    streamed = list(gen.stream_chunks(PROMPTS[2], **params))
+    whole = gen.generate_chunk(PROMPTS[2], **params)
+    assert [t for c in streamed for t in c.token_ids] == whole.token_ids
+    assert "".join(c.text for c in streamed) == whole.text
+
+
+# -- streaming --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", [GPT2, T5])
+def test_stream_equals_whole_text_in_at_least_as_many_pieces_as_tokens(gen, model):
+    for prompt in PROMPTS:
+        chunks = list(gen.stream_chunks(prompt, model=model, max_new_tokens=NEW_TOKENS))
+        whole = gen.generate_chunk(prompt, model=model, max_new_tokens=NEW_TOKENS)
+        tokens = [t for c in chunks for t in c.token_ids]
+        assert tokens == whole.token_ids
+        assert "".join(c.text for c in chunks) == whole.text == "".join(gen.stream(prompt, model=model, max_new_tokens=NEW_TOKENS))
+        assert len(chunks) >= len(tokens)  # one response per token, then the final one
+        assert chunks[-1].finish_reason in ("length", "eos") and not any(c.finish_reason for c in chunks[:-1])
+
+
+def test_stop_string_ends_generation_before_it(gen):
+    text = gen.generate(PROMPTS[1], model=GPT2, max_new_tokens=NEW_TOKENS)
+    stop = text[5:8]
+    assert stop.strip()
+    chunk = gen.generate_chunk(PROMPTS[1], model=GPT2, max_new_tokens=NEW_TOKENS, stop=[stop, "never-appears"])
+    assert chunk.finish_reason == "stop" and chunk.text == text[: text.index(stop)]
+    assert "".join(gen.stream(PROMPTS[1], model=GPT2, max_new_tokens=NEW_TOKENS, stop=stop)) == chunk.text
+
+
+def test_async_client_streams_and_generates(server):
+    async def main():
+        async with AsyncGenerationClient(server.grpc_url) as c:
+            pieces = [p async for p in c.stream(PROMPTS[1], model=GPT2, max_new_tokens=NEW_TOKENS)]
+            whole = await c.generate(PROMPTS[1], model=GPT2, max_new_tokens=NEW_TOKENS)
+            eight = await asyncio.gather(*(c.generate(p, model=T5, max_new_tokens=10) for p in PROMPTS * 2))
+            return pieces, whole, eight
+
+    pieces, whole, eight = asyncio.run(main())
+    assert "".join(pieces) == whole and eight[:4] == eight[4:]
+
+
+# -- continuous batching ----------------------------------------------------------------------------
+def test_request_arriving_mid_generation_joins_the_batch_and_keeps_its_solo_output(server, gen):
+    late_prompt = PROMPTS[3]
+    solo = gen.generate_chunk(late_prompt, model=GPT2, max_new_tokens=NEW_TOKENS).token_ids
+    joined = metric(server, "tritonize_generation_joined_running_total", GPT2)
+    steps, rows = metric(server, "tritonize_generation_steps_total", GPT2), metric(server, "tritonize_generation_step_rows_total", GPT2)
+    events: list[str] = []
+    long_stream = gen.stream_chunks(PROMPTS[1], model=GPT2, max_new_tokens=400, repetition_penalty=1.3)
+    for _ in range(3):
+        next(long_stream)  # the long sequence is now mid-generation
+    late: dict = {}
+
+    def run_late():
+        late["chunk"] = gen.generate_chunk(late_prompt, model=GPT2, max_new_tokens=NEW_TOKENS)
+        events.append("late finished")
+
+    thread = threading.Thread(target=run_late)
+    thread.start()
+    rest = list(long_stream)
+    events.append("long finished")
+    thread.join(30)
+    assert late["chunk"].token_ids == solo
+    assert rest[-1].finish_reason == "length", "the long sequence must still be running when the late one arrives"
+    assert events == ["late finished", "long finished"]  # it did not wait for the running batch to end
+    assert metric(server, "tritonize_generation_joined_running_total", GPT2) >= joined + 1
+    d_rows = metric(server, "tritonize_generation_step_rows_total", GPT2) - rows
+    d_steps = metric(server, "tritonize_generation_steps_total", GPT2) - steps
+    assert d_rows >= d_steps + NEW_TOKENS - 2, "the late sequence's decode steps ran in the same forwards as the long one"
+
+
+# -- bad input, limits, cancellation ----------------------------------------------------------------
+BAD = [
+    ({"prompt": ""}, r"TEXT is empty"),
+    ({"prompt": "the " * 600}, r"prompt is \d+ tokens; the limit is 511 tokens \(the model's context is 512\)"),
+    ({"max_new_tokens": 0}, r"max_new_tokens must be between 1 and 400, got 0"),
+    ({"max_new_tokens": -3}, r"max_new_tokens must be between 1 and 400, got -3"),
+    ({"max_new_tokens": 401}, r"max_new_tokens must be between 1 and 400, got 401"),
+    ({"prompt": "the " * 300, "max_new_tokens": 400}, r"prompt \(\d+ tokens\) \+ max_new_tokens \(400\) exceeds the model's context of 512"),
+    ({"temperature": -0.5}, r"temperature must be >= 0 \(0 is greedy\), got -0.5"),
+    ({"top_p": 0.0}, r"top_p must be in \(0, 1\], got 0.0"),
+    ({"top_p": 1.5}, r"top_p must be in \(0, 1\], got 1.5"),
+    ({"top_k": -1}, r"top_k must be >= 0"),
+    ({"repetition_penalty": 0.0}, r"repetition_penalty must be > 0"),
+    ({"beams": 4, "lenght": 3}, r"unknown parameter\(s\) beams, lenght; accepted: max_new_tokens, temperature"),
+    ({"max_new_tokens": "many"}, r"max_new_tokens must be an integer, got 'many'"),
+]
+
+
+@pytest.mark.usefixtures("still_generating")
+@pytest.mark.parametrize("case,message", BAD, ids=[m.split(" ")[0] + str(i) for i, (_, m) in enumerate(BAD)])
+def test_bad_input_gets_a_clear_error(gen, case, message):
+    case = dict(case)
+    prompt = case.pop("prompt", "the quick")
+    with pytest.raises(TritonizeError, match=message):
+        gen.generate(prompt, model=GPT2, **case)
+    with pytest.raises(TritonizeError, match=message):
+        list(gen.stream(prompt, model=GPT2, **case))
+
+
+def test_prompt_over_the_encoder_context_is_rejected_for_t5(gen):
+    with pytest.raises(TritonizeError, match=r"prompt is \d+ tokens; the limit is 128 tokens"):
+        gen.generate("the quick " * 200, model=T5)
+
+
+@pytest.mark.usefixtures("still_generating")
+def test_bad_request_among_good_ones_fails_alone(gen):
+    with ThreadPoolExecutor(6) as pool:
+        good = [pool.submit(gen.generate_chunk, p, model=GPT2, max_new_tokens=NEW_TOKENS) for p in PROMPTS]
+        bad = pool.submit(gen.generate, "the", model=GPT2, temperature=-1)
+        with pytest.raises(TritonizeError, match="temperature"):
+            bad.result()
+        assert all(len(f.result().token_ids) >= 1 for f in good)
+
+
+@pytest.mark.usefixtures("still_generating")
+def test_past_the_queue_limit_requests_get_overloaded(server):
+    """tiny-gpt2-limits runs one sequence and queues one: the rest of a burst is refused, clearly."""
+    rejected = metric(server, "tritonize_generation_rejected_overloaded_total", GPT2_LIMITS)
+
+    async def burst():
+        async with AsyncGenerationClient(server.grpc_url) as c:
+            calls = [c.generate_chunk(PROMPTS[1], model=GPT2_LIMITS, max_new_tokens=400, repetition_penalty=1.3) for _ in range(6)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(burst())
+    errors = [r for r in results if isinstance(r, Exception)]
+    done = [r for r in results if not isinstance(r, Exception)]
+    assert len(done) >= 2 and errors, results
+    for e in errors:
+        assert isinstance(e, TritonizeError)
+        assert re.search(r"overloaded: 1 sequences running \(max_sequences=1\) and 1 queued \(max_queue=1\); retry later", str(e))
+    assert metric(server, "tritonize_generation_rejected_overloaded_total", GPT2_LIMITS) == rejected + len(errors)
+
+
+@pytest.mark.usefixtures("still_generating")
+def test_cancelled_stream_frees_its_slot(server, gen):
+    cancelled = metric(server, "tritonize_generation_cancelled_total", GPT2_LIMITS)
+    stream = gen.stream_chunks(PROMPTS[1], model=GPT2_LIMITS, max_new_tokens=400, repetition_penalty=1.3)
+    next(stream)
+    stream.close()  # the client cancels the request
+    assert wait_for(lambda: metric(server, "tritonize_generation_cancelled_total", GPT2_LIMITS) == cancelled + 1)
+    assert wait_for(lambda: metric(server, "tritonize_generation_running_sequences", GPT2_LIMITS) == 0)
+    # The one slot is free again: a new request runs to its end.
+    assert gen.generate_chunk(PROMPTS[0], model=GPT2_LIMITS, max_new_tokens=5).finish_reason in ("length", "eos")
