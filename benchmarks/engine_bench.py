@@ -14,9 +14,7 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +23,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.triton_stats import metrics
 from benchmarks.workloads import fixed_tokens, mixed_lengths
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -93,9 +92,8 @@ def run_served(url: str, workload: str, texts: list[str], concurrency: int, seco
 
 
 def padding_counters(metrics_url: str) -> tuple[float, float]:
-    text = urllib.request.urlopen(metrics_url).read().decode()
-    get = lambda name: float(re.search(rf'^{name}{{model="{SERVED}_model"}} (\S+)$', text, re.M).group(1))  # noqa: E731
-    return get("tritonize_tokens_real_total"), get("tritonize_tokens_computed_total")
+    m = metrics(metrics_url)
+    return m[f"tritonize_tokens_real_total{{{SERVED}_model}}"], m[f"tritonize_tokens_computed_total{{{SERVED}_model}}"]
 
 
 def main() -> None:
@@ -112,14 +110,14 @@ def main() -> None:
 
     from converters.bert import convert_bert
     from converters.checkpoints import resolve
-    from converters.repository import Batching
+    from converters.repository import Batching, read_manifest
     from runtime.postprocess import l2_normalize, mean_pool
     from server import ServerConfig, TritonServer
 
     torch.set_num_threads(args.threads)
     convert_bert(MODEL, "embedding", args.repository, SERVED, batching=Batching(max_batch_size=64, intra_op_threads=args.threads), log=console.print)
     tokenizer = AutoTokenizer.from_pretrained(resolve(MODEL))
-    max_length = 256  # all-MiniLM-L6-v2 max_seq_length, as the converter serves it
+    max_length = read_manifest(args.repository, SERVED)["pipeline"]["max_length"]  # as served
     model = AutoModel.from_pretrained(resolve(MODEL)).eval()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
