@@ -98,7 +98,7 @@ def test_greedy_ids_equal_hugging_face_solo_and_eight_at_once(gen, hf_gpt2, hf_t
     model, reference = (GPT2, hf_gpt2) if family == "gpt2" else (T5, hf_t5)
     expected = [hf_greedy(reference, p, NEW_TOKENS) for p in PROMPTS]
     assert len({tuple(e) for e in expected}) == len(PROMPTS), "the tiny model must answer differently per prompt"
-    assert max(len(e) for e in expected) > 5
+    assert max(len(e) for e in expected) > 5 and any(len(set(e)) > 3 for e in expected), "outputs must vary along the sequence"
     solo = [gen.generate_chunk(p, model=model, max_new_tokens=NEW_TOKENS).token_ids for p in PROMPTS]
     assert solo == expected
     prompts = PROMPTS * 2  # 8 at once

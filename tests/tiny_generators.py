@@ -68,13 +68,14 @@ def build_tiny_gpt2(path: Path, seed: int = 0) -> Path:
 
 
 def build_tiny_t5(path: Path, seed: int = 0) -> Path:
+    """Gated-GELU feed-forward (T5 v1.1 / Flan-T5): with ReLU, tiny T5s repeat one token per prompt."""
     import torch
     from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
 
     tok = T5TokenizerFast(tokenizer_object=train_unigram(), eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
                           extra_ids=0, model_max_length=128)
     config = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-                      initializer_factor=6.0, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
+                      feed_forward_proj="gated-gelu", initializer_factor=3.0, decoder_start_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id,
                       eos_token_id=tok.eos_token_id)
     torch.manual_seed(seed)
     T5ForConditionalGeneration(config).eval().save_pretrained(path)

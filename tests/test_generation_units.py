@@ -1,0 +1,112 @@
+"""The runtime's generation pieces on their own: text streaming, sampling, parameter checks (no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.generation_params import Limits, SamplingParams, fit_to_context, parse
+from runtime.generation_sampling import next_token, sample_probabilities
+from runtime.generation_text import TextStream, TokenBytes
+from runtime.triton import InputError
+from tests.tiny_generators import train_byte_level_bpe, train_unigram
+
+MIXED = "héllo wörld 日本語のテキスト 🙂 ½ ¾ the quick fox"
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return train_byte_level_bpe()
+
+
+def test_byte_level_pieces_never_split_a_character(bpe):
+    ids = bpe.encode(MIXED).ids
+    pieces = []
+    stream = TextStream(TokenBytes(bpe))
+    for i in ids:
+        pieces.append(stream.push(i))
+    pieces.append(stream.finish())
+    assert "".join(pieces) == MIXED == bpe.decode(ids)
+    assert all("\ufffd" not in p for p in pieces)
+    assert "" in pieces[:-1], "the tokenizer must split some character across tokens for this test to mean anything"
+
+
+def test_unigram_metaspace_pieces_rebuild_the_text():
+    tok = train_unigram()
+    text = "the quick brown fox jumps"
+    ids = tok.encode(text).ids
+    stream = TextStream(TokenBytes(tok))
+    assert "".join([stream.push(i) for i in ids] + [stream.finish()]) == tok.decode(ids) == text
+
+
+def test_an_unfinished_character_at_the_end_becomes_one_replacement(bpe):
+    first_byte_of_e_acute = next(i for i in range(bpe.get_vocab_size()) if TokenBytes(bpe)[i] == b"\xc3")
+    stream = TextStream(TokenBytes(bpe))
+    assert stream.push(first_byte_of_e_acute) == ""
+    assert stream.finish() == "\ufffd"
+
+
+def test_stop_string_is_held_back_then_cut(bpe):
+    ids = bpe.encode("the quick brown fox").ids
+    stream = TextStream(TokenBytes(bpe), stop=("brown",))
+    pieces = [stream.push(i) for i in ids if not stream.stopped]
+    assert stream.stopped and "".join(pieces) + stream.finish() == "the quick "
+    assert all("b" not in p for p in pieces)  # 'b', 'br', ... were held back, never sent
+
+
+def test_held_back_prefix_is_released_when_it_does_not_continue_into_the_stop_string(bpe):
+    stream = TextStream(TokenBytes(bpe), stop=("quiet",))
+    ids = bpe.encode("the quick").ids
+    text = "".join(stream.push(i) for i in ids) + stream.finish()
+    assert text == "the quick" and not stream.stopped
+
+
+def params(**kw) -> SamplingParams:
+    return SamplingParams(max_new_tokens=10, **kw)
+
+
+def test_greedy_is_argmax_and_repetition_penalty_moves_it():
+    logits = np.array([1.0, 3.0, 2.9, -1.0], np.float32)
+    rng = np.random.default_rng(0)
+    assert next_token(logits, np.array([], np.int64), params(), rng) == 1
+    assert next_token(logits, np.array([1]), params(repetition_penalty=1.5), rng) == 2
+
+
+def test_top_k_and_top_p_limit_the_support():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    assert np.count_nonzero(sample_probabilities(logits, params(temperature=1.0, top_k=2))) == 2
+    assert np.count_nonzero(sample_probabilities(logits, params(temperature=1.0, top_p=0.7))) == 2
+    assert np.count_nonzero(sample_probabilities(logits, params(temperature=1.0, top_p=0.85))) == 3
+    draws = {next_token(logits, np.array([], np.int64), params(temperature=1.0, top_k=2), np.random.default_rng(s)) for s in range(50)}
+    assert draws == {0, 1}
+
+
+def test_same_seed_same_tokens():
+    logits = np.random.default_rng(1).normal(size=100).astype(np.float32)
+    def draw(seed):
+        rng = np.random.default_rng(seed)
+        return [next_token(logits, np.array([], np.int64), params(temperature=1.0), rng) for _ in range(20)]
+    assert draw(5) == draw(5) != draw(6)
+
+
+LIMITS = Limits(max_context=64, max_new_tokens=50, default_max_new_tokens=32)
+
+
+def test_default_max_new_tokens_shrinks_to_the_context_but_an_explicit_one_must_fit():
+    p, explicit = parse({}, LIMITS)
+    assert fit_to_context(p, explicit, 40, LIMITS, decoder_only=True).max_new_tokens == 24
+    p, explicit = parse({"max_new_tokens": 30}, LIMITS)
+    with pytest.raises(InputError, match=r"prompt \(40 tokens\) \+ max_new_tokens \(30\) exceeds the model's context of 64 tokens; ask for at most 24"):
+        fit_to_context(p, explicit, 40, LIMITS, decoder_only=True)
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"stop": '["a", 3]'}, "stop strings must be non-empty"),
+    ({"seed": -1}, "seed must be >= 0"),
+    ({"temperature": "hot"}, "temperature must be a number"),
+    ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
+    ({"top_p": float("nan")}, "top_p must be a finite number"),
+])
+def test_parameter_errors_name_the_field(raw, message):
+    with pytest.raises(InputError, match=message):
+        parse(raw, LIMITS)
