@@ -18,9 +18,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 from converters.repository import read_manifest, shim, tensor_in, tensor_out, with_parameters, write_model
 
 STEP = "runtime.generation_step:GenerationStep"
-# Max abs error allowed between ONNX Runtime fp32 and PyTorch logits (measured ~1e-5 on tiny models
-# with large initialisation, whose logits are in the tens).
-LOGITS_TOLERANCE = 1e-3
+# Max abs logits error allowed between ONNX Runtime fp32 and PyTorch, relative to the largest logit:
+# fp32 rounding grows with the logits, and tiny random models with scaled initialisation have logits in
+# the hundreds (measured: ~1e-7 relative, ~5e-4 absolute on the tiny T5).
+LOGITS_TOLERANCE = 1e-4
 VALIDATION_PROMPTS = [
     "Hi",
     "The quick brown fox jumps over the lazy dog.",
@@ -53,7 +54,8 @@ class GenerationReport:
     reused: bool
     max_abs_error_first_step: float
     max_abs_error_cached_step: float
-    tolerance: float
+    tolerance: float  # relative to logits_scale
+    logits_scale: float  # the largest |logit| of the PyTorch reference
     max_context: int
     limits: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -76,6 +78,15 @@ def previous_report(repository: Path, name: str, key: str) -> GenerationReport |
     if previous and previous.get("key") == key:
         return GenerationReport(**previous["report"], reused=True)
     return None
+
+
+def check_parity(name: str, first: float, cached: float, scale: float, tolerance: float, log) -> None:
+    allowed = tolerance * max(1.0, scale)
+    log(f"{name}: max abs logits error vs PyTorch: first step {first:.2e}, cached step {cached:.2e} "
+        f"(largest logit {scale:.1f}, allowed {allowed:.1e})")
+    if not max(first, cached) <= allowed:
+        raise ParityError(f"{name}: ONNX logits differ from PyTorch by {max(first, cached):.3e} > {allowed:.1e} "
+                          f"({tolerance:.0e} x largest logit {scale:.1f})")
 
 
 def generator_config(name: str, params: dict[str, object]) -> mc.ModelConfig:

@@ -38,6 +38,9 @@ COUNTERS = {
     "cancelled": "Sequences dropped because the caller cancelled or went away",
     "rejected_overloaded": "Requests refused because every slot and the whole queue were busy",
     "failed": "Sequences ended by an internal error",
+    "prefill_seconds": "Time spent in prompt forwards",
+    "decode_seconds": "Time spent in decode forwards",
+    "send_seconds": "Time spent handing responses to Triton",
 }
 
 
@@ -136,7 +139,9 @@ class Engine:
         slots = {i: s.slot for i, s in self.running.items()}
         for members in self.model.groups(slots):
             tokens = [self.running[m].generated[-1] for m in members]
+            started = time.perf_counter()
             logits = self.model.decode(members, slots, tokens)
+            self.counters["decode_seconds"].add(time.perf_counter() - started)
             self.counters["steps"].add(1)
             self.counters["step_rows"].add(len(members))
             for row, m in enumerate(members):
@@ -159,11 +164,13 @@ class Engine:
         return admitted
 
     def _prefill(self, seq: Sequence) -> None:
+        started = time.perf_counter()
         try:
             logits, seq.slot = self.model.prefill(seq.job.prompt)
         except Exception as exc:
             self._end(seq, exc)
             return
+        self.counters["prefill_seconds"].add(time.perf_counter() - started)
         self.counters["prefills"].add(1)
         self._advance(seq, logits)
 
@@ -200,11 +207,13 @@ class Engine:
 
     def _send(self, seq: Sequence, text: str, reason: str | None) -> None:
         ids, seq.unsent = seq.unsent, []
+        started = time.perf_counter()
         try:
             seq.job.sink.piece(text, ids, reason)
         except Exception:  # the caller is gone: free the slot
             if self.running.pop(seq.id, None) is not None:
                 self.counters["cancelled"].add(1)
+        self.counters["send_seconds"].add(time.perf_counter() - started)
 
     def _end(self, seq: Sequence, error: Exception) -> None:
         self.running.pop(seq.id, None)

@@ -86,8 +86,8 @@ def still_generating(server, gen):
 @pytest.mark.parametrize("name", [GPT2, T5])
 def test_converter_checked_parity_of_first_and_cached_steps(built, name):
     report = json.loads((built["repository"] / name / "tritonize.json").read_text())["report"]
-    assert report["max_abs_error_first_step"] <= report["tolerance"]
-    assert report["max_abs_error_cached_step"] <= report["tolerance"]
+    allowed = report["tolerance"] * max(1.0, report["logits_scale"])
+    assert 0 < report["max_abs_error_first_step"] <= allowed and 0 < report["max_abs_error_cached_step"] <= allowed
     config = (built["repository"] / name / "config.pbtxt").read_text()
     assert "decoupled: true" in config and "max_sequences" in config and "max_queue" in config
 

@@ -1,0 +1,214 @@
+"""Generation benchmark: served (KV cache, continuous batching, streaming) vs Hugging Face `generate`
+in PyTorch, one request at a time and as a static batch, in one run.
+
+    .venv/bin/python -m benchmarks.generation_bench [--models gpt2 t5] [--threads 2] [--new-tokens 32]
+
+GPT-2 small and T5-small architectures with random weights (nothing downloads; speed does not depend
+on the weights) and byte-level BPE / unigram tokenizers trained locally. Greedy, a fixed number of new
+tokens (no eos), prompts of 5-40 tokens. Served: the asyncio client, N concurrent streams whose first
+requests start at staggered times, each running requests back to back. Prints a table and the two
+ratios the issue targets; writes bench_results/generation_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+CACHE = Path.home() / ".cache" / "tritonize" / "generation-bench"
+TEXT = (
+    "Serving text generation well means keeping the key value cache, streaming every token as soon as it "
+    "exists, and batching the steps of many concurrent requests together so the matrix multiplications see "
+    "more than one row at a time. A request that arrives while others are running should join the batch at "
+    "the next step instead of waiting for the whole batch to finish, and a finished request should leave."
+)
+console = Console()
+
+
+@dataclass
+class Row:
+    model: str
+    system: str
+    setting: str
+    tokens_per_s: float
+    ttft_ms_p50: float
+    ttft_ms_p90: float
+    requests: int
+
+
+def prompts(n: int = 16) -> list[str]:
+    words = TEXT.split()
+    return [" ".join(words[i % 20 : i % 20 + 4 + (i * 7) % 30]) for i in range(n)]
+
+
+# -- checkpoints (random weights, real shapes) ------------------------------------------------------
+def build_gpt2_small(path: Path) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    from converters.generation_tiny import train_byte_level_bpe
+
+    if (path / "config.json").exists():
+        return path
+    end = "<|endoftext|>"
+    tok = GPT2TokenizerFast(tokenizer_object=train_byte_level_bpe(1000), eos_token=end, bos_token=end, unk_token=end)
+    config = GPT2Config(eos_token_id=None, bos_token_id=None)  # GPT-2 small: 12 layers, 768 wide, 50257 tokens
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def build_t5_small(path: Path) -> Path:
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
+
+    from converters.generation_tiny import train_unigram
+
+    if (path / "config.json").exists():
+        return path
+    tok = T5TokenizerFast(tokenizer_object=train_unigram(200), eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                          extra_ids=0, model_max_length=512)
+    config = T5Config(eos_token_id=None, decoder_start_token_id=0, pad_token_id=0)  # t5-small: 6+6 layers, 512 wide
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).eval().save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+# -- PyTorch baselines ------------------------------------------------------------------------------
+def pytorch_rows(name: str, path: Path, texts: list[str], new_tokens: int, threads: int, one_at_a_time: int) -> list[Row]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    seq2seq = AutoConfig.from_pretrained(path).is_encoder_decoder
+    model = (AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM).from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    kw = dict(do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
+
+    def generate(batch: list[str], n: int) -> float:
+        enc = tok(batch, return_tensors="pt", padding=True)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(**enc, max_new_tokens=n, **kw)
+        return time.perf_counter() - t
+
+    generate(texts[:1], 2)  # warm
+    first = [generate([t], 1) for t in texts[:one_at_a_time]]
+    solo = [generate([t], new_tokens) for t in texts[:one_at_a_time]]
+    batch = generate(texts[:16], new_tokens)
+    return [
+        Row(name, "pytorch", "one at a time", new_tokens * len(solo) / sum(solo), statistics.median(first) * 1e3,
+            sorted(first)[int(0.9 * (len(first) - 1))] * 1e3, len(solo)),
+        Row(name, "pytorch", "static batch 16", new_tokens * 16 / batch, batch * 1e3, batch * 1e3, 16),
+    ]
+
+
+# -- served ------------------------------------------------------------------------------------------
+async def served_row(url: str, name: str, model: str, texts: list[str], concurrency: int, per_stream: int,
+                     new_tokens: int, stagger_s: float) -> Row:
+    from client import AsyncGenerationClient
+
+    ttfts: list[float] = []
+    tokens = 0
+
+    async def stream(user: int) -> None:
+        nonlocal tokens
+        await asyncio.sleep(user * stagger_s)
+        for r in range(per_stream):
+            prompt = texts[(user * per_stream + r) % len(texts)]
+            sent, first = time.perf_counter(), None
+            async for chunk in c.stream_chunks(prompt, model=model, max_new_tokens=new_tokens):
+                if chunk.token_ids and first is None:
+                    first = time.perf_counter()
+                    ttfts.append(first - sent)
+                tokens += len(chunk.token_ids)
+
+    async with AsyncGenerationClient(url) as c:
+        await c.generate(texts[0], model=model, max_new_tokens=2)  # warm
+        start = time.perf_counter()
+        await asyncio.gather(*(stream(u) for u in range(concurrency)))
+        seconds = time.perf_counter() - start
+    ttfts.sort()
+    return Row(name, "served", f"{concurrency} streams", tokens / seconds, statistics.median(ttfts) * 1e3,
+               ttfts[int(0.9 * (len(ttfts) - 1))] * 1e3, len(ttfts))
+
+
+def convert(name: str, path: Path, repo: Path, threads: int) -> None:
+    from converters.generation_common import GenerationLimits
+    from converters.gpt2 import convert_gpt2
+    from converters.t5 import convert_t5
+
+    limits = GenerationLimits(max_new_tokens=256, max_sequences=16, max_queue=64, intra_op_threads=threads)
+    (convert_gpt2 if name == "gpt2" else convert_t5)(str(path), repo, name, limits, log=console.print)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["gpt2", "t5"], choices=["gpt2", "t5"])
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch threads and ONNX Runtime threads")
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--stagger-ms", type=float, default=100.0, help="delay between the first requests of the streams")
+    ap.add_argument("--requests", type=int, default=4, help="requests each served stream makes, back to back; PyTorch one-at-a-time runs twice as many")
+    ap.add_argument("--output", type=Path, default=Path("bench_results/generation_bench.json"))
+    args = ap.parse_args()
+
+    from server import ServerConfig, TritonServer
+
+    repo = CACHE / "model_repository"
+    builders = {"gpt2": build_gpt2_small, "t5": build_t5_small}
+    paths = {m: builders[m](CACHE / f"{m}-random") for m in args.models}
+    for m in args.models:
+        convert(m, paths[m], repo, args.threads)
+    texts = prompts()
+    rows: list[Row] = []
+    for m in args.models:
+        console.print(f"[bold]{m}[/bold]: PyTorch generate ...")
+        rows += pytorch_rows(m, paths[m], texts, args.new_tokens, args.threads, max(4, args.requests * 2))
+    with TritonServer(ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0)) as server:
+        for m in args.models:
+            for c in args.concurrency:
+                console.print(f"[bold]{m}[/bold]: served, {c} concurrent streams ...")
+                rows.append(asyncio.run(served_row(server.grpc_url, m, m, texts, c, args.requests, args.new_tokens, args.stagger_ms / 1e3)))
+    report(rows, args)
+
+
+def report(rows: list[Row], args) -> None:
+    table = Table(title=f"greedy, {args.new_tokens} new tokens, {args.threads} threads, streams staggered by {args.stagger_ms:.0f} ms")
+    for col in ("model", "system", "setting", "tokens/s", "TTFT p50 ms", "TTFT p90 ms", "requests"):
+        table.add_column(col, justify="right" if col[0].isupper() or col in ("tokens/s", "requests") else "left")
+    for r in rows:
+        table.add_row(r.model, r.system, r.setting, f"{r.tokens_per_s:.1f}", f"{r.ttft_ms_p50:.1f}", f"{r.ttft_ms_p90:.1f}", str(r.requests))
+    console.print(table)
+    ratios = {}
+    for m in sorted({r.model for r in rows}):
+        by = {(r.system, r.setting): r for r in rows if r.model == m}
+        base = by[("pytorch", "one at a time")]
+        top = max(args.concurrency)
+        if ("served", f"{top} streams") in by:
+            ratios[f"{m}: served {top} streams / pytorch one at a time (tokens/s, target >= 4)"] = by[("served", f"{top} streams")].tokens_per_s / base.tokens_per_s
+        if ("served", "1 streams") in by:
+            ratios[f"{m}: served TTFT at 1 stream / pytorch first-token time (target <= 1.2)"] = by[("served", "1 streams")].ttft_ms_p50 / base.ttft_ms_p50
+        ratios[f"{m}: pytorch static batch 16 / one at a time (tokens/s)"] = by[("pytorch", "static batch 16")].tokens_per_s / base.tokens_per_s
+    for k, v in ratios.items():
+        console.print(f"  {k}: {v:.2f}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": [asdict(r) for r in rows], "ratios": ratios}, indent=2))
+    console.print(f"raw figures: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
