@@ -47,6 +47,18 @@ def convert_bert(
     console.print_json(data={k: v for k, v in report.__dict__.items()})
 
 
+def _call(url: str | None, protocol: str, fn):
+    """Run fn(client); a failed call prints Triton's message and exits 1."""
+    from client import Client, TritonizeError
+
+    try:
+        with Client(url, protocol) as c:
+            return fn(c)
+    except TritonizeError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+
+
 def embed(
     model: str = typer.Argument(..., help="Served embedding pipeline."),
     texts: List[str] = typer.Argument(..., help="Texts to embed."),
@@ -54,14 +66,7 @@ def embed(
     protocol: str = Protocol,
 ) -> None:
     """Print the embedding of each text (first values) and their cosine similarities."""
-    from client import Client, TritonizeError
-
-    try:
-        with Client(url, protocol) as c:
-            e = c.embed(texts, model=model)
-    except TritonizeError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
+    e = _call(url, protocol, lambda c: c.embed(texts, model=model))
     for t, row in zip(texts, e):
         console.print(f"{t[:60]!r:64} [{', '.join(f'{x:+.3f}' for x in row[:4])}, ...] ({len(row)} dims)")
     if len(texts) > 1:
@@ -77,14 +82,7 @@ def classify(
     protocol: str = Protocol,
 ) -> None:
     """Print the predicted label and its probability for each text."""
-    from client import Client, TritonizeError
-
-    try:
-        with Client(url, protocol) as c:
-            preds = c.classify(texts, model=model)
-    except TritonizeError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
+    preds = _call(url, protocol, lambda c: c.classify(texts, model=model))
     for t, p in zip(texts, preds):
         console.print(f"{t[:60]!r:64} {p.label} ({p.score:.3f})")
 
