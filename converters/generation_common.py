@@ -18,10 +18,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 from converters.repository import read_manifest, shim, tensor_in, tensor_out, with_parameters, write_model
 
 STEP = "runtime.generation_step:GenerationStep"
-# Max abs logits error allowed between ONNX Runtime fp32 and PyTorch, relative to the largest logit:
-# fp32 rounding grows with the logits, and tiny random models with scaled initialisation have logits in
-# the hundreds (measured: ~1e-7 relative, ~5e-4 absolute on the tiny T5).
-LOGITS_TOLERANCE = 1e-4
+# Max abs logits error allowed between ONNX Runtime fp32 and PyTorch, relative to the largest logit.
+# fp32 rounding grows with the activations: tiny random models with scaled initialisation are badly
+# conditioned (the tiny T5 measured 1e-5 to 3e-5 relative, varying run to run with thread scheduling).
+LOGITS_TOLERANCE = 1e-3
 VALIDATION_PROMPTS = [
     "Hi",
     "The quick brown fox jumps over the lazy dog.",

@@ -1,8 +1,10 @@
 """T5 (encoder-decoder) -> ONNX encoder + decoder + decoder with past -> a served, streaming generator.
 
-Optimum's `text2text-generation-with-past` export gives three graphs: the encoder, the decoder's first
-step (which also returns the cross-attention keys/values) and the cached decoder step. Parity: logits of
-the first decoder step and of a cached step against PyTorch, on prompts of several lengths.
+Optimum's `text2text-generation-with-past` export gives the encoder and the decoder's first step (which
+also returns the cross-attention keys/values). Its cached decoder step has no decoder attention mask, so
+rows of different decoder lengths could not share a forward; `generation_t5_step` exports that step
+again with a mask, from the same model. Parity: logits of the first decoder step and of a cached step
+against PyTorch, on prompts of several lengths.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from converters.generation_common import (
 )
 
 TASK = "text2text-generation-with-past"
-GRAPHS = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
+GRAPHS = ("encoder_model.onnx", "decoder_model.onnx", "decoder_step.onnx")  # the last: our masked cached step
 DEFAULT_CONTEXT = 512  # T5's positions are relative; this bounds the prompt (its tokenizer's own limit)
 
 
@@ -49,7 +51,8 @@ def parity(folder: Path, model, tokenizer, start: int) -> tuple[float, float, fl
             nxt = np.asarray([[int(ref.logits[0, -1].argmax())]], np.int64)
             step = model(encoder_outputs=enc, attention_mask=torch.from_numpy(mask), decoder_input_ids=torch.from_numpy(nxt),
                          past_key_values=ref.past_key_values, use_cache=True)
-        feed = {"input_ids": nxt, "encoder_attention_mask": mask, **{p: out[q] for p, q in zip(past_names, present_names)}}
+        feed = {"input_ids": nxt, "decoder_attention_mask": np.ones((1, 2), np.int64), "encoder_attention_mask": mask,
+                **{p: out[q] for p, q in zip(past_names, present_names)}}
         logits = with_past.run(["logits"], feed)[0]
         cached = max(cached, float(np.abs(logits - step.logits.numpy()).max()))
     return first, cached, scale
@@ -77,6 +80,8 @@ def convert_t5(
     from optimum.exporters.onnx import main_export
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from converters.generation_t5_step import export_masked_step
+
     tokenizer = AutoTokenizer.from_pretrained(source)
     if not tokenizer.is_fast:
         raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
@@ -87,8 +92,9 @@ def convert_t5(
 
     with tempfile.TemporaryDirectory(prefix="tritonize-t5-") as tmp:
         out = Path(tmp) / "export"
-        log(f"{name}: exporting {model} to ONNX ({TASK}: encoder, decoder, decoder with past)")
+        log(f"{name}: exporting {model} to ONNX ({TASK}: encoder and first decoder step; the cached step with a decoder mask)")
         main_export(source, out, task=TASK, library_name="transformers", do_validation=False)
+        export_masked_step(torch_model, out / "decoder_step.onnx")
         first, cached, scale = parity(out, torch_model, tokenizer, start)
         check_parity(name, first, cached, scale, tolerance, log)
         tokenizer.backend_tokenizer.save(str(Path(tmp) / "tokenizer.json"))

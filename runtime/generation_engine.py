@@ -146,6 +146,8 @@ class Engine:
             self.counters["step_rows"].add(len(members))
             for row, m in enumerate(members):
                 self._advance(self.running[m], logits[row])
+        if not self.running:
+            self.model.forget()  # the last batch's cache is no longer needed: free its memory now
         self.on_gauges(len(self.running), len(self.queue))
 
     def _admit(self) -> list[Sequence]:

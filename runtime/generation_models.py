@@ -3,10 +3,10 @@ the newest token of many sequences at once (decode, reading and extending the KV
 
 Continuous batching means the rows of a decode batch have caches of different lengths. GPT-2's graph
 takes an attention mask and position ids, so shorter caches are left-padded and masked (the padded
-columns get exactly zero attention weight: batched logits equal solo logits bit for bit). T5's decoder
-graph has no self-attention mask and derives positions from the cache length, so T5 rows are batched
-with others of the same decoder length only; their encoder outputs may differ in length and are padded
-and masked.
+columns get exactly zero attention weight: batched logits equal solo logits bit for bit). T5 runs its
+cached step through a graph exported with a decoder mask (see converters/generation_t5_step.py); its
+relative position bias only sees distances, so left padding works there too, and the encoder outputs
+(cross-attention keys/values) are right-padded and masked.
 
 A batch's cache stays in the arrays ORT returned while the batch keeps its members; only when a
 sequence joins or leaves is the batch rebuilt from each member's own slice.
@@ -126,21 +126,22 @@ class CausalLM:
 
 
 class Seq2SeqLM:
-    """Encoder + decoder graphs from Optimum's `text2text-generation-with-past` export (T5)."""
+    """T5: Optimum's encoder and first decoder step, and the masked cached step that
+    `converters.generation_t5_step` exports (Optimum's own cached step has no decoder mask)."""
 
     decoder_only = False
 
     def __init__(self, folder: Path, threads: int, decoder_start_token_id: int):
         self.encoder = ort_session(folder / "encoder_model.onnx", threads)
         self.first = ort_session(folder / "decoder_model.onnx", threads)
-        self.with_past = ort_session(folder / "decoder_with_past_model.onnx", threads)
+        self.step = ort_session(folder / "decoder_step.onnx", threads)
         self.start = decoder_start_token_id
-        names = [i.name for i in self.with_past.get_inputs()]
+        names = [i.name for i in self.step.get_inputs()]
         self.self_names = sorted((n for n in names if n.endswith((".decoder.key", ".decoder.value"))), key=_layer_order)
         self.cross_names = sorted((n for n in names if n.endswith((".encoder.key", ".encoder.value"))), key=_layer_order)
         self.first_outputs = [n.replace("past_key_values", "present") for n in self.self_names + self.cross_names]
-        self.past_outputs = [n.replace("past_key_values", "present") for n in self.self_names]
-        self._batches: dict[tuple[int, ...], _Batch] = {}
+        self.step_outputs = [n.replace("past_key_values", "present") for n in self.self_names]
+        self._batch: _Batch | None = None
 
     def prefill(self, prompt: list[int]) -> tuple[np.ndarray, CacheSlot]:
         ids = np.asarray([prompt], np.int64)
@@ -152,56 +153,52 @@ class Seq2SeqLM:
         return out[0][0, -1], CacheSlot(own=out[1 : 1 + n_self], cached=1, cross=out[1 + n_self :], encoder_length=len(prompt))
 
     def groups(self, slots: dict[int, CacheSlot]) -> list[list[int]]:
-        """Sequences with the same decoder length run together (the graph has no decoder mask)."""
-        by_length: dict[int, list[int]] = {}
-        for m, s in slots.items():
-            by_length.setdefault(s.cached, []).append(m)
-        return list(by_length.values())
+        return [list(slots)] if slots else []
 
     def decode(self, members: list[int], slots: dict[int, CacheSlot], tokens: list[int]) -> np.ndarray:
         key = tuple(members)
-        b = self._batches.pop(key, None)
-        if b is None:
+        b = self._batch
+        if b is not None and b.members == key:
+            past, mask = b.past, np.concatenate([b.mask, np.ones((len(key), 1), np.int64)], axis=1)
+        else:
             self._release(slots)
-            width = max(slots[m].encoder_length for m in key)
-            past = [np.concatenate([slots[m].own[t] for m in key]) for t in range(len(self.self_names))]
-            cross = [np.concatenate([_right_pad(slots[m].cross[t], width) for m in key]) for t in range(len(self.cross_names))]
-            enc_mask = np.zeros((len(key), width), np.int64)
+            width = max(slots[m].cached for m in key)
+            enc_width = max(slots[m].encoder_length for m in key)
+            past = [np.concatenate([_left_pad(slots[m].own[t], width) for m in key]) for t in range(len(self.self_names))]
+            cross = [np.concatenate([_right_pad(slots[m].cross[t], enc_width) for m in key]) for t in range(len(self.cross_names))]
+            mask = np.zeros((len(key), width + 1), np.int64)
+            enc_mask = np.zeros((len(key), enc_width), np.int64)
             for row, m in enumerate(key):
+                mask[row, width - slots[m].cached :] = 1
                 enc_mask[row, : slots[m].encoder_length] = 1
-            b = _Batch(key, past, np.zeros((0, 0), np.int64), cross, enc_mask)
+            b = _Batch(key, past, mask, cross, enc_mask)
         feed = {
             "input_ids": np.asarray(tokens, np.int64)[:, None],
+            "decoder_attention_mask": mask,
             "encoder_attention_mask": b.encoder_mask,
-            **dict(zip(self.self_names, b.past)),
+            **dict(zip(self.self_names, past)),
             **dict(zip(self.cross_names, b.cross)),
         }
-        out = self.with_past.run(["logits", *self.past_outputs], feed)
-        self._batches[key] = _Batch(key, out[1:], b.mask, b.cross, b.encoder_mask)
+        out = self.step.run(["logits", *self.step_outputs], feed)
+        self._batch = _Batch(key, out[1:], mask, b.cross, b.encoder_mask)
         for m in key:
             slots[m].own = None
             slots[m].cached += 1
         return out[0][:, -1]
 
     def _release(self, slots: dict[int, CacheSlot]) -> None:
-        """Batches whose membership changed hand their rows back to the sequences still running."""
-        for key in list(self._batches):
-            if all(m in slots and slots[m].own is None for m in key) and self._stable(key, slots):
-                continue
-            b = self._batches.pop(key)
-            for row, m in enumerate(b.members):
-                if m in slots and slots[m].own is None:
-                    s = slots[m]
-                    s.own = [p[row : row + 1] for p in b.past]
-                    s.cross = [c[row : row + 1, :, : s.encoder_length] for c in b.cross]
-
-    def _stable(self, key: tuple[int, ...], slots: dict[int, CacheSlot]) -> bool:
-        """A batch stays only if no other sequence now shares its decoder length (it would have to join)."""
-        length = slots[key[0]].cached
-        return sum(1 for s in slots.values() if s.cached == length) == len(key)
+        b, self._batch = self._batch, None
+        if b is None:
+            return
+        width = b.past[0].shape[2]
+        for row, m in enumerate(b.members):
+            if m in slots and slots[m].own is None:
+                s = slots[m]
+                s.own = [p[row : row + 1, :, width - s.cached :] for p in b.past]
+                s.cross = [c[row : row + 1, :, : s.encoder_length] for c in b.cross]
 
     def forget(self) -> None:
-        self._batches.clear()
+        self._batch = None
 
 
 def _layer_order(name: str) -> tuple[int, str]:

@@ -26,5 +26,5 @@ def build_generators(repo: Path, work: Path) -> dict:
     one_slot = GenerationLimits(max_new_tokens=400, max_sequences=1, max_queue=1, intra_op_threads=1)
     convert_gpt2(str(gpt2), repo, GPT2_LIMITS, one_slot, log=quiet)
     t5 = build_tiny_t5(work / "tiny-t5")
-    convert_t5(str(t5), repo, T5, GenerationLimits(max_new_tokens=64, max_sequences=8, max_queue=16, intra_op_threads=1), log=quiet)
+    convert_t5(str(t5), repo, T5, GenerationLimits(max_new_tokens=400, max_sequences=8, max_queue=16, intra_op_threads=1), log=quiet)
     return {"tiny_gpt2": gpt2, "tiny_t5": t5}
