@@ -60,3 +60,17 @@ def test_more_texts_than_max_batch_size_are_sent_in_chunks(grpc_client, referenc
     texts = TEXTS * 5  # 30 rows > max_batch_size 16
     served = grpc_client.embed(texts, model=EMBEDDER)
     assert cosines(served, np.tile(reference, (5, 1))).min() >= 0.9999
+
+
+def test_cli_infer_embed_and_classify(server):
+    from typer.testing import CliRunner
+
+    from tests.conftest import CLASSIFIER
+    from tritonize.cli import app
+
+    out = CliRunner().invoke(app, ["infer", "embed", EMBEDDER, "A man is eating food.", "A man eats a meal.", "--url", server.grpc_url])
+    assert out.exit_code == 0 and "384 dims" in out.output and "cosine similarity" in out.output
+    out = CliRunner().invoke(app, ["infer", "classify", CLASSIFIER, "hello", "--url", server.http_url, "--protocol", "http"])
+    assert out.exit_code == 0 and any(label in out.output for label in ("negative", "neutral", "positive"))
+    out = CliRunner().invoke(app, ["infer", "embed", "no-such-model", "x", "--url", server.grpc_url])
+    assert out.exit_code == 1 and "no-such-model" in out.output
