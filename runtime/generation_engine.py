@@ -223,15 +223,17 @@ class Engine:
         self._safe(seq.job.sink.error, error)
 
     def _drop_cancelled(self) -> None:
+        """Free the slots (and queue places) of requests whose caller cancelled or went away."""
         with self.wake:
-            kept = [j for j in self.queue if not self._is_cancelled(j.sink)]
-            dropped = len(self.queue) - len(kept)
-            self.queue = collections.deque(kept)
+            gone = [j for j in self.queue if self._is_cancelled(j.sink)]
+            if gone:
+                self.queue = collections.deque(j for j in self.queue if all(j is not g for g in gone))
         for seq in [s for s in self.running.values() if self._is_cancelled(s.job.sink)]:
             self.running.pop(seq.id, None)
-            self._safe(seq.job.sink.piece, "", [], "cancelled")
-            dropped += 1
-        self.counters["cancelled"].add(dropped)
+            gone.append(seq.job)
+        for job in gone:  # Triton releases a request only after its final response
+            self._safe(job.sink.piece, "", [], "cancelled")
+        self.counters["cancelled"].add(len(gone))
 
     def _fail_all(self, exc: Exception) -> None:
         self.model.forget()
