@@ -71,6 +71,8 @@ class TritonUser(User):
 
     @task
     def call(self) -> None:
+        if self.sc.pipeline == "generate":
+            return self.generate()
         data = np.array(self.rows.next(), dtype=object).reshape(-1, 1)
         text = self.mod.InferInput("TEXT", list(data.shape), "BYTES")
         text.set_data_from_numpy(data)
@@ -80,10 +82,35 @@ class TritonUser(User):
             size = sum(result.as_numpy(o).nbytes for o in self.sc.outputs)
         except Exception as e:  # recorded as a failure (with Triton's message), the user goes on
             error = TritonizeError.wrap(e, self.sc.model)
+        self.record(self.sc.pipeline, (time.perf_counter() - start) * 1e3, size, error)
+
+    def record(self, name: str, value: float, size: int = 0, error: Exception | None = None) -> None:
         self.environment.events.request.fire(
-            request_type=self.protocol, name=self.sc.pipeline, response_time=(time.perf_counter() - start) * 1e3,
-            response_length=size, exception=error, context={},
+            request_type=self.protocol, name=name, response_time=value, response_length=size, exception=error, context={},
         )
+
+    def generate(self) -> None:
+        """One streamed generation. Besides the whole call ('generate', size = tokens) it records
+        'generate: time to first token' (ms), 'generate: ms per token' after the first, and
+        'generate: tokens/s' (that entry's 'response time' column holds tokens per second)."""
+        from client.generation import GenerationClient
+
+        prompt = self.rows.next()[0].decode("utf-8", errors="replace")
+        start, first, tokens, error = time.perf_counter(), None, 0, None
+        try:
+            for chunk in GenerationClient(self.host).stream_chunks(prompt, model=self.sc.model, **self.sc.params):
+                if chunk.token_ids and first is None:
+                    first = time.perf_counter()
+                tokens += len(chunk.token_ids)
+        except Exception as e:
+            error = TritonizeError.wrap(e, self.sc.model)
+        total = time.perf_counter() - start
+        self.record("generate", total * 1e3, tokens, error)
+        if error is None and first is not None:
+            self.record("generate: time to first token", (first - start) * 1e3)
+            if tokens > 1:
+                self.record("generate: ms per token", (time.perf_counter() - first) * 1e3 / (tokens - 1))
+            self.record("generate: tokens/s", tokens / total)
 
 
 class TritonGrpcUser(TritonUser):

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from benchmarks.workloads import WORDS
 
-PIPELINES = {"embed": ["EMBEDDING"], "classify": ["LABEL", "PROBABILITIES"]}
+# pipeline -> the outputs a unary call asks for; "generate" streams over gRPC instead (TTFT, tokens/s).
+PIPELINES = {"embed": ["EMBEDDING"], "classify": ["LABEL", "PROBABILITIES"], "generate": []}
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_ENV = "TRITONIZE_SCENARIO"  # how the Locust process learns which scenario to run
 
@@ -45,6 +46,7 @@ class Scenario:
     seed: int = 1
     pool_size: int = 2000
     bad_every: int = 0  # every Nth request of a user sends invalid UTF-8 (a failure to count), 0 = never
+    params: dict = field(default_factory=dict)  # generation parameters, e.g. {"max_new_tokens": 32}
 
     def __post_init__(self):
         if self.pipeline not in PIPELINES:

@@ -94,3 +94,18 @@ def test_plan_runs_end_to_end_on_a_small_grid(built, tmp_path):
     # the plan re-derives from the saved results without running load, for another SLO
     again = CliRunner().invoke(app, ["plan", "--from", str(out / "results.json"), "--slo-ms", "1", "--out", str(tmp_path / "re")])
     assert again.exit_code == 0 and "no configuration meets p95 <= 1 ms" in again.output
+
+
+def test_streaming_generation_records_ttft_and_tokens_per_second(server, tmp_path):
+    from tests.tiny_generators import GPT2
+
+    path = scenario(tmp_path, pipeline="generate", model=GPT2, params={"max_new_tokens": 8, "temperature": 0})
+    r = run_locust(path, server.grpc_url, "grpc", users=2, seconds=3, out_prefix=tmp_path / "gen", system="triton")
+    with open(tmp_path / "gen_stats.csv") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    assert r.failures == 0 and int(rows["generate"]["Request Count"]) > 2
+    assert 1 <= float(rows["generate"]["Average Content Size"]) <= 8  # tokens per call (EOS may end one early)
+    ttft, total = float(rows["generate: time to first token"]["Average Response Time"]), float(rows["generate"]["Average Response Time"])
+    assert 0 < ttft < total
+    assert int(rows["generate: tokens/s"]["Request Count"]) == int(rows["generate"]["Request Count"])
+    assert int(rows["generate: ms per token"]["Request Count"]) > 0
