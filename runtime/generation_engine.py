@@ -152,6 +152,7 @@ class Engine:
 
     def _admit(self) -> list[Sequence]:
         admitted = []
+        mid_generation = bool(self.running)  # were others running before this round of admissions?
         with self.wake:
             while self.queue and len(self.running) < self.limits.max_sequences:
                 job = self.queue.popleft()
@@ -159,7 +160,7 @@ class Engine:
                     next(self.ids), job, TextStream(self.token_bytes, job.params.stop),
                     np.random.default_rng(job.params.seed), list(job.prompt),
                 )
-                if self.running:
+                if mid_generation:
                     self.counters["joined_running"].add(1)
                 self.running[seq.id] = seq
                 admitted.append(seq)

@@ -8,8 +8,7 @@ cached step through a graph exported with a decoder mask (see converters/generat
 relative position bias only sees distances, so left padding works there too, and the encoder outputs
 (cross-attention keys/values) are right-padded and masked.
 
-A batch's cache stays in the arrays ORT returned while the batch keeps its members; only when a
-sequence joins or leaves is the batch rebuilt from each member's own slice.
+A batch's cache stays in the arrays ORT returned from one step to the next (see `RowBatch`).
 """
 
 from __future__ import annotations
@@ -42,21 +41,108 @@ class CacheSlot:
     encoder_length: int = 0
 
 
-@dataclass
-class _Batch:
-    members: tuple[int, ...]  # ids of the sequences, in row order
-    past: list[np.ndarray]
-    mask: np.ndarray
-    cross: list[np.ndarray] = field(default_factory=list)
-    encoder_mask: np.ndarray | None = None
-
-
 def _left_pad(a: np.ndarray, length: int) -> np.ndarray:
     return np.pad(a, ((0, 0), (0, 0), (length - a.shape[2], 0), (0, 0))) if a.shape[2] < length else a
 
 
 def _right_pad(a: np.ndarray, length: int) -> np.ndarray:
     return np.pad(a, ((0, 0), (0, 0), (0, length - a.shape[2]), (0, 0))) if a.shape[2] < length else a
+
+
+class RowBatch:
+    """The running batch's caches as ORT arrays, one row per sequence (or a free row).
+
+    Self-attention caches are left-padded to a common width and masked; cross-attention caches (T5) are
+    right-padded and masked. A sequence that leaves frees its row (masked out, still computed: a step is
+    bound by reading the weights, so a spare row costs little); a sequence that joins is written into a
+    free row in place when its cache fits. Only otherwise, or when free rows or padding pile up, is the
+    batch rebuilt, which copies every cache once.
+    """
+
+    def __init__(self, members: list[int], slots: dict[int, CacheSlot]):
+        width = max(slots[m].cached for m in members)
+        self.rows: list[int | None] = list(members)
+        self.past = [np.concatenate([_left_pad(slots[m].own[t], width) for m in members]) for t in range(len(slots[members[0]].own))]
+        self.mask = np.zeros((len(members), width), np.int64)
+        for row, m in enumerate(members):
+            self.mask[row, width - slots[m].cached :] = 1
+        self.cross: list[np.ndarray] = []
+        self.encoder_mask = np.zeros((len(members), 0), np.int64)
+        if slots[members[0]].cross:
+            enc = max(slots[m].encoder_length for m in members)
+            self.cross = [np.concatenate([_right_pad(slots[m].cross[t], enc) for m in members]) for t in range(len(slots[members[0]].cross))]
+            self.encoder_mask = np.zeros((len(members), enc), np.int64)
+            for row, m in enumerate(members):
+                self.encoder_mask[row, : slots[m].encoder_length] = 1
+        for m in members:
+            slots[m].own = None  # now a row of the batch
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[1]
+
+    def fit(self, members: list[int], slots: dict[int, CacheSlot]) -> bool:
+        """Free the rows of sequences that left and place joiners in free rows; False: rebuild instead."""
+        live = set(members)
+        for row, m in enumerate(self.rows):
+            if m is not None and m not in live:
+                self.rows[row] = None
+        joiners = [m for m in members if m not in self.rows]
+        free = [row for row, m in enumerate(self.rows) if m is None]
+        longest = max(slots[m].cached for m in members)
+        if len(joiners) > len(free) or any(slots[m].cached > self.width for m in joiners):
+            return False
+        if self.cross and any(slots[m].encoder_length > self.encoder_mask.shape[1] for m in joiners):
+            return False
+        if len(free) - len(joiners) > len(members) // 2 or self.width > 2 * longest + 32:
+            return False  # too many spare rows or too much padding: compact
+        for m, row in zip(joiners, free):
+            s = slots[m]
+            for dst, src in zip(self.past, s.own):
+                dst[row] = 0
+                dst[row, :, self.width - s.cached :] = src[0]
+            self.mask[row] = 0
+            self.mask[row, self.width - s.cached :] = 1
+            for dst, src in zip(self.cross, s.cross):
+                dst[row] = 0
+                dst[row, :, : s.encoder_length] = src[0]
+            if self.cross:
+                self.encoder_mask[row] = 0
+                self.encoder_mask[row, : s.encoder_length] = 1
+            self.rows[row] = m
+            s.own = None
+        return True
+
+    def inputs(self, tokens: dict[int, int], slots: dict[int, CacheSlot]):
+        """Token ids, the mask with the new column, and position ids, for every row (free rows: dummies)."""
+        ids = np.asarray([[tokens.get(m, 0) if m is not None else 0] for m in self.rows], np.int64)
+        mask = np.concatenate([self.mask, np.ones((len(self.rows), 1), np.int64)], axis=1)
+        positions = np.asarray([[slots[m].cached if m is not None else 0] for m in self.rows], np.int64)
+        return ids, mask, positions
+
+    def advance(self, present: list[np.ndarray], mask: np.ndarray, slots: dict[int, CacheSlot]) -> None:
+        self.past, self.mask = present, mask
+        for m in self.rows:
+            if m is not None:
+                slots[m].cached += 1
+
+    def release(self, slots: dict[int, CacheSlot]) -> None:
+        """Give sequences still running their own cache slices back (before a rebuild)."""
+        for row, m in enumerate(self.rows):
+            if m is not None and m in slots and slots[m].own is None:
+                s = slots[m]
+                s.own = [p[row : row + 1, :, self.width - s.cached :] for p in self.past]
+                if self.cross:
+                    s.cross = [c[row : row + 1, :, : s.encoder_length] for c in self.cross]
+
+
+def batch_for(batch: RowBatch | None, members: list[int], slots: dict[int, CacheSlot]) -> RowBatch:
+    """The batch for this step: the running one adjusted in place, or a new one."""
+    if batch is not None and batch.fit(members, slots):
+        return batch
+    if batch is not None:
+        batch.release(slots)
+    return RowBatch(members, slots)
 
 
 class CausalLM:
@@ -72,7 +158,7 @@ class CausalLM:
         shape = inputs[self.past_names[0]].shape
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
         self.uses_positions = "position_ids" in inputs
-        self._batch: _Batch | None = None
+        self._batch: RowBatch | None = None
 
     def _run(self, ids: np.ndarray, past: list[np.ndarray], mask: np.ndarray, positions: np.ndarray):
         feed = {"input_ids": ids, "attention_mask": mask, **dict(zip(self.past_names, past))}
@@ -92,34 +178,11 @@ class CausalLM:
         return [list(slots)] if slots else []
 
     def decode(self, members: list[int], slots: dict[int, CacheSlot], tokens: list[int]) -> np.ndarray:
-        key = tuple(members)
-        b = self._batch
-        if b is not None and b.members == key:
-            past, mask = b.past, np.concatenate([b.mask, np.ones((len(key), 1), np.int64)], axis=1)
-        else:
-            self._release(slots)
-            width = max(slots[m].cached for m in key)
-            past = [np.concatenate([_left_pad(slots[m].own[t], width) for m in key]) for t in range(len(self.past_names))]
-            mask = np.zeros((len(key), width + 1), np.int64)
-            for row, m in enumerate(key):
-                mask[row, width - slots[m].cached :] = 1
-        positions = np.asarray([[slots[m].cached] for m in key], np.int64)
-        logits, present = self._run(np.asarray(tokens, np.int64)[:, None], past, mask, positions)
-        self._batch = _Batch(key, present, mask)
-        for m in key:
-            slots[m].own = None  # now a row of the batch
-            slots[m].cached += 1
-        return logits[:, -1]
-
-    def _release(self, slots: dict[int, CacheSlot]) -> None:
-        """Give the members of the old batch that are still running their own cache slices back."""
-        b, self._batch = self._batch, None
-        if b is None:
-            return
-        width = b.past[0].shape[2]
-        for row, m in enumerate(b.members):
-            if m in slots and slots[m].own is None:
-                slots[m].own = [p[row : row + 1, :, width - slots[m].cached :] for p in b.past]
+        b = self._batch = batch_for(self._batch, members, slots)
+        ids, mask, positions = b.inputs(dict(zip(members, tokens)), slots)
+        logits, present = self._run(ids, b.past, mask, positions)
+        b.advance(present, mask, slots)
+        return logits[[b.rows.index(m) for m in members], -1]
 
     def forget(self) -> None:
         self._batch = None
@@ -141,7 +204,7 @@ class Seq2SeqLM:
         self.cross_names = sorted((n for n in names if n.endswith((".encoder.key", ".encoder.value"))), key=_layer_order)
         self.first_outputs = [n.replace("past_key_values", "present") for n in self.self_names + self.cross_names]
         self.step_outputs = [n.replace("past_key_values", "present") for n in self.self_names]
-        self._batch: _Batch | None = None
+        self._batch: RowBatch | None = None
 
     def prefill(self, prompt: list[int]) -> tuple[np.ndarray, CacheSlot]:
         ids = np.asarray([prompt], np.int64)
@@ -156,46 +219,18 @@ class Seq2SeqLM:
         return [list(slots)] if slots else []
 
     def decode(self, members: list[int], slots: dict[int, CacheSlot], tokens: list[int]) -> np.ndarray:
-        key = tuple(members)
-        b = self._batch
-        if b is not None and b.members == key:
-            past, mask = b.past, np.concatenate([b.mask, np.ones((len(key), 1), np.int64)], axis=1)
-        else:
-            self._release(slots)
-            width = max(slots[m].cached for m in key)
-            enc_width = max(slots[m].encoder_length for m in key)
-            past = [np.concatenate([_left_pad(slots[m].own[t], width) for m in key]) for t in range(len(self.self_names))]
-            cross = [np.concatenate([_right_pad(slots[m].cross[t], enc_width) for m in key]) for t in range(len(self.cross_names))]
-            mask = np.zeros((len(key), width + 1), np.int64)
-            enc_mask = np.zeros((len(key), enc_width), np.int64)
-            for row, m in enumerate(key):
-                mask[row, width - slots[m].cached :] = 1
-                enc_mask[row, : slots[m].encoder_length] = 1
-            b = _Batch(key, past, mask, cross, enc_mask)
+        b = self._batch = batch_for(self._batch, members, slots)
+        ids, mask, _ = b.inputs(dict(zip(members, tokens)), slots)
         feed = {
-            "input_ids": np.asarray(tokens, np.int64)[:, None],
+            "input_ids": ids,
             "decoder_attention_mask": mask,
             "encoder_attention_mask": b.encoder_mask,
-            **dict(zip(self.self_names, past)),
+            **dict(zip(self.self_names, b.past)),
             **dict(zip(self.cross_names, b.cross)),
         }
         out = self.step.run(["logits", *self.step_outputs], feed)
-        self._batch = _Batch(key, out[1:], mask, b.cross, b.encoder_mask)
-        for m in key:
-            slots[m].own = None
-            slots[m].cached += 1
-        return out[0][:, -1]
-
-    def _release(self, slots: dict[int, CacheSlot]) -> None:
-        b, self._batch = self._batch, None
-        if b is None:
-            return
-        width = b.past[0].shape[2]
-        for row, m in enumerate(b.members):
-            if m in slots and slots[m].own is None:
-                s = slots[m]
-                s.own = [p[row : row + 1, :, width - s.cached :] for p in b.past]
-                s.cross = [c[row : row + 1, :, : s.encoder_length] for c in b.cross]
+        b.advance(out[1:], mask, slots)
+        return out[0][[b.rows.index(m) for m in members], -1]
 
     def forget(self) -> None:
         self._batch = None

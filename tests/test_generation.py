@@ -206,6 +206,23 @@ def test_request_arriving_mid_generation_joins_the_batch_and_keeps_its_solo_outp
     assert d_rows >= d_steps + len(solo) - 1, "the late sequence's decode steps ran in the same forwards as the long one"
 
 
+@pytest.mark.parametrize("model", [GPT2, T5])
+def test_requests_coming_and_going_back_to_back_keep_their_solo_outputs(server, gen, model):
+    """Four callers, three requests each, of different lengths: rows are freed and reused constantly."""
+    plan = [(PROMPTS[(u + r) % 4], 8 + 11 * ((u * 3 + r) % 4)) for u in range(4) for r in range(3)]
+    solo = {(p, n): gen.generate_chunk(p, model=model, max_new_tokens=n).token_ids for p, n in set(plan)}
+
+    async def user(c, u):
+        return [(await c.generate_chunk(p, model=model, max_new_tokens=n)).token_ids for p, n in plan[u * 3 : u * 3 + 3]]
+
+    async def main():
+        async with AsyncGenerationClient(server.grpc_url) as c:
+            return await asyncio.gather(*(user(c, u) for u in range(4)))
+
+    results = [ids for per_user in asyncio.run(main()) for ids in per_user]
+    assert results == [solo[key] for key in plan]
+
+
 # -- bad input, limits, cancellation ----------------------------------------------------------------
 BAD = [
     ({"prompt": ""}, r"TEXT is empty"),
@@ -280,3 +297,49 @@ def test_cancelled_stream_frees_its_slot(server, gen):
     assert wait_for(lambda: metric(server, "tritonize_generation_running_sequences", GPT2_LIMITS) == 0)
     # The one slot is free again: a new request runs to its end.
     assert gen.generate_chunk(PROMPTS[0], model=GPT2_LIMITS, max_new_tokens=5).finish_reason in ("length", "eos")
+
+
+# -- the runtime's batch bookkeeping, on the served graphs (in process) -------------------------------
+def _model(built, name):
+    from runtime.generation_models import CausalLM, Seq2SeqLM
+
+    folder = built["repository"] / name / "1"
+    return CausalLM(folder, 1) if name == GPT2 else Seq2SeqLM(folder, 1, decoder_start_token_id=0)
+
+
+def _solo_logits(built, name, prompt, steps):
+    m = _model(built, name)
+    logits, slot = m.prefill(prompt)
+    slots, out = {0: slot}, [logits]
+    for _ in range(steps):
+        out.append(m.decode([0], slots, [int(out[-1].argmax())])[0])
+    return out
+
+
+@pytest.mark.parametrize("name", [GPT2, T5])
+def test_a_joiner_takes_a_free_row_in_place_and_every_row_stays_exact(built, name):
+    import numpy as np
+
+    prompts = {0: [5, 6, 7, 8, 9, 10, 11, 12], 1: [20, 21, 22], 2: [30, 31, 32, 33]}
+    m = _model(built, name)
+    slots, history = {}, {k: [] for k in prompts}
+    for k in (0, 1):
+        logits, slots[k] = m.prefill(prompts[k])
+        history[k].append(logits)
+    for _ in range(3):
+        logits = m.decode([0, 1], slots, [int(history[k][-1].argmax()) for k in (0, 1)])
+        for row, k in enumerate((0, 1)):
+            history[k].append(logits[row])
+    batch = m._batch
+    del slots[1]  # sequence 1 leaves, sequence 2 joins: it must reuse the free row, no rebuild
+    logits, slots[2] = m.prefill(prompts[2])
+    history[2].append(logits)
+    for _ in range(4):
+        logits = m.decode([0, 2], slots, [int(history[k][-1].argmax()) for k in (0, 2)])
+        for row, k in enumerate((0, 2)):
+            history[k].append(logits[row])
+    assert m._batch is batch and batch.rows == [0, 2]
+    for k, steps in ((0, 7), (1, 3), (2, 4)):
+        for got, want in zip(history[k], _solo_logits(built, name, prompts[k], steps), strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+            assert got.argmax() == want.argmax()
