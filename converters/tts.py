@@ -1,0 +1,189 @@
+"""VITS text-to-speech (Hugging Face `VitsModel`, the MMS-TTS architecture) -> one ONNX graph -> a
+served Triton pipeline.
+
+The graph takes a batch of character-id rows plus, per row, `seed`, `noise_scale`,
+`noise_scale_duration` and `speaking_rate`, and returns waveforms and each row's true length in
+samples. Noise comes from `converters.tts_noise` (a function of the seed), so a fixed seed gives a
+fixed waveform and the parity check compares against VitsModel's own forward pass in PyTorch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from converters.checkpoints import default_name, resolve
+from converters.tts_masking import padding_invariant
+from converters.tts_noise import seeded_noise
+from converters.tts_repository import SpeechPipeline, write_speech_pipeline
+from converters.repository import Batching, read_manifest
+
+# Max abs difference of waveform samples (range about +-1), ONNX Runtime vs PyTorch, same noise.
+WAVE_TOLERANCE = 1e-4  # measured 2e-5 on the tiny voice
+PARITY_TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "a", "speech from triton"]
+
+
+class ParityError(RuntimeError):
+    pass
+
+
+@dataclass
+class TtsReport:
+    name: str
+    source: str
+    repository: str
+    reused: bool
+    sampling_rate: int
+    max_abs_error: float
+    tolerance: float
+    seconds: float = 0.0
+
+
+def export_module(model):
+    """A copy of the VitsModel that takes noise and rate as inputs and ignores padding (tts_masking)."""
+    import copy
+
+    import torch
+
+    class VitsWithNoiseInputs(torch.nn.Module):
+        def __init__(self, vits):
+            super().__init__()
+            self.vits = vits
+
+        def forward(self, input_ids, attention_mask, seed, noise_scale, noise_scale_duration, speaking_rate):
+            v = self.vits
+            # VitsModel reads these as scalars; per-row [batch, 1, 1] tensors broadcast the same way.
+            v.noise_scale, v.noise_scale_duration = noise_scale.view(-1, 1, 1), noise_scale_duration.view(-1, 1, 1)
+            v.speaking_rate = speaking_rate.view(-1, 1, 1)
+            with seeded_noise(seed):
+                out = v(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)
+            return out[0], out[1]
+
+    return VitsWithNoiseInputs(padding_invariant(copy.deepcopy(model))).eval()
+
+
+def torch_waveform(model, ids: list[int], seed: int, noise_scale: float, noise_scale_duration: float, speaking_rate: float) -> np.ndarray:
+    """VitsModel's own forward, one row, the same noise: the reference for the served audio."""
+    import torch
+
+    model.noise_scale, model.noise_scale_duration, model.speaking_rate = noise_scale, noise_scale_duration, speaking_rate
+    with torch.inference_mode(), seeded_noise(torch.tensor([seed])):
+        wave, length = model(input_ids=torch.tensor([ids]), return_dict=False)[:2]
+    return wave[0, : int(length[0])].numpy()
+
+
+def export_onnx(model, path: Path) -> None:
+    import torch
+
+    ids = torch.tensor([[0, 5, 0, 7, 0, 9, 0], [0, 5, 0, 8, 0, 0, 0]])
+    mask = torch.tensor([[1] * 7, [1] * 5 + [0, 0]])
+    row = lambda v, dt=torch.float32: torch.tensor(v, dtype=dt)  # noqa: E731
+    args = (ids, mask, row([1, 2], torch.int64), row([0.667, 0.5]), row([0.8, 0.6]), row([1.0, 1.2]))
+    names = ["input_ids", "attention_mask", "seed", "noise_scale", "noise_scale_duration", "speaking_rate"]
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            **{n: {0: "batch"} for n in names[2:]}, "waveform": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}}
+    torch.onnx.export(export_module(model), args, str(path), input_names=names, output_names=["waveform", "lengths"],
+                      dynamic_axes=axes, opset_version=17, dynamo=False)
+
+
+def frontend_spec(tokenizer, config) -> dict:
+    """What the served front end needs from the checkpoint's tokenizer (no transformers at serve time)."""
+    if getattr(tokenizer, "phonemize", False):
+        raise ValueError("this voice's tokenizer phonemizes with espeak, which the served front end does not do")
+    return {
+        "vocab": tokenizer.encoder,
+        "add_blank": bool(tokenizer.add_blank),
+        "normalize": bool(tokenizer.normalize),
+        "blank_id": 0,
+        "unk_id": tokenizer.encoder.get(tokenizer.unk_token),
+        "sampling_rate": int(config.sampling_rate),
+        "defaults": {"noise_scale": float(config.noise_scale), "noise_scale_duration": float(config.noise_scale_duration),
+                     "speaking_rate": float(config.speaking_rate)},
+    }
+
+
+def validate(model, tokenizer, session, min_tokens: int) -> float:
+    """Max abs sample error, ORT (rows batched together) vs PyTorch (each row alone), same seeds."""
+    enc = tokenizer(PARITY_TEXTS, padding="max_length", max_length=max(min_tokens, *(len(tokenizer(t)["input_ids"]) for t in PARITY_TEXTS)),
+                    return_tensors="np")
+    seeds = np.arange(len(PARITY_TEXTS), dtype=np.int64) + 7
+    params = [(0.667, 0.8, 1.0), (0.3, 0.5, 1.3), (0.0, 0.0, 0.8), (1.0, 1.0, 1.0)]
+    feeds = {
+        "input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64), "seed": seeds,
+        "noise_scale": np.array([p[0] for p in params], np.float32), "noise_scale_duration": np.array([p[1] for p in params], np.float32),
+        "speaking_rate": np.array([p[2] for p in params], np.float32),
+    }
+    waves, lengths = session.run(None, feeds)
+    worst = 0.0
+    for i, (row, mask) in enumerate(zip(enc["input_ids"], enc["attention_mask"])):
+        ref = torch_waveform(model, row[mask.astype(bool)].tolist(), int(seeds[i]), *params[i])
+        if len(ref) != int(lengths[i]):
+            raise ParityError(f"row {i}: ONNX audio is {int(lengths[i])} samples, PyTorch {len(ref)}")
+        worst = max(worst, float(np.abs(waves[i, : len(ref)] - ref).max()))
+    return worst
+
+
+def convert_tts(
+    model: str,
+    repository: Path = Path("model_repository"),
+    name: str | None = None,
+    batching: Batching | None = None,
+    flavour: str = "python",
+    tolerance: float = WAVE_TOLERANCE,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> TtsReport:
+    import onnxruntime as ort
+    from transformers import AutoTokenizer, VitsModel
+
+    started = time.monotonic()
+    source, name, repository = resolve(model), name or default_name(model), Path(repository)
+    batching = batching or Batching(max_batch_size=16)
+    key = _fingerprint(source, {"flavour": flavour, "batching": asdict(batching)})
+    previous = read_manifest(repository, name)
+    if previous and previous.get("key") == key and not force:
+        log(f"{name}: reusing {repository / name} (same source and options)")
+        return TtsReport(**previous["report"], reused=True)
+
+    vits = VitsModel.from_pretrained(source).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    spec = frontend_spec(tokenizer, vits.config)
+    with tempfile.TemporaryDirectory(prefix="tritonize-tts-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        log(f"{name}: exporting VITS to ONNX (dynamic batch and text length, noise and rate as inputs)")
+        export_onnx(vits, onnx_path)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        # The traced relative attention is only right from window_size + 2 tokens on: pad up to that.
+        min_tokens = int(getattr(vits.config, "window_size", 0) or 0) + 2
+        err = validate(vits, tokenizer, session, min_tokens)
+        log(f"{name}: max abs waveform error vs PyTorch {err:.2e} (tolerance {tolerance:.0e})")
+        if not err <= tolerance:
+            raise ParityError(f"{name}: ONNX waveform differs from PyTorch by {err:.3e} > {tolerance:.0e}")
+        report = TtsReport(name, str(model), str(repository), False, spec["sampling_rate"], err, tolerance,
+                           round(time.monotonic() - started, 1))
+        pipeline = SpeechPipeline(name=name, sampling_rate=spec["sampling_rate"], batching=batching, flavour=flavour, min_tokens=min_tokens)
+        manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
+        write_speech_pipeline(repository, pipeline, onnx_path, spec, manifest)
+    log(f"{name}: wrote {repository / name} ({spec['sampling_rate']} Hz) in {report.seconds:.0f} s")
+    return report
+
+
+def _fingerprint(source: str, options: dict) -> str:
+    h = hashlib.sha256(json.dumps({"source": source, **options}, sort_keys=True).encode())
+    for code in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(code.read_bytes())
+    src = Path(source)
+    if src.is_dir():
+        for f in sorted(src.rglob("*")):
+            if f.is_file():
+                h.update(f"{f.relative_to(src)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return h.hexdigest()[:16]

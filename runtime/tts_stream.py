@@ -1,0 +1,60 @@
+"""Streaming speech (decoupled model): one response per sentence, so the first audio arrives while
+the rest of the text is still being synthesised. Same front end, engine and seeds per sentence as the
+one-shot ensemble, so the concatenated stream equals the one-shot audio."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from runtime.triton import InputError, input_array, model_dir, parameters, pb
+from runtime.tts_audio import to_pcm16
+from runtime.tts_frontend import SpeechFrontend
+from runtime.tts_synthesis import Voice, VitsEngine
+
+
+class StreamingSpeechStep:
+    def initialize(self, args: dict) -> None:
+        p = parameters(args)
+        limits = json.loads(p["limits"])
+        self.frontend = SpeechFrontend.load(model_dir(args), limits)
+        self.engine = VitsEngine(Path(model_dir(args)) / "model.onnx", int(p.get("intra_op_threads", 0)), int(p["min_tokens"]))
+        self.rate = int(p["sampling_rate"])
+        self.pause = np.zeros(int(self.rate * limits["pause_ms"] / 1000), np.float32)
+
+    def execute(self, requests):
+        for request in requests:  # each stream on its own thread: execute returns at once
+            threading.Thread(target=self.stream, args=(request,), daemon=True).start()
+        return None
+
+    def stream(self, request) -> None:
+        u = pb()
+        sender = request.get_response_sender()
+        try:
+            voice = Voice.from_request(request)
+            rows = self.frontend.sentences(self.frontend_text(request))
+            for s, row in enumerate(rows):
+                if sender.is_cancelled():
+                    break
+                (w,) = self.engine.run([np.array(row, np.int64)], [voice], [voice.seed + s])
+                if s < len(rows) - 1:
+                    w = np.concatenate([w, self.pause])
+                outputs = {"AUDIO": to_pcm16(w)[None], "SAMPLE_RATE": np.array([[self.rate]], np.int32),
+                           "SENTENCE": np.array([[s]], np.int32)}
+                sender.send(u.InferenceResponse([u.Tensor(k, v) for k, v in outputs.items()]))
+            sender.send(flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except InputError as e:
+            sender.send(u.InferenceResponse(output_tensors=[], error=u.TritonError(str(e), u.TritonError.INVALID_ARG)),
+                        flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as e:  # never leave a stream open
+            sender.send(u.InferenceResponse(output_tensors=[], error=u.TritonError(f"synthesis failed: {e}")),
+                        flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def frontend_text(self, request) -> str:
+        from runtime.text_tokenizer import decode_texts
+
+        (text,) = decode_texts(input_array(request, "TEXT"), self.frontend.limits["max_text_bytes"])
+        return text

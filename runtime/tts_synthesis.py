@@ -1,0 +1,117 @@
+"""VITS synthesis in ONNX Runtime: sentences of all queued requests, batched by length.
+
+Each sentence is one row with its own seed (the request's seed + the sentence's index), noise scales
+and speaking rate, so a row's audio is the same whatever else shares its batch; each row's true
+length in samples comes back with it and nothing past it is ever served.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.onnx_encoder import plan_buckets
+from runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
+
+PARAM_RANGES = {"SPEAKING_RATE": (0.0, 10.0, False), "NOISE_SCALE": (0.0, 5.0, True), "NOISE_SCALE_DURATION": (0.0, 5.0, True)}
+
+
+@dataclass
+class Voice:
+    """One request's synthesis parameters, checked."""
+
+    speaking_rate: float
+    noise_scale: float
+    noise_scale_duration: float
+    seed: int
+
+    @classmethod
+    def from_request(cls, request) -> "Voice":
+        values = {}
+        for name, (low, high, low_ok) in PARAM_RANGES.items():
+            v = float(input_array(request, name).reshape(-1)[0])
+            if not (low <= v <= high if low_ok else low < v <= high) or not np.isfinite(v):
+                bound = "[" if low_ok else "("
+                raise InputError(f"{name} must be in {bound}{low:g}, {high:g}], got {v:g}")
+            values[name] = v
+        seed = int(input_array(request, "SEED").reshape(-1)[0])
+        return cls(values["SPEAKING_RATE"], values["NOISE_SCALE"], values["NOISE_SCALE_DURATION"], seed)
+
+
+class VitsEngine:
+    def __init__(self, onnx_path: str | Path, threads: int = 0, min_tokens: int = 1):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see runtime/onnx_encoder.py
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.min_tokens = min_tokens  # padding is masked, so extra width never changes the audio
+
+    def run(self, rows: list[np.ndarray], voices: list[Voice], seeds: list[int]) -> list[np.ndarray]:
+        """Waveforms (float32, true length) of token-id rows, one engine call."""
+        width = max(self.min_tokens, *(len(r) for r in rows))
+        ids = np.zeros((len(rows), width), np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)] = r, 1
+        feeds = {
+            "input_ids": ids, "attention_mask": mask, "seed": np.array(seeds, np.int64),
+            "noise_scale": np.array([v.noise_scale for v in voices], np.float32),
+            "noise_scale_duration": np.array([v.noise_scale_duration for v in voices], np.float32),
+            "speaking_rate": np.array([v.speaking_rate for v in voices], np.float32),
+        }
+        waves, lengths = self.session.run(None, feeds)
+        return [waves[i, : int(n)] for i, n in enumerate(lengths)]
+
+
+class SynthesisStep:
+    def initialize(self, args: dict) -> None:
+        p = parameters(args)
+        self.engine = VitsEngine(Path(model_dir(args)) / "model.onnx", int(p.get("intra_op_threads", 0)), int(p["min_tokens"]))
+        self.max_rows = int(p.get("max_rows_per_run", 16))
+        labels = {"model": args["model_name"]}
+        self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
+        self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)
+        self.engine_runs = Counter("tritonize_engine_runs_total", "ONNX Runtime calls (one per length bucket)", labels)
+
+    def execute(self, requests):
+        responses: list = [None] * len(requests)
+        rows, owners, voices, seeds = [], [], [], []
+        for i, request in enumerate(requests):
+            try:
+                voice = Voice.from_request(request)
+                ids, mask = input_array(request, "INPUT_IDS")[0], input_array(request, "ATTENTION_MASK")[0]
+            except InputError as e:
+                responses[i] = error_response(e)
+                continue
+            for s, (r, m) in enumerate(zip(ids, mask)):
+                rows.append(r[: int(m.sum())])
+                owners.append((i, s))
+                voices.append(voice)
+                seeds.append(voice.seed + s)
+        waves: list = [None] * len(rows)
+        lengths = np.array([len(r) for r in rows], np.int64)
+        if rows:
+            buckets = plan_buckets(lengths, 1.25, self.max_rows)
+            for bucket in buckets:
+                out = self.engine.run([rows[k] for k in bucket], [voices[k] for k in bucket], [seeds[k] for k in bucket])
+                for k, w in zip(bucket, out):
+                    waves[k] = w
+            self.engine_runs.add(len(buckets))
+            self.tokens_real.add(int(lengths.sum()))
+            self.tokens_computed.add(sum(len(b) * int(lengths[b].max()) for b in buckets))
+        per_request: dict[int, list[np.ndarray]] = {}
+        for (i, s), w in zip(owners, waves):
+            per_request.setdefault(i, []).append(w)
+        for i, ws in per_request.items():
+            wave = np.zeros((1, len(ws), max(len(w) for w in ws)), np.float32)
+            for s, w in enumerate(ws):
+                wave[0, s, : len(w)] = w
+            responses[i] = response({"WAVEFORM": wave, "AUDIO_LENGTHS": np.array([[len(w) for w in ws]], np.int64)})
+        return responses
