@@ -343,3 +343,18 @@ def test_a_joiner_takes_a_free_row_in_place_and_every_row_stays_exact(built, nam
         for got, want in zip(history[k], _solo_logits(built, name, prompts[k], steps), strict=True):
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * max(1.0, float(np.abs(want).max())))
             assert got.argmax() == want.argmax()
+
+
+# -- the command line ---------------------------------------------------------------------------------
+def test_infer_gpt2_stream_prints_the_generated_text(server, gen):
+    from typer.testing import CliRunner
+
+    from tritonize.cli import app
+
+    expected = gen.generate(PROMPTS[1], model=GPT2, max_new_tokens=12)
+    args = ["infer", "gpt2", PROMPTS[1], "--stream", "--model", GPT2, "--max-new-tokens", "12", "--url", server.grpc_url]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(expected) and "finish reason: length" in result.output
+    bad = CliRunner().invoke(app, ["infer", "generate", GPT2, "hi", "--max-new-tokens", "0", "--url", server.grpc_url])
+    assert bad.exit_code == 1 and "max_new_tokens must be between 1 and 400, got 0" in bad.output
