@@ -30,8 +30,20 @@ def build_encoders(repo: Path, work: Path) -> dict:
 
 from tests.tiny_generators import build_generators  # noqa: E402
 
+VOICE = "tiny-vits"
+
+
+def build_voices(repo: Path, work: Path) -> dict:
+    from converters.repository import Batching
+    from converters.tts import convert_tts
+    from converters.tts_tiny import build_tiny_vits
+
+    checkpoint = build_tiny_vits(work / "tiny-vits")
+    convert_tts(str(checkpoint), repo, VOICE, Batching(max_batch_size=8, intra_op_threads=1), log=lambda m: None)
+    return {"tiny_vits": checkpoint}
+
 # Each model family adds the function that writes its test models into the shared repository.
-BUILDERS = [build_encoders, build_generators]
+BUILDERS = [build_encoders, build_generators, build_voices]
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tritonize.commands import bert, demo, generation, load, serve
+from tritonize.commands import bert, demo, generation, load, serve, tts
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 convert_app = typer.Typer(no_args_is_help=True, help="Convert a checkpoint into the model repository.")
@@ -17,5 +17,5 @@ app.command("demo")(demo.demo)
 load.register(app)
 
 # Each model family adds its convert/infer subcommands here.
-for family in (bert, generation):
+for family in (bert, generation, tts):
     family.register(convert_app, infer_app)

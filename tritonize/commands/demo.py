@@ -25,9 +25,9 @@ class DemoStep:
 
 
 def steps() -> list[DemoStep]:
-    from tritonize.commands import bert, generation
+    from tritonize.commands import bert, generation, tts
 
-    return [bert.DEMO, generation.DEMO]
+    return [bert.DEMO, generation.DEMO, tts.DEMO]
 
 
 def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002) -> None:

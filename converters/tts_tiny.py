@@ -1,4 +1,5 @@
-"""A tiny random VITS voice built from its config, with a character vocabulary (as MMS-TTS has)."""
+"""A tiny random VITS voice built from its config, with a character vocabulary (as MMS-TTS has): for
+the tests and for `make demo`, where nothing may download."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import json
 from pathlib import Path
 
 VOCAB = ["<pad>"] + list(" abcdefghijklmnopqrstuvwxyz'") + ["<unk>"]
-VOICE = "tiny-vits"
 
 
 def build_tiny_vits(path: Path, seed: int = 0) -> Path:

@@ -1,0 +1,162 @@
+"""A tiny random VITS voice served as a Triton speech pipeline, against VitsModel in PyTorch."""
+
+import asyncio
+import time
+import wave
+
+import numpy as np
+import pytest
+
+from client import AsyncSpeechClient, SpeechClient, TritonizeError
+from tests.conftest import VOICE
+
+PCM_TOLERANCE = 2  # int16 steps: the served audio is PyTorch's waveform (error ~2e-5) rounded to 16 bits
+FIXED = {"noise_scale": 0.667, "noise_scale_duration": 0.8, "speaking_rate": 1.0, "seed": 11}
+
+
+@pytest.fixture(scope="module")
+def speech(server):
+    with SpeechClient(server.grpc_url) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def reference(built):
+    """VitsModel's own forward in PyTorch (one sentence, the same seeded noise), as 16-bit PCM."""
+    from transformers import AutoTokenizer, VitsModel
+
+    from converters.tts import torch_waveform
+    from runtime.tts_audio import to_pcm16
+
+    model = VitsModel.from_pretrained(built["tiny_vits"]).eval()
+    tok = AutoTokenizer.from_pretrained(built["tiny_vits"])
+
+    def pcm(sentence: str, sentence_index: int = 0, **params) -> np.ndarray:
+        p = {**FIXED, **params}
+        ids = tok(sentence)["input_ids"]
+        wave_ = torch_waveform(model, ids, p["seed"] + sentence_index, p["noise_scale"], p["noise_scale_duration"], p["speaking_rate"])
+        return to_pcm16(wave_)
+
+    return pcm
+
+
+def close(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max()) <= PCM_TOLERANCE
+
+
+def test_served_audio_equals_pytorch_for_the_same_noise(speech, reference):
+    for text in ("hello world", "the quick brown fox jumps over the lazy dog"):
+        audio = speech.synthesize(text, model=VOICE, **FIXED)
+        assert audio.rate == 8000 and audio.samples.dtype == np.int16
+        assert close(audio.samples, reference(text))
+    other_seed = speech.synthesize("hello world", model=VOICE, **{**FIXED, "seed": 12})
+    assert not close(other_seed.samples, reference("hello world"))  # the seed is really used
+
+
+def test_sentences_are_normalised_split_and_joined_with_a_pause(speech, reference):
+    audio = speech.synthesize("Dr. Smith has 3 cats. They sleep!", model=VOICE, **FIXED)
+    first, second = reference("doctor smith has three cats", 0), reference("they sleep", 1)
+    pause = np.zeros(int(8000 * 0.12), np.int16)
+    assert close(audio.samples, np.concatenate([first, pause, second]))
+
+
+def test_wav_files_open_at_the_right_rate_and_length(speech, server, tmp_path):
+    audio = speech.synthesize("hello world", model=VOICE, **FIXED)
+    path = audio.to_wav(tmp_path / "hello.wav")
+    with wave.open(str(path)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (8000, 1, 2, len(audio.samples))
+        assert np.array_equal(np.frombuffer(w.readframes(w.getnframes()), "<i2"), audio.samples)
+    import tritonclient.grpc as grpcclient  # the server's own WAV output, for callers without our client
+
+    from client.speech import _inputs
+
+    result = grpcclient.InferenceServerClient(server.grpc_url).infer(VOICE, _inputs(grpcclient, "hello world", FIXED))
+    (tmp_path / "server.wav").write_bytes(result.as_numpy("WAV")[0][0])
+    with wave.open(str(tmp_path / "server.wav")) as w:
+        assert w.getframerate() == 8000 and w.getnframes() == len(audio.samples)
+
+
+def test_longer_text_longer_audio_and_faster_rate_shorter_audio(speech):
+    steady = {**FIXED, "noise_scale_duration": 0.0}
+    one = len(speech.synthesize("hello world", model=VOICE, **steady).samples)
+    four = len(speech.synthesize("hello world hello world hello world hello world", model=VOICE, **steady).samples)
+    assert 3.0 < four / one < 5.0
+    fast = len(speech.synthesize("hello world", model=VOICE, **{**steady, "speaking_rate": 2.0}).samples)
+    assert fast < 0.7 * one
+
+
+def test_concurrent_requests_of_different_lengths_each_get_their_own_audio(server, speech, raw_grpc):
+    texts = ["hi", "hello world", "the quick brown fox", "a much longer sentence than the others in this batch", "ok",
+             "speech from triton", "dogs and cats", "the lazy dog sleeps all day long in the sun"]
+    solo = [speech.synthesize(t, model=VOICE, **{**FIXED, "seed": i}).samples for i, t in enumerate(texts)]
+    step = f"{VOICE}_model"
+    before = raw_grpc.get_inference_statistics(model_name=step, as_json=True)["model_stats"][0]
+
+    async def run():
+        async with AsyncSpeechClient(server.grpc_url) as c:
+            return await asyncio.gather(*(c.synthesize(t, model=VOICE, **{**FIXED, "seed": i % len(texts)}) for i, t in enumerate(texts * 3)))
+
+    together = asyncio.run(run())
+    after = raw_grpc.get_inference_statistics(model_name=step, as_json=True)["model_stats"][0]
+    for i, audio in enumerate(together):
+        assert close(audio.samples, solo[i % len(texts)]), f"request {i} differs from its solo audio"
+    executions = int(after["execution_count"]) - int(before.get("execution_count", 0))
+    assert executions < len(together), "requests were not batched"
+
+
+def test_streaming_gives_the_one_shot_audio_sentence_by_sentence(speech):
+    text = "The first sentence is short. The second one is a little longer than that. Third. Fourth comes now. And the fifth ends it."
+    one_shot = speech.synthesize(text, model=VOICE, **FIXED).samples
+    arrivals, parts = [], []
+    start = time.perf_counter()
+    for audio in speech.stream(text, model=VOICE, **FIXED):
+        arrivals.append(time.perf_counter() - start)
+        parts.append(audio.samples)
+    assert len(parts) == 5
+    assert close(np.concatenate(parts), one_shot)
+    assert arrivals[0] < arrivals[-1]  # the first sentence was out before the last was synthesised
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "TEXT is empty"),
+    ("?!... --- ,;", "no characters this voice can speak"),
+    ("日本語のテキスト", "no characters this voice can speak"),
+])
+def test_unspeakable_text_is_a_clear_error(speech, server, text, message):
+    with pytest.raises(TritonizeError, match=message):
+        speech.synthesize(text, model=VOICE)
+    assert server.is_ready()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"speaking_rate": 0.0}, r"SPEAKING_RATE must be in \(0, 10\], got 0"),
+    ({"speaking_rate": -1.0}, r"SPEAKING_RATE must be in \(0, 10\], got -1"),
+    ({"noise_scale": -0.5}, r"NOISE_SCALE must be in \[0, 5\]"),
+])
+def test_bad_parameters_name_the_field_and_range(speech, params, message):
+    with pytest.raises(TritonizeError, match=message):
+        speech.synthesize("hello", model=VOICE, **params)
+    with pytest.raises(TypeError, match="unknown synthesis parameter"):
+        speech.synthesize("hello", model=VOICE, pitch=2)
+    assert len(speech.synthesize("hello", model=VOICE).samples) > 0  # the server is still serving
+
+
+def test_fifty_thousand_characters_are_split_not_a_crash(speech):
+    sentence = "The server splits long texts into sentences and synthesises them in batches. "
+    text = (sentence * (50_000 // len(sentence) + 1))[:50_000]
+    audio = speech.synthesize(text, model=VOICE, seed=3)
+    short = speech.synthesize(sentence, model=VOICE, seed=3)
+    assert audio.seconds > 100 * short.seconds
+
+
+def test_cli_writes_a_wav(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from tritonize.cli import app
+
+    out = tmp_path / "cli.wav"
+    r = CliRunner().invoke(app, ["infer", "tts", VOICE, "Hello there. General greeting.", "--out", str(out), "--stream", "--url", server.grpc_url])
+    assert r.exit_code == 0, r.output
+    assert "sentence 2" in r.output
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 8000 and w.getnframes() > 0
