@@ -8,7 +8,6 @@ reuses what the first wrote.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -18,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from converters.checkpoints import default_name, resolve
+from converters.checkpoints import default_name, fingerprint, resolve
 from converters.repository import Batching, EncoderPipeline, read_manifest, write_encoder_pipeline
 
 TASKS = {"embedding": "feature-extraction", "classification": "text-classification"}
@@ -66,18 +65,6 @@ def max_sequence_length(tokenizer, config, source: str) -> int:
     if sbert.exists():
         limits.append(int(json.loads(sbert.read_text()).get("max_seq_length", limits[0])))
     return min(limits)
-
-
-def _fingerprint(source: str, options: dict) -> str:
-    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for code in sorted(Path(__file__).parent.glob("*.py")):  # new converter code writes anew
-        h.update(code.read_bytes())
-    src = Path(source)
-    if src.is_dir():  # a changed checkpoint (new weights) must not reuse the old engine
-        for f in sorted(src.rglob("*")):
-            if f.is_file():
-                h.update(f"{f.relative_to(src)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
 
 
 def torch_reference(model, tokenizer, texts: list[str], task: str, max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +163,7 @@ def convert_bert(
     repository = Path(repository)
     batching = batching or Batching()
     options = {"task": task, "optimize": optimize, "quantize": quantize, "flavour": flavour, "batching": asdict(batching)}
-    key = _fingerprint(source, {"source": source, **options})
+    key = fingerprint(source, options, ["bert.py", "repository.py", "checkpoints.py"])
     previous = read_manifest(repository, name)
     if previous and previous.get("key") == key and not force:
         log(f"{name}: reusing {repository / name} (same source and options)")

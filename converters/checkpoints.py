@@ -31,3 +31,21 @@ def default_name(model: str) -> str:
     hub_id = ALIASES.get(model.lower(), model)
     last = Path(hub_id.rstrip("/")).name
     return re.sub(r"[^a-z0-9]+", "-", last.lower()).strip("-") or "model"
+
+
+def fingerprint(source: str, options: dict, code: list[str]) -> str:
+    """What decides whether a conversion can be reused: the options, the family's converter code
+    (new code writes anew) and, for a local checkpoint, its files' sizes and times (new weights)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256(json.dumps({"source": source, **options}, sort_keys=True).encode())
+    here = Path(__file__).parent
+    for name in sorted(code):
+        h.update((here / name).read_bytes())
+    src = Path(source)
+    if src.is_dir():
+        for f in sorted(src.rglob("*")):
+            if f.is_file():
+                h.update(f"{f.relative_to(src)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return h.hexdigest()[:16]

@@ -8,7 +8,6 @@ parameters, so an operator changes them in config.pbtxt without converting again
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,16 +60,8 @@ class GenerationReport:
     seconds: float = 0.0
 
 
-def fingerprint(source: str, options: dict) -> str:
-    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
-    for code in sorted(Path(__file__).parent.glob("*.py")):  # new converter code writes anew
-        h.update(code.read_bytes())
-    src = Path(source)
-    if src.is_dir():
-        for f in sorted(src.rglob("*")):
-            if f.is_file():
-                h.update(f"{f.relative_to(src)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+# The converter code whose change makes a generator convert anew.
+GENERATION_CODE = ["gpt2.py", "t5.py", "generation_common.py", "generation_t5_step.py", "repository.py", "checkpoints.py"]
 
 
 def previous_report(repository: Path, name: str, key: str) -> GenerationReport | None:

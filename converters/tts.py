@@ -9,8 +9,6 @@ fixed waveform and the parity check compares against VitsModel's own forward pas
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -19,14 +17,14 @@ from typing import Callable
 
 import numpy as np
 
-from converters.checkpoints import default_name, resolve
+from converters.checkpoints import default_name, fingerprint, resolve
 from converters.tts_masking import padding_invariant
 from converters.tts_noise import seeded_noise
 from converters.tts_repository import SpeechPipeline, write_speech_pipeline
 from converters.repository import Batching, read_manifest
 
 # Max abs difference of waveform samples (range about +-1), ONNX Runtime vs PyTorch, same noise.
-WAVE_TOLERANCE = 1e-4  # measured 2e-5 on the tiny voice
+WAVE_TOLERANCE = 1e-3  # -60 dB; measured 2e-5 on the tiny voice, 3.4e-4 at MMS-TTS size
 PARITY_TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "a", "speech from triton"]
 
 
@@ -146,7 +144,8 @@ def convert_tts(
     started = time.monotonic()
     source, name, repository = resolve(model), name or default_name(model), Path(repository)
     batching = batching or Batching(max_batch_size=16)
-    key = _fingerprint(source, {"flavour": flavour, "batching": asdict(batching)})
+    key = fingerprint(source, {"flavour": flavour, "batching": asdict(batching)},
+                      ["tts.py", "tts_masking.py", "tts_noise.py", "tts_repository.py", "repository.py", "checkpoints.py"])
     previous = read_manifest(repository, name)
     if previous and previous.get("key") == key and not force:
         log(f"{name}: reusing {repository / name} (same source and options)")
@@ -176,14 +175,3 @@ def convert_tts(
     log(f"{name}: wrote {repository / name} ({spec['sampling_rate']} Hz) in {report.seconds:.0f} s")
     return report
 
-
-def _fingerprint(source: str, options: dict) -> str:
-    h = hashlib.sha256(json.dumps({"source": source, **options}, sort_keys=True).encode())
-    for code in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(code.read_bytes())
-    src = Path(source)
-    if src.is_dir():
-        for f in sorted(src.rglob("*")):
-            if f.is_file():
-                h.update(f"{f.relative_to(src)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
-    return h.hexdigest()[:16]

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from converters.repository import (
-    Batching, dynamic_batching, mc, python_step, shim, tensor_in, tensor_out, with_parameters, write_model,
+    Batching, mc, python_step, shim, tensor_in, tensor_out, with_parameters, write_model,
 )
 
 PARAMS = {"SPEAKING_RATE": "FP32", "NOISE_SCALE": "FP32", "NOISE_SCALE_DURATION": "FP32", "SEED": "INT64"}

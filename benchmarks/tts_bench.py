@@ -1,0 +1,119 @@
+"""Speech benchmark: real-time factor and time to first audio of an MMS-TTS-sized VITS (random
+weights), PyTorch vs ONNX Runtime in-process vs served, in one run.
+
+    .venv/bin/python -m benchmarks.tts_bench [--threads 2] [--repeats 3]
+
+Real-time factor = seconds of compute per second of audio (lower is better). Served at concurrency
+8 it is wall time over the audio all 8 streams produced. Time to first audio compares the streaming
+model's first sentence with the one-shot latency of the same five-sentence text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+TEXT = ("Serving speech is mostly a question of latency. The first sentence should start playing quickly. "
+        "Longer texts are split into sentences, and each one is synthesised on its own. "
+        "Batching helps when many people ask at once. The last sentence ends this short paragraph.")
+VOICE = "bench-vits"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repository", type=Path, default=Path(".tritonize/bench_repository"))
+    args = ap.parse_args()
+
+    import torch
+    from transformers import AutoTokenizer, VitsModel
+
+    from client import SpeechClient
+    from converters.repository import Batching
+    from converters.tts import convert_tts, torch_waveform
+    from converters.tts_tiny import build_tiny_vits
+    from runtime.tts_frontend import SpeechFrontend
+    from runtime.tts_synthesis import Voice, VitsEngine
+    from server import ServerConfig, TritonServer
+
+    torch.set_num_threads(args.threads)
+    checkpoint = build_tiny_vits(Path(".tritonize/checkpoints") / VOICE, mms_size=True)
+    convert_tts(str(checkpoint), args.repository, VOICE, Batching(max_batch_size=8, intra_op_threads=args.threads), log=console.print)
+    model, _tok = VitsModel.from_pretrained(checkpoint).eval(), AutoTokenizer.from_pretrained(checkpoint)
+    rate = model.config.sampling_rate
+    folder = args.repository / f"{VOICE}_stream" / "1"
+    frontend = SpeechFrontend.load(folder, {"max_sentence_chars": 300, "max_sentences": 100, "max_text_bytes": 10**6})
+    rows = frontend.sentences(TEXT)
+    voice = Voice(1.0, 0.667, 0.8, 0)
+    engine = VitsEngine(folder / "model.onnx", args.threads, min_tokens=6)
+
+    def timed(fn) -> tuple[float, float]:
+        """(compute seconds, audio seconds), best of the repeats."""
+        best = None
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            samples = fn()
+            dt = time.perf_counter() - t
+            best = dt if best is None else min(best, dt)
+        return best, samples / rate
+
+    results = {}
+    results["PyTorch (VitsModel), sentence by sentence"] = timed(
+        lambda: sum(len(torch_waveform(model, r, i, 0.667, 0.8, 1.0)) for i, r in enumerate(rows)))
+    results["ORT in-process, sentence by sentence"] = timed(
+        lambda: sum(len(engine.run([np.array(r)], [voice], [i])[0]) for i, r in enumerate(rows)))
+    results["ORT in-process, sentences batched"] = timed(
+        lambda: sum(len(w) for w in engine.run([np.array(r) for r in rows], [voice] * len(rows), list(range(len(rows))))))
+
+    with TritonServer(ServerConfig(args.repository, http_port=0, grpc_port=0, metrics_port=0)) as server, SpeechClient(server.grpc_url) as c:
+        c.synthesize("warm up.", model=VOICE)
+        results["served one-shot, concurrency 1"] = timed(lambda: len(c.synthesize(TEXT, model=VOICE).samples))
+
+        def eight() -> int:
+            with ThreadPoolExecutor(8) as pool:
+                return sum(len(a.samples) for a in pool.map(lambda i: c.synthesize(TEXT, model=VOICE, seed=i), range(8)))
+
+        results["served one-shot, concurrency 8 (wall / audio)"] = timed(eight)
+        one_shot, first = [], []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            c.synthesize(TEXT, model=VOICE)
+            one_shot.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for _chunk in c.stream(TEXT, model=VOICE):
+                first.append(time.perf_counter() - t)
+                break  # leaving early cancels the rest
+    table = Table(title=f"VITS (MMS-TTS size, random weights), {len(rows)} sentences, {args.threads} threads")
+    for col in ("system", "compute s", "audio s", "real-time factor"):
+        table.add_column(col)
+    for name, (dt, audio) in results.items():
+        table.add_row(name, f"{dt:.3f}", f"{audio:.2f}", f"{dt / audio:.3f}")
+    console.print(table)
+    rtf = {k: v[0] / v[1] for k, v in results.items()}
+    torch_rtf, ort_rtf = rtf["PyTorch (VitsModel), sentence by sentence"], rtf["ORT in-process, sentence by sentence"]
+    served = rtf["served one-shot, concurrency 1"]
+    ttfa, latency = min(first), min(one_shot)
+    t = Table(title="ratios (speech issue targets)")
+    for col in ("measure", "value", "target", "met"):
+        t.add_column(col)
+    for name, value, target, ok in (
+        ("ORT / PyTorch real-time factor", ort_rtf / torch_rtf, "<= 0.8", ort_rtf / torch_rtf <= 0.8),
+        ("served (conc 1) / ORT in-process real-time factor", served / ort_rtf, "<= 1.15", served / ort_rtf <= 1.15),
+        ("time to first audio (stream) / one-shot latency", ttfa / latency, "<= 0.33", ttfa / latency <= 1 / 3),
+    ):
+        t.add_row(name, f"{value:.2f}", target, "yes" if ok else "NO")
+    console.print(t)
+    console.print(f"time to first audio {ttfa * 1e3:.0f} ms, one-shot latency {latency * 1e3:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
