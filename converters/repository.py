@@ -52,6 +52,7 @@ class EncoderPipeline:
     flavour: str = "python"
     max_text_bytes: int = 1_000_000
     max_padding_ratio: float = 1.25
+    min_padding_tokens: int = 8  # per row; see runtime.onnx_encoder.plan_buckets
 
     @property
     def graph_output(self) -> str:
@@ -164,6 +165,7 @@ def model_config(p: EncoderPipeline) -> mc.ModelConfig:
             "output_tensor": out_name,
             "pad_token_id": str(p.pad_token_id),
             "max_padding_ratio": str(p.max_padding_ratio),
+            "min_padding_tokens": str(p.min_padding_tokens),
             "max_rows_per_run": str(b.max_batch_size),
             "intra_op_threads": str(b.intra_op_threads),
         },

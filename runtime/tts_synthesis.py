@@ -75,6 +75,9 @@ class SynthesisStep:
         p = parameters(args)
         self.engine = VitsEngine(Path(model_dir(args)) / "model.onnx", int(p.get("intra_op_threads", 0)), int(p["min_tokens"]))
         self.max_rows = int(p.get("max_rows_per_run", 16))
+        # On CPU a padded VITS batch costs more than its rows run one by one (measured at MMS-TTS size:
+        # real-time factor 0.38 batched vs 0.24 sentence by sentence), so only near-equal lengths share a run.
+        self.max_padding_ratio = float(p.get("max_padding_ratio", 1.05))
         labels = {"model": args["model_name"]}
         self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
         self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)
@@ -98,7 +101,7 @@ class SynthesisStep:
         waves: list = [None] * len(rows)
         lengths = np.array([len(r) for r in rows], np.int64)
         if rows:
-            buckets = plan_buckets(lengths, 1.25, self.max_rows)
+            buckets = plan_buckets(lengths, self.max_padding_ratio, self.max_rows)
             for bucket in buckets:
                 out = self.engine.run([rows[k] for k in bucket], [voices[k] for k in bucket], [seeds[k] for k in bucket])
                 for k, w in zip(bucket, out):

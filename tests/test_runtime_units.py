@@ -12,21 +12,26 @@ from runtime.triton import InputError
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(1, 256), min_size=1, max_size=200), st.sampled_from([1.0, 1.1, 1.25, 2.0]), st.integers(1, 64))
-def test_buckets_cover_every_row_once_and_bound_padding(lengths, ratio, max_rows):
+@given(st.lists(st.integers(1, 256), min_size=1, max_size=200), st.sampled_from([1.0, 1.1, 1.25, 2.0]), st.integers(1, 64),
+       st.sampled_from([0, 4, 8]))
+def test_buckets_cover_every_row_once_and_bound_padding(lengths, ratio, max_rows, min_pad):
     lengths = np.array(lengths)
-    buckets = plan_buckets(lengths, ratio, max_rows)
+    buckets = plan_buckets(lengths, ratio, max_rows, min_pad)
     rows = np.concatenate(buckets)
     assert sorted(rows.tolist()) == list(range(len(lengths)))
     for b in buckets:
         assert 1 <= len(b) <= max_rows
         if len(b) > 1:
-            assert len(b) * lengths[b].max() <= ratio * lengths[b].sum() + 1e-9
+            real = lengths[b].sum()
+            assert len(b) * lengths[b].max() <= max(ratio * real, real + min_pad * len(b)) + 1e-9
 
 
 def test_similar_lengths_share_a_bucket():
     buckets = plan_buckets(np.array([10, 64, 9, 63, 11, 62]), 1.25, 64)
     assert sorted(sorted(b.tolist()) for b in buckets) == [[0, 2, 4], [1, 3, 5]]
+    # short rows: a few padding tokens each are cheaper than one more engine call
+    assert len(plan_buckets(np.array([4, 12, 8, 10]), 1.25, 64, min_padding_tokens=0)) == 2
+    assert len(plan_buckets(np.array([4, 12, 8, 10]), 1.25, 64, min_padding_tokens=8)) == 1
 
 
 def test_pad_rows_pads_to_longest_or_multiple():
