@@ -81,7 +81,9 @@ def _demo_convert(repository: Path) -> None:
     from converters.tts import convert_tts as convert
     from converters.tts_tiny import build_tiny_vits
 
-    checkpoint = build_tiny_vits(Path(".tritonize/checkpoints") / DEMO_VOICE)
+    checkpoint = Path(".tritonize/checkpoints") / DEMO_VOICE
+    if not (checkpoint / "config.json").exists():  # built once, so a second demo reuses the conversion
+        build_tiny_vits(checkpoint)
     convert(str(checkpoint), repository, DEMO_VOICE, log=console.print)
 
 
