@@ -12,16 +12,14 @@ repetition_penalty, seed, stop (a string or a list of strings).
 from __future__ import annotations
 
 import json
-import queue
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Iterator
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
-from tritonclient.utils import InferenceServerException
 
-from client.types import TritonizeError
+from client.streams import aio_stream, grpc_stream
 
 DEFAULT_URL = "127.0.0.1:8001"
 
@@ -80,29 +78,12 @@ class GenerationClient:
         self.headers = headers
 
     def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> Iterator[GenerationChunk]:
-        responses: queue.Queue = queue.Queue()
-        client = grpcclient.InferenceServerClient(self.url)
-        done = False
-        try:
-            client.start_stream(lambda result, error: responses.put((result, error)), headers=self.headers)
-            client.async_stream_infer(**_request(model, prompt, params, stream))
-            while not done:
-                try:
-                    result, error = responses.get(timeout=self.timeout_s)
-                except queue.Empty:
-                    raise TritonizeError(f"no response within {self.timeout_s:.0f} s", model=model) from None
-                if error is not None:
-                    done = True
-                    raise TritonizeError.wrap(error, model)
-                chunk, done = _chunk(result)
-                if chunk.text or chunk.token_ids or chunk.finish_reason:
-                    yield chunk
-        except InferenceServerException as e:
-            raise TritonizeError.wrap(e, model) from None
-        finally:
-            # Leaving early (break, exception, generator closed) cancels the request: the slot is freed.
-            client.stop_stream(cancel_requests=not done)
-            client.close()
+        request = _request(model, prompt, params, stream)
+        for result in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
+                                  done=lambda r: _chunk(r)[1]):
+            chunk, _ = _chunk(result)
+            if chunk.text or chunk.token_ids or chunk.finish_reason:
+                yield chunk
 
     def stream(self, prompt: str, *, model: str, **params) -> Iterator[str]:
         """Text pieces as they become final (a piece never ends inside a UTF-8 character)."""
@@ -139,30 +120,11 @@ class AsyncGenerationClient:
 
     async def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> AsyncIterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
-
-        async def requests():
-            yield request
-
-        try:
-            responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s, headers=self.headers)
-        except InferenceServerException as e:
-            raise TritonizeError.wrap(e, model) from None
-        done = False
-        try:
-            async for result, error in responses:
-                if error is not None:
-                    done = True
-                    raise TritonizeError.wrap(error, model)
-                chunk, done = _chunk(result)
-                if chunk.text or chunk.token_ids or chunk.finish_reason:
-                    yield chunk
-                if done:
-                    break
-        except InferenceServerException as e:
-            raise TritonizeError.wrap(e, model) from None
-        finally:
-            if not done:
-                responses.cancel()  # leaving early cancels the request on the server
+        async for result in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
+                                       done=lambda r: _chunk(r)[1]):
+            chunk, _ = _chunk(result)
+            if chunk.text or chunk.token_ids or chunk.finish_reason:
+                yield chunk
 
     async def stream(self, prompt: str, *, model: str, **params) -> AsyncIterator[str]:
         async for chunk in self.stream_chunks(prompt, model=model, **params):

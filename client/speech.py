@@ -8,7 +8,6 @@ take the voice's own defaults (read once from the ensemble's config).
 from __future__ import annotations
 
 import json
-import queue
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from client.client import DEFAULT_URLS, _module, config_dict
+from client.streams import aio_stream, grpc_stream
 from client.types import TritonizeError
 
 PARAMS = {"speaking_rate": ("SPEAKING_RATE", np.float32, "FP32"), "noise_scale": ("NOISE_SCALE", np.float32, "FP32"),
@@ -43,6 +43,10 @@ class Audio:
             w.setframerate(self.rate)
             w.writeframes(self.samples.astype("<i2").tobytes())
         return path
+
+
+def _audio(result) -> Audio:
+    return Audio(result.as_numpy("AUDIO")[0], int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]))
 
 
 def _inputs(mod, text: str, params: dict) -> list:
@@ -87,7 +91,7 @@ class SpeechClient:
             result = self._client.infer(model, inputs, headers=self.headers, **kwargs)
         except InferenceServerException as e:
             raise TritonizeError.wrap(e, model) from None
-        return Audio(result.as_numpy("AUDIO")[0], int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]))
+        return _audio(result)
 
     def stream(self, text: str, *, model: str, **params) -> Iterator[Audio]:
         """Audio sentence by sentence (with the pause after it), from the voice's streaming model."""
@@ -96,28 +100,10 @@ class SpeechClient:
         if self.protocol != "grpc":
             raise ValueError("streaming speech is a gRPC stream: use SpeechClient(grpc_url, protocol='grpc')")
         inputs = _inputs(grpcclient, text, {**self.defaults(model), **params})
-        responses: queue.Queue = queue.Queue()
-        client = grpcclient.InferenceServerClient(self.url)
-        done = False
-        try:
-            client.start_stream(lambda result, error: responses.put((result, error)), headers=self.headers)
-            client.async_stream_infer(f"{model}_stream", inputs, enable_empty_final_response=True)
-            while not done:
-                try:
-                    result, error = responses.get(timeout=self.timeout_s)
-                except queue.Empty:
-                    raise TritonizeError(f"no audio within {self.timeout_s:.0f} s", model=model) from None
-                if error is not None:
-                    done = True
-                    raise TritonizeError.wrap(error, model)
-                final = result.get_response().parameters.get("triton_final_response")
-                done = bool(final and final.bool_param)
-                audio = result.as_numpy("AUDIO")
-                if audio is not None:
-                    yield Audio(audio[0], int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]))
-        finally:
-            client.stop_stream(cancel_requests=not done)  # leaving early stops the synthesis
-            client.close()
+        request = {"model_name": f"{model}_stream", "inputs": inputs, "enable_empty_final_response": True}
+        for result in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers):
+            if result.as_numpy("AUDIO") is not None:
+                yield _audio(result)
 
     def close(self) -> None:
         self._client.close()
@@ -153,34 +139,16 @@ class AsyncSpeechClient:
             result = await self._client.infer(model, inputs, headers=self.headers, client_timeout=self.timeout_s)
         except InferenceServerException as e:
             raise TritonizeError.wrap(e, model) from None
-        return Audio(result.as_numpy("AUDIO")[0], int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]))
+        return _audio(result)
 
     async def stream(self, text: str, *, model: str, **params) -> AsyncIterator[Audio]:
         import tritonclient.grpc as grpcclient
 
         request = {"model_name": f"{model}_stream", "inputs": _inputs(grpcclient, text, {**await self.defaults(model), **params}),
                    "enable_empty_final_response": True}
-
-        async def requests():
-            yield request
-
-        responses = self._client.stream_infer(requests(), stream_timeout=self.timeout_s, headers=self.headers)
-        done = False
-        try:
-            async for result, error in responses:
-                if error is not None:
-                    done = True
-                    raise TritonizeError.wrap(error, model)
-                final = result.get_response().parameters.get("triton_final_response")
-                done = bool(final and final.bool_param)
-                audio = result.as_numpy("AUDIO")
-                if audio is not None:
-                    yield Audio(audio[0], int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]))
-                if done:
-                    break
-        finally:
-            if not done:
-                responses.cancel()
+        async for result in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers):
+            if result.as_numpy("AUDIO") is not None:
+                yield _audio(result)
 
     async def close(self) -> None:
         await self._client.close()

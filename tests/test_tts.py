@@ -160,3 +160,15 @@ def test_cli_writes_a_wav(server, tmp_path):
     assert "sentence 2" in r.output
     with wave.open(str(out)) as w:
         assert w.getframerate() == 8000 and w.getnframes() > 0
+
+
+def test_async_stream_gives_the_same_sentences(server, speech):
+    text = "One sentence here. And a second one."
+
+    async def run():
+        async with AsyncSpeechClient(server.grpc_url) as c:
+            return [a.samples async for a in c.stream(text, model=VOICE, **FIXED)]
+
+    parts = asyncio.run(run())
+    assert len(parts) == 2
+    assert all(close(a, b.samples) for a, b in zip(parts, speech.stream(text, model=VOICE, **FIXED)))
