@@ -21,7 +21,7 @@ test: venv
 	$(PY) -m pytest -q
 
 bench: venv
-	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.engine_bench
+	HF_HUB_OFFLINE=1 $(PY) -m tritonize.benchmarks.engine_bench
 
 serve: venv
 	$(PY) -m tritonize serve

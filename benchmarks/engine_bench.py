@@ -1,6 +1,6 @@
 """Engine benchmark: PyTorch eager vs ONNX Runtime in-process vs the served Triton ensemble, one run.
 
-    .venv/bin/python -m benchmarks.engine_bench [--seconds 6] [--threads 2]
+    .venv/bin/python -m tritonize.benchmarks.engine_bench [--seconds 6] [--threads 2]
 
 all-MiniLM-L6-v2 (embedding, tokenization and pooling included everywhere) at 16 and 128 tokens and
 on a realistic mix of text lengths. In-process: one call per batch of texts. Served: gRPC (asyncio
@@ -23,8 +23,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.triton_stats import metrics
-from benchmarks.workloads import fixed_tokens, mixed_lengths
+from tritonize.benchmarks.triton_stats import metrics
+from tritonize.benchmarks.workloads import fixed_tokens, mixed_lengths
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SERVED = "minilm"
@@ -108,11 +108,11 @@ def main() -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from converters.bert import convert_bert
-    from converters.checkpoints import resolve
-    from converters.repository import Batching, read_manifest
-    from runtime.postprocess import l2_normalize, mean_pool
-    from server import ServerConfig, TritonServer
+    from tritonize.converters.encoders.bert import convert_bert
+    from tritonize.converters.checkpoints import resolve
+    from tritonize.converters.repository import Batching, read_manifest
+    from tritonize.runtime.pooling import l2_normalize, mean_pool
+    from tritonize.server import ServerConfig, TritonServer
 
     torch.set_num_threads(args.threads)
     convert_bert(MODEL, "embedding", args.repository, SERVED, batching=Batching(max_batch_size=64, intra_op_threads=args.threads), log=console.print)

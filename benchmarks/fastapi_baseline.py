@@ -1,6 +1,6 @@
 """The baseline many teams run instead of Triton: FastAPI + uvicorn + PyTorch, one process.
 
-    TRITONIZE_BASELINE_MODEL=sentence-transformers/all-MiniLM-L6-v2 uvicorn benchmarks.fastapi_baseline:app
+    TRITONIZE_BASELINE_MODEL=sentence-transformers/all-MiniLM-L6-v2 uvicorn tritonize.benchmarks.fastapi_baseline:app
 
 POST /embed {"texts": [...]} -> {"embeddings": [[...], ...]}: the same tokenization, mean pooling and
 L2 normalisation as the served ensemble, in PyTorch eager, one request at a time.
@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from transformers import AutoModel, AutoTokenizer
 
-from converters.checkpoints import resolve
+from tritonize.converters.checkpoints import resolve
 
 torch.set_num_threads(int(os.environ.get("TRITONIZE_BASELINE_THREADS", "1")))
 SOURCE = resolve(os.environ.get("TRITONIZE_BASELINE_MODEL", "sentence-transformers/all-MiniLM-L6-v2"))

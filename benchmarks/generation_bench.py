@@ -1,7 +1,7 @@
 """Generation benchmark: served (KV cache, continuous batching, streaming) vs Hugging Face `generate`
 in PyTorch, one request at a time and as a static batch, in one run.
 
-    .venv/bin/python -m benchmarks.generation_bench [--models gpt2 t5] [--threads 2] [--new-tokens 32]
+    .venv/bin/python -m tritonize.benchmarks.generation_bench [--models gpt2 t5] [--threads 2] [--new-tokens 32]
 
 GPT-2 small and T5-small architectures with random weights (nothing downloads; speed does not depend
 on the weights) and byte-level BPE / unigram tokenizers trained locally. Greedy, a fixed number of new
@@ -54,7 +54,7 @@ def build_gpt2_small(path: Path) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-    from converters.generation_tiny import train_byte_level_bpe
+    from tritonize.converters.generation.tiny import train_byte_level_bpe
 
     if (path / "config.json").exists():
         return path
@@ -71,7 +71,7 @@ def build_t5_small(path: Path) -> Path:
     import torch
     from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
 
-    from converters.generation_tiny import train_unigram
+    from tritonize.converters.generation.tiny import train_unigram
 
     if (path / "config.json").exists():
         return path
@@ -119,7 +119,7 @@ def pytorch_rows(name: str, path: Path, texts: list[str], new_tokens: int, threa
 # -- served ------------------------------------------------------------------------------------------
 async def served_row(url: str, name: str, model: str, texts: list[str], concurrency: int, per_stream: int,
                      new_tokens: int, stagger_s: float) -> Row:
-    from client import AsyncGenerationClient
+    from tritonize.client import AsyncGenerationClient
 
     ttfts: list[float] = []
     tokens = 0
@@ -147,9 +147,9 @@ async def served_row(url: str, name: str, model: str, texts: list[str], concurre
 
 
 def convert(name: str, path: Path, repo: Path, threads: int) -> None:
-    from converters.generation_common import GenerationLimits
-    from converters.gpt2 import convert_gpt2
-    from converters.t5 import convert_t5
+    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.converters.generation.gpt2 import convert_gpt2
+    from tritonize.converters.generation.t5 import convert_t5
 
     limits = GenerationLimits(max_new_tokens=256, max_sequences=16, max_queue=64, intra_op_threads=threads)
     (convert_gpt2 if name == "gpt2" else convert_t5)(str(path), repo, name, limits, log=console.print)
@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=Path("bench_results/generation_bench.json"))
     args = ap.parse_args()
 
-    from server import ServerConfig, TritonServer
+    from tritonize.server import ServerConfig, TritonServer
 
     repo = CACHE / "model_repository"
     builders = {"gpt2": build_gpt2_small, "t5": build_t5_small}

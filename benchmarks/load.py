@@ -11,8 +11,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks import triton_stats
-from benchmarks.scenarios import SCENARIO_ENV
+from tritonize.benchmarks import triton_stats
+from tritonize.benchmarks.scenarios import SCENARIO_ENV
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 

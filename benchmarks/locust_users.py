@@ -14,8 +14,8 @@ import time
 import numpy as np
 from locust import FastHttpUser, User, constant, task
 
-from benchmarks.scenarios import SCENARIO_ENV, Scenario
-from client.types import TritonizeError
+from tritonize.benchmarks.scenarios import SCENARIO_ENV, Scenario
+from tritonize.client.types import TritonizeError
 
 
 
@@ -93,7 +93,7 @@ class TritonUser(User):
         """One streamed generation. Besides the whole call ('generate', size = tokens) it records
         'generate: time to first token' (ms), 'generate: ms per token' after the first, and
         'generate: tokens/s' (that entry's 'response time' column holds tokens per second)."""
-        from client.generation import GenerationClient
+        from tritonize.client.generation import GenerationClient
 
         prompt = self.rows.next()[0].decode("utf-8", errors="replace")
         start, first, tokens, error = time.perf_counter(), None, 0, None

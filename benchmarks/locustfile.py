@@ -9,7 +9,7 @@ if user == "grpc":
 
     grpc_gevent.init_gevent()
 
-from benchmarks.locust_users import FastApiUser, TritonGrpcUser, TritonHttpUser  # noqa: E402
+from tritonize.benchmarks.locust_users import FastApiUser, TritonGrpcUser, TritonHttpUser  # noqa: E402
 
 _classes = {"grpc": TritonGrpcUser, "http": TritonHttpUser, "fastapi": FastApiUser}
 if user not in _classes:

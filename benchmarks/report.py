@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmarks.planner import PlanResults, Recommendation  # noqa: E402
+from tritonize.benchmarks.planner import PlanResults, Recommendation  # noqa: E402
 
 
 def plot_latency_curves(results: PlanResults, slo_ms: float | None, percentile: int, path: Path) -> Path:

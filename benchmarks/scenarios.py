@@ -15,7 +15,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.workloads import WORDS
+from tritonize.benchmarks.workloads import WORDS
 
 # pipeline -> the outputs a unary call asks for; "generate" streams over gRPC instead (TTFT, tokens/s).
 PIPELINES = {"embed": ["EMBEDDING"], "classify": ["LABEL", "PROBABILITIES"], "generate": []}

@@ -9,9 +9,9 @@ from typing import Protocol
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks.load import run_locust
-from benchmarks.planner import PlanResults, Point
-from benchmarks.scenarios import Scenario
+from tritonize.benchmarks.load import run_locust
+from tritonize.benchmarks.planner import PlanResults, Point
+from tritonize.benchmarks.scenarios import Scenario
 
 
 class System(Protocol):

@@ -20,8 +20,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from server import ServerConfig, TritonServer
-from server.launcher import free_port
+from tritonize.server import ServerConfig, TritonServer
+from tritonize.server.launcher import free_port
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class FastApiBaseline:
     def start(self, timeout_s: float = 120) -> str:
         port = free_port()
         env = {**os.environ, "TRITONIZE_BASELINE_MODEL": self.model, "TRITONIZE_BASELINE_THREADS": str(self.threads)}
-        cmd = [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_baseline:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        cmd = [sys.executable, "-m", "uvicorn", "tritonize.benchmarks.fastapi_baseline:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         self.proc = subprocess.Popen((["taskset", "-c", self.cpus] if self.cpus else []) + cmd, env=env, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout_s

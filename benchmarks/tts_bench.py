@@ -1,7 +1,7 @@
 """Speech benchmark: real-time factor and time to first audio of an MMS-TTS-sized VITS (random
 weights), PyTorch vs ONNX Runtime in-process vs served, in one run.
 
-    .venv/bin/python -m benchmarks.tts_bench [--threads 2] [--repeats 3]
+    .venv/bin/python -m tritonize.benchmarks.tts_bench [--threads 2] [--repeats 3]
 
 Real-time factor = seconds of compute per second of audio (lower is better). Served at concurrency
 8 it is wall time over the audio all 8 streams produced. Time to first audio compares the streaming
@@ -37,13 +37,13 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer, VitsModel
 
-    from client import SpeechClient
-    from converters.repository import Batching
-    from converters.tts import convert_tts, torch_waveform
-    from converters.tts_tiny import build_tiny_vits
-    from runtime.tts_frontend import SpeechFrontend
-    from runtime.tts_synthesis import Voice, VitsEngine
-    from server import ServerConfig, TritonServer
+    from tritonize.client import SpeechClient
+    from tritonize.converters.repository import Batching
+    from tritonize.converters.speech.vits import convert_tts, torch_waveform
+    from tritonize.converters.speech.tiny import build_tiny_vits
+    from tritonize.runtime.speech.frontend import SpeechFrontend
+    from tritonize.runtime.speech.synthesis import Voice, VitsEngine
+    from tritonize.server import ServerConfig, TritonServer
 
     torch.set_num_threads(args.threads)
     checkpoint = build_tiny_vits(Path(".tritonize/checkpoints") / VOICE, mms_size=True)

@@ -1,9 +1,9 @@
 """The typed client for tritonize pipelines (tritonclient + numpy, never torch)."""
 
-from client.client import AsyncClient, Client
-from client.generation import AsyncGenerationClient, GenerationChunk, GenerationClient
-from client.speech import AsyncSpeechClient, Audio, SpeechClient
-from client.types import ModelInfo, Prediction, TritonizeError
+from tritonize.client.client import AsyncClient, Client
+from tritonize.client.generation import AsyncGenerationClient, GenerationChunk, GenerationClient
+from tritonize.client.speech import AsyncSpeechClient, Audio, SpeechClient
+from tritonize.client.types import ModelInfo, Prediction, TritonizeError
 
 __all__ = [
     "AsyncClient", "AsyncGenerationClient", "Client", "GenerationChunk", "GenerationClient", "ModelInfo", "Prediction",

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.types import ModelInfo, Prediction, TritonizeError
+from tritonize.client.types import ModelInfo, Prediction, TritonizeError
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}

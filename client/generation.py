@@ -19,7 +19,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
-from client.streams import aio_stream, grpc_stream
+from tritonize.client.streams import aio_stream, grpc_stream
 
 DEFAULT_URL = "127.0.0.1:8001"
 

@@ -16,9 +16,9 @@ from typing import AsyncIterator, Iterator
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from client.client import DEFAULT_URLS, _module, config_dict
-from client.streams import aio_stream, grpc_stream
-from client.types import TritonizeError
+from tritonize.client.client import DEFAULT_URLS, _module, config_dict
+from tritonize.client.streams import aio_stream, grpc_stream
+from tritonize.client.types import TritonizeError
 
 PARAMS = {"speaking_rate": ("SPEAKING_RATE", np.float32, "FP32"), "noise_scale": ("NOISE_SCALE", np.float32, "FP32"),
           "noise_scale_duration": ("NOISE_SCALE_DURATION", np.float32, "FP32"), "seed": ("SEED", np.int64, "INT64")}

@@ -12,7 +12,7 @@ from typing import AsyncIterator, Callable, Iterator
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client.types import TritonizeError
+from tritonize.client.types import TritonizeError
 
 
 def final_flag(result) -> bool:

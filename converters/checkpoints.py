@@ -33,16 +33,20 @@ def default_name(model: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", last.lower()).strip("-") or "model"
 
 
-def fingerprint(source: str, options: dict, code: list[str]) -> str:
-    """What decides whether a conversion can be reused: the options, the family's converter code
-    (new code writes anew) and, for a local checkpoint, its files' sizes and times (new weights)."""
+SHARED_CODE = ("repository.py", "checkpoints.py")
+
+
+def fingerprint(source: str, options: dict, family: str) -> str:
+    """What decides whether a conversion can be reused: the options, the converter code (the family's
+    folder and the shared writer: new code writes anew) and, for a local checkpoint, its files' sizes
+    and times (new weights)."""
     import hashlib
     import json
 
     h = hashlib.sha256(json.dumps({"source": source, **options}, sort_keys=True).encode())
     here = Path(__file__).parent
-    for name in sorted(code):
-        h.update((here / name).read_bytes())
+    for path in [here / name for name in SHARED_CODE] + sorted((here / family).glob("*.py")):
+        h.update(path.read_bytes())
     src = Path(source)
     if src.is_dir():
         for f in sorted(src.rglob("*")):

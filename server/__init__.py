@@ -1,5 +1,5 @@
 """Starting and supervising the real `tritonserver` process."""
 
-from server.launcher import ModelLoadError, ServerConfig, ServerStartError, TritonServer
+from tritonize.server.launcher import ModelLoadError, ServerConfig, ServerStartError, TritonServer
 
 __all__ = ["ModelLoadError", "ServerConfig", "ServerStartError", "TritonServer"]

@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.binary import TritonBinary, find_binary
+from tritonize.server.binary import TritonBinary, find_binary
 
 # The embedded Triton (2.51) predates the 2025 security fixes: keep these APIs behind a key header.
 RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")

@@ -10,15 +10,15 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from server import ServerConfig, TritonServer  # noqa: E402
+from tritonize.server import ServerConfig, TritonServer  # noqa: E402
 
 EMBEDDER = "minilm"
 CLASSIFIER = "tiny-bert-cls"
 
 
 def build_encoders(repo: Path, work: Path) -> dict:
-    from converters.bert import convert_bert
-    from converters.repository import Batching
+    from tritonize.converters.encoders.bert import convert_bert
+    from tritonize.converters.repository import Batching
     from tests.tiny_models import build_tiny_bert_classifier
 
     checkpoint = build_tiny_bert_classifier(work / "tiny-bert-cls")
@@ -34,9 +34,9 @@ VOICE = "tiny-vits"
 
 
 def build_voices(repo: Path, work: Path) -> dict:
-    from converters.repository import Batching
-    from converters.tts import convert_tts
-    from converters.tts_tiny import build_tiny_vits
+    from tritonize.converters.repository import Batching
+    from tritonize.converters.speech.vits import convert_tts
+    from tritonize.converters.speech.tiny import build_tiny_vits
 
     checkpoint = build_tiny_vits(work / "tiny-vits")
     convert_tts(str(checkpoint), repo, VOICE, Batching(max_batch_size=8, intra_op_threads=1), log=lambda m: None)
@@ -66,7 +66,7 @@ def server(built, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def grpc_client(server):
-    from client import Client
+    from tritonize.client import Client
 
     with Client(server.grpc_url, "grpc") as c:
         yield c
@@ -74,7 +74,7 @@ def grpc_client(server):
 
 @pytest.fixture(scope="session")
 def http_client(server):
-    from client import Client
+    from tritonize.client import Client
 
     with Client(server.http_url, "http") as c:
         yield c

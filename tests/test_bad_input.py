@@ -5,7 +5,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from client import TritonizeError
+from tritonize.client import TritonizeError
 from tests.conftest import EMBEDDER
 
 pytestmark = pytest.mark.usefixtures("still_serving")
@@ -67,7 +67,7 @@ def test_a_bad_request_does_not_fail_its_neighbours(server):
     """Good and bad requests batched into the same execution: only the bad one fails."""
     import asyncio
 
-    from client import AsyncClient
+    from tritonize.client import AsyncClient
 
     async def run():
         async with AsyncClient(server.grpc_url) as c:

@@ -29,7 +29,7 @@ def counters(server, model: str) -> dict[str, float]:
 
 
 async def send_all(url: str, model: str, batches: list[list[str]], embed: bool):
-    from client import AsyncClient
+    from tritonize.client import AsyncClient
 
     async with AsyncClient(url) as c:
         call = c.embed if embed else c.classify

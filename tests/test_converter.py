@@ -2,14 +2,14 @@
 
 import pytest
 
-from converters.bert import ParityError, convert_bert
-from converters.checkpoints import default_name, resolve
-from converters.repository import read_manifest
+from tritonize.converters.encoders.bert import ParityError, convert_bert
+from tritonize.converters.checkpoints import default_name, resolve
+from tritonize.converters.repository import read_manifest
 from tests.conftest import CLASSIFIER
 
 
 def test_second_conversion_reuses_the_first(built, tmp_path):
-    from converters.repository import Batching
+    from tritonize.converters.repository import Batching
 
     logs = []
     checkpoint = str(built["tiny_bert_classifier"])

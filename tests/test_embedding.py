@@ -46,7 +46,7 @@ def test_semantically_close_sentences_score_higher(grpc_client):
 
 
 def test_async_client_gives_the_same_embeddings(server, grpc_client):
-    from client import AsyncClient
+    from tritonize.client import AsyncClient
 
     async def run():
         async with AsyncClient(server.grpc_url) as c:

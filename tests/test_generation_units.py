@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.generation_params import Limits, SamplingParams, fit_to_context, parse
-from runtime.generation_sampling import next_token, sample_probabilities
-from runtime.generation_text import TextStream, TokenBytes
-from runtime.triton import InputError
+from tritonize.runtime.generation.params import Limits, SamplingParams, fit_to_context, parse
+from tritonize.runtime.generation.sampling import next_token, sample_probabilities
+from tritonize.runtime.generation.text import TextStream, TokenBytes
+from tritonize.runtime.triton import InputError
 from tests.tiny_generators import train_byte_level_bpe, train_unigram
 
 MIXED = "héllo wörld 日本語のテキスト 🙂 ½ ¾ the quick fox"

@@ -10,9 +10,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from converters.repository import mc, python_step, tensor_in, tensor_out, write_model
-from converters.repository import Batching
-from server import ModelLoadError, ServerConfig, TritonServer
+from tritonize.converters.repository import mc, python_step, tensor_in, tensor_out, write_model
+from tritonize.converters.repository import Batching
+from tritonize.server import ModelLoadError, ServerConfig, TritonServer
 
 SLOW_MODEL = '''
 import time
@@ -90,7 +90,8 @@ def test_servers_bind_loopback_only(server):
 def test_writer_emits_parseable_configs_for_both_flavours():
     from google.protobuf import text_format
 
-    from converters.repository import EncoderPipeline, ensemble_config, model_config, render, tokenizer_config
+    from tritonize.converters.encoders.repository import EncoderPipeline, ensemble_config, model_config, tokenizer_config
+    from tritonize.converters.repository import render
 
     for flavour in ("python", "native"):
         p = EncoderPipeline("m", "classification", 32, 64, 0, labels=["a", "b"], flavour=flavour,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.load import run_locust
-from benchmarks.planner import Point, max_throughput_under_slo, recommend
-from benchmarks.scenarios import Scenario, WordCounts
+from tritonize.benchmarks.load import run_locust
+from tritonize.benchmarks.planner import Point, max_throughput_under_slo, recommend
+from tritonize.benchmarks.scenarios import Scenario, WordCounts
 from tests.conftest import CLASSIFIER, EMBEDDER
 
 

@@ -5,10 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.onnx_encoder import plan_buckets
-from runtime.postprocess import l2_normalize, mean_pool, softmax
-from runtime.text_tokenizer import decode_texts, pad_rows
-from runtime.triton import InputError
+from tritonize.runtime.buckets import plan_buckets
+from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
+from tritonize.runtime.text_inputs import decode_texts, pad_rows
+from tritonize.runtime.triton import InputError
 
 
 @settings(max_examples=200, deadline=None)

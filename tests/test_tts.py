@@ -7,7 +7,7 @@ import wave
 import numpy as np
 import pytest
 
-from client import AsyncSpeechClient, SpeechClient, TritonizeError
+from tritonize.client import AsyncSpeechClient, SpeechClient, TritonizeError
 from tests.conftest import VOICE
 
 PCM_TOLERANCE = 2  # int16 steps: the served audio is PyTorch's waveform (error ~2e-5) rounded to 16 bits
@@ -25,8 +25,8 @@ def reference(built):
     """VitsModel's own forward in PyTorch (one sentence, the same seeded noise), as 16-bit PCM."""
     from transformers import AutoTokenizer, VitsModel
 
-    from converters.tts import torch_waveform
-    from runtime.tts_audio import to_pcm16
+    from tritonize.converters.speech.vits import torch_waveform
+    from tritonize.runtime.speech.audio import to_pcm16
 
     model = VitsModel.from_pretrained(built["tiny_vits"]).eval()
     tok = AutoTokenizer.from_pretrained(built["tiny_vits"])
@@ -68,7 +68,7 @@ def test_wav_files_open_at_the_right_rate_and_length(speech, server, tmp_path):
         assert np.array_equal(np.frombuffer(w.readframes(w.getnframes()), "<i2"), audio.samples)
     import tritonclient.grpc as grpcclient  # the server's own WAV output, for callers without our client
 
-    from client.speech import _inputs
+    from tritonize.client.speech import _inputs
 
     result = grpcclient.InferenceServerClient(server.grpc_url).infer(VOICE, _inputs(grpcclient, "hello world", FIXED))
     (tmp_path / "server.wav").write_bytes(result.as_numpy("WAV")[0][0])

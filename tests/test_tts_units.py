@@ -2,9 +2,9 @@
 
 import pytest
 
-from runtime.tts_frontend import SpeechFrontend
-from runtime.tts_text import normalize_english, number_words, ordinal_words, split_sentences
-from runtime.triton import InputError
+from tritonize.runtime.speech.frontend import SpeechFrontend
+from tritonize.runtime.speech.text import normalize_english, number_words, ordinal_words, split_sentences
+from tritonize.runtime.triton import InputError
 
 
 def test_numbers_and_abbreviations_are_spelled_out():
@@ -26,7 +26,7 @@ def test_sentences_split_at_punctuation_and_length():
 def test_frontend_encodes_like_vits_tokenizer(built):
     from transformers import AutoTokenizer
 
-    from converters.tts import frontend_spec
+    from tritonize.converters.speech.vits import frontend_spec
     from transformers import VitsConfig
 
     path = built["tiny_vits"]

@@ -1,4 +1,4 @@
-"""The tiny generators of the test run (built by converters.generation_tiny) and the conftest builder
+"""The tiny generators of the test run (built by tritonize.converters.generation.tiny) and the conftest builder
 that converts them into the shared test repository. Tests assert that reference outputs vary across
 prompts (a tiny random generator with default initialisation would not)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from converters.generation_tiny import GPT2_CONTEXT, build_tiny_gpt2, build_tiny_t5, train_byte_level_bpe, train_unigram  # noqa: F401
+from tritonize.converters.generation.tiny import GPT2_CONTEXT, build_tiny_gpt2, build_tiny_t5, train_byte_level_bpe, train_unigram  # noqa: F401
 
 GPT2 = "tiny-gpt2"
 GPT2_LIMITS = "tiny-gpt2-limits"  # same checkpoint, one slot and a queue of one (overload tests)
@@ -15,9 +15,9 @@ T5 = "tiny-t5"
 
 def build_generators(repo: Path, work: Path) -> dict:
     """conftest BUILDERS entry: convert the tiny generators into the shared repository."""
-    from converters.generation_common import GenerationLimits
-    from converters.gpt2 import convert_gpt2
-    from converters.t5 import convert_t5
+    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.converters.generation.gpt2 import convert_gpt2
+    from tritonize.converters.generation.t5 import convert_t5
 
     gpt2 = build_tiny_gpt2(work / "tiny-gpt2")
     quiet = lambda m: None  # noqa: E731

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tritonize.commands import bert, demo, generation, load, serve, tts
+from tritonize.commands import demo, encoders, generation, load, serve, speech
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 convert_app = typer.Typer(no_args_is_help=True, help="Convert a checkpoint into the model repository.")
@@ -16,6 +16,6 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 load.register(app)
 
-# Each model family adds its convert/infer subcommands here.
-for family in (bert, generation, tts):
+# Each model family adds its convert/infer subcommands and its demo step, in this order.
+for family in (encoders, generation, speech):
     family.register(convert_app, infer_app)

@@ -1,40 +1,26 @@
 """`tritonize demo`: convert the default models, serve them on the embedded server, call them, stop.
 
-Each family contributes a `DemoStep`; a second run reuses the converted models (the converters
+Each family registers a `DemoStep` (see `demo_steps`); a second run reuses the converted models (the converters
 skip a model whose source and options have not changed).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import typer
 
-from server import ServerConfig, ServerStartError, TritonServer
+from tritonize.server import ServerConfig, ServerStartError, TritonServer
+from tritonize.commands import demo_steps
 from tritonize.console import console, err
 from tritonize.options import Repository
-
-
-@dataclass
-class DemoStep:
-    title: str
-    convert: Callable[[Path], None]  # write the family's default model(s) into the repository
-    show: Callable[[TritonServer], None]  # call them on the running server and print what came back
-
-
-def steps() -> list[DemoStep]:
-    from tritonize.commands import bert, generation, tts
-
-    return [bert.DEMO, generation.DEMO, tts.DEMO]
 
 
 def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002) -> None:
     """Convert, serve, call and stop: the whole path on the embedded default."""
     from tritonize.commands.serve import describe
 
-    plan = steps()
+    plan = list(demo_steps.STEPS)
     for step in plan:
         console.rule(f"convert: {step.title}")
         step.convert(repository)

@@ -7,12 +7,14 @@ from typing import List
 
 import typer
 
+from tritonize.commands import demo_steps
+from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console, err
 from tritonize.options import Repository, Url
 
 
 def _limits(max_new_tokens: int, default_max_new_tokens: int, max_sequences: int, max_queue: int, threads: int):
-    from converters.generation_common import GenerationLimits
+    from tritonize.converters.generation.common import GenerationLimits
 
     return GenerationLimits(max_new_tokens, default_max_new_tokens, max_sequences, max_queue, intra_op_threads=threads)
 
@@ -29,12 +31,12 @@ def _convert(family: str):
         threads: int = typer.Option(0, help="ONNX Runtime threads (0: one per core)."),
         force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
     ) -> None:
-        from converters.generation_common import ParityError
+        from tritonize.converters.generation.common import ParityError
 
         if family == "gpt2":
-            from converters.gpt2 import convert_gpt2 as convert
+            from tritonize.converters.generation.gpt2 import convert_gpt2 as convert
         else:
-            from converters.t5 import convert_t5 as convert
+            from tritonize.converters.generation.t5 import convert_t5 as convert
         limits = _limits(max_new_tokens, default_max_new_tokens, max_sequences, max_queue, threads)
         try:
             with console.status(f"converting {model} ..."):
@@ -49,7 +51,7 @@ def _convert(family: str):
 
 
 def run_generation(url: str | None, model: str, prompt: str, stream: bool, params: dict) -> None:
-    from client import GenerationClient, TritonizeError
+    from tritonize.client import GenerationClient, TritonizeError
 
     try:
         with GenerationClient(url) as c:
@@ -106,6 +108,7 @@ def generate(
 
 
 def register(convert_app: typer.Typer, infer_app: typer.Typer) -> None:
+    demo_steps.add(DEMO)
     convert_app.command("gpt2")(_convert("gpt2"))
     convert_app.command("t5")(_convert("t5"))
     infer_app.command("generate")(generate)
@@ -119,10 +122,10 @@ DEMO_CHECKPOINTS = Path.home() / ".cache" / "tritonize" / "demo-checkpoints"
 
 
 def _demo_convert(repository: Path) -> None:
-    from converters.generation_common import GenerationLimits
-    from converters.generation_tiny import build_tiny_gpt2, build_tiny_t5
-    from converters.gpt2 import convert_gpt2
-    from converters.t5 import convert_t5
+    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.converters.generation.tiny import build_tiny_gpt2, build_tiny_t5
+    from tritonize.converters.generation.gpt2 import convert_gpt2
+    from tritonize.converters.generation.t5 import convert_t5
 
     console.print("[yellow]tiny GPT-2 and T5 with random weights, built locally (nothing may download): "
                   "the text is gibberish; what the demo shows is the served path (KV cache, streaming, batching).[/yellow]")
@@ -135,7 +138,7 @@ def _demo_convert(repository: Path) -> None:
 
 
 def _demo_show(server) -> None:
-    from client import GenerationClient
+    from tritonize.client import GenerationClient
 
     prompt = "the quick brown fox"
     with GenerationClient(server.grpc_url) as c:
@@ -150,10 +153,4 @@ def _demo_show(server) -> None:
         console.print(f"{DEMO_T5}, greedy, whole text: {result.text!r} ({len(result.token_ids)} tokens, {result.finish_reason})")
 
 
-def _demo_step():
-    from tritonize.commands.demo import DemoStep
-
-    return DemoStep("GPT-2 (streamed) and T5 generation, tiny random models", _demo_convert, _demo_show)
-
-
-DEMO = _demo_step()
+DEMO = DemoStep("GPT-2 (streamed) and T5 generation, tiny random models", _demo_convert, _demo_show)

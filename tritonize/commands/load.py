@@ -71,10 +71,10 @@ def bench(
     out: Path = typer.Option(None, help="Output folder (default: bench_results/bench-TIMESTAMP)."),
 ) -> None:
     """Load-test a served pipeline with Locust; report latency, throughput and Triton's own view."""
-    from benchmarks.report import write_report
-    from benchmarks.scenarios import Scenario
-    from benchmarks.sweep import sweep
-    from benchmarks.systems import TritonVariant, Variant
+    from tritonize.benchmarks.report import write_report
+    from tritonize.benchmarks.scenarios import Scenario
+    from tritonize.benchmarks.sweep import sweep
+    from tritonize.benchmarks.systems import TritonVariant, Variant
 
     sc = Scenario.load(scenario)
     sc.model = model or sc.model
@@ -124,11 +124,11 @@ def plan(
     out: Path = typer.Option(None, help="Output folder (default: bench_results/plan-TIMESTAMP)."),
 ) -> None:
     """Sweep server configurations x offered loads; recommend a config and replicas for an SLO."""
-    from benchmarks.planner import PlanResults, max_throughput_under_slo, recommend
-    from benchmarks.report import write_report
-    from benchmarks.scenarios import Scenario
-    from benchmarks.sweep import sweep
-    from benchmarks.systems import FastApiBaseline, TritonVariant, Variant, write_back
+    from tritonize.benchmarks.planner import PlanResults, max_throughput_under_slo, recommend
+    from tritonize.benchmarks.report import write_report
+    from tritonize.benchmarks.scenarios import Scenario
+    from tritonize.benchmarks.sweep import sweep
+    from tritonize.benchmarks.systems import FastApiBaseline, TritonVariant, Variant, write_back
 
     if percentile not in (50, 95, 99):
         raise typer.BadParameter("percentile must be 50, 95 or 99")
@@ -179,7 +179,7 @@ def plan(
 
 def _chosen(results, system: str):
     """The pipeline and Variant behind a system name of a sweep."""
-    from benchmarks.systems import Variant
+    from tritonize.benchmarks.systems import Variant
 
     fields = dict(results.variants[system])
     return fields.pop("model"), Variant(**fields)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from server import ServerConfig, ServerStartError, TritonServer
+from tritonize.server import ServerConfig, ServerStartError, TritonServer
 from tritonize.console import console, err
 from tritonize.options import Repository
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.triton import InputError, input_array, model_dir, parameters, pb
-from runtime.tts_audio import to_pcm16
-from runtime.tts_frontend import SpeechFrontend
-from runtime.tts_synthesis import Voice, VitsEngine
+from tritonize.runtime.triton import InputError, input_array, model_dir, parameters, pb
+from tritonize.runtime.speech.audio import to_pcm16
+from tritonize.runtime.speech.frontend import SpeechFrontend
+from tritonize.runtime.speech.synthesis import Voice, VitsEngine
 
 
 class StreamingSpeechStep:
@@ -54,7 +54,7 @@ class StreamingSpeechStep:
                         flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def frontend_text(self, request) -> str:
-        from runtime.text_tokenizer import decode_texts
+        from tritonize.runtime.text_inputs import decode_texts
 
         (text,) = decode_texts(input_array(request, "TEXT"), self.frontend.limits["max_text_bytes"])
         return text

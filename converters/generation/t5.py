@@ -2,7 +2,7 @@
 
 Optimum's `text2text-generation-with-past` export gives the encoder and the decoder's first step (which
 also returns the cross-attention keys/values). Its cached decoder step has no decoder attention mask, so
-rows of different decoder lengths could not share a forward; `generation_t5_step` exports that step
+rows of different decoder lengths could not share a forward; `t5_step` exports that step
 again with a mask, from the same model. Parity: logits of the first decoder step and of a cached step
 against PyTorch, on prompts of several lengths.
 """
@@ -17,9 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from converters.checkpoints import default_name, fingerprint, resolve
-from converters.generation_common import (
-    GENERATION_CODE,
+from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.generation.common import (
     LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
     previous_report, served_parameters, write_generator,
 )
@@ -73,7 +72,7 @@ def convert_t5(
     name = name or default_name(model)
     repository = Path(repository)
     limits = limits or GenerationLimits()
-    key = fingerprint(source, {"family": "t5", "limits": asdict(limits)}, GENERATION_CODE)
+    key = fingerprint(source, {"family": "t5", "limits": asdict(limits)}, "generation")
     if not force and (report := previous_report(repository, name, key)):
         log(f"{name}: reusing {repository / name} (same source and options)")
         return report
@@ -81,7 +80,7 @@ def convert_t5(
     from optimum.exporters.onnx import main_export
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from converters.generation_t5_step import export_masked_step
+    from tritonize.converters.generation.t5_step import export_masked_step
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     if not tokenizer.is_fast:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.text_tokenizer import decode_texts, pad_rows
-from runtime.triton import InputError, error_response, input_array, model_dir, parameters, response
-from runtime.tts_text import normalize_english, split_sentences
+from tritonize.runtime.text_inputs import decode_texts, pad_rows
+from tritonize.runtime.triton import InputError, error_response, input_array, model_dir, parameters, response
+from tritonize.runtime.speech.text import normalize_english, split_sentences
 
 
 class SpeechFrontend:

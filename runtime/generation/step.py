@@ -1,10 +1,10 @@
-"""The served generator: a decoupled Python-backend model around `runtime.generation_engine.Engine`.
+"""The served generator: a decoupled Python-backend model around `tritonize.runtime.generation.engine.Engine`.
 
 `execute` validates each request on Triton's thread (a bad request is answered with an error naming the
 field and the limit, and never reaches the engine), tokenizes the prompt, hands it to the engine
 thread and returns at once; responses are sent from the engine thread as tokens are produced.
 
-Input: TEXT (BYTES [1]). Request parameters: see `runtime.generation_params.PARAMETERS`.
+Input: TEXT (BYTES [1]). Request parameters: see `tritonize.runtime.generation.params.PARAMETERS`.
 Outputs of every response: TEXT (the new piece, or the whole text for `stream=false`), TOKEN_IDS (ids
 that piece came from), FINISH_REASON ('' until the final response: eos | length | stop | cancelled).
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.generation_engine import COUNTERS, Engine, Job
-from runtime.generation_models import CausalLM, Seq2SeqLM
-from runtime.generation_params import Limits, Overloaded, fit_to_context, parse
-from runtime.generation_text import TokenBytes
-from runtime.text_tokenizer import decode_texts
-from runtime.triton import Counter, InputError, input_array, model_dir, parameters, pb
+from tritonize.runtime.generation.engine import COUNTERS, Engine, Job
+from tritonize.runtime.generation.models import CausalLM, Seq2SeqLM
+from tritonize.runtime.generation.params import Limits, Overloaded, fit_to_context, parse
+from tritonize.runtime.generation.text import TokenBytes
+from tritonize.runtime.text_inputs import decode_texts
+from tritonize.runtime.triton import Counter, InputError, input_array, model_dir, parameters, pb
 
 
 class Gauge:

@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from converters.repository import (
+from tritonize.converters.repository import (
     Batching, mc, python_step, shim, tensor_in, tensor_out, with_parameters, write_model,
 )
 
@@ -40,7 +40,7 @@ class SpeechPipeline:
     batching: Batching = field(default_factory=lambda: Batching(max_batch_size=16))
     limits: SpeechLimits = field(default_factory=SpeechLimits)
     flavour: str = "python"
-    min_tokens: int = 1  # rows are padded at least to this (see converters/tts.py)
+    min_tokens: int = 1  # rows are padded at least to this (see converters/speech/vits.py)
 
     @property
     def steps(self) -> dict[str, str]:
@@ -113,10 +113,10 @@ def ensemble_config(p: SpeechPipeline, defaults: dict) -> mc.ModelConfig:
 
 
 SHIMS = {
-    "frontend": "runtime.tts_frontend:FrontendStep",
-    "model": "runtime.tts_synthesis:SynthesisStep",
-    "audio": "runtime.tts_audio:AudioStep",
-    "stream": "runtime.tts_stream:StreamingSpeechStep",
+    "frontend": "tritonize.runtime.speech.frontend:FrontendStep",
+    "model": "tritonize.runtime.speech.synthesis:SynthesisStep",
+    "audio": "tritonize.runtime.speech.audio:AudioStep",
+    "stream": "tritonize.runtime.speech.stream:StreamingSpeechStep",
 }
 
 

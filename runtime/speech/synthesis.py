@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.onnx_encoder import plan_buckets
-from runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
+from tritonize.runtime.buckets import plan_buckets
+from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
 PARAM_RANGES = {"SPEAKING_RATE": (0.0, 10.0, False), "NOISE_SCALE": (0.0, 5.0, True), "NOISE_SCALE_DURATION": (0.0, 5.0, True)}
 
@@ -49,7 +49,7 @@ class VitsEngine:
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see runtime/onnx_encoder.py
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see runtime/encoders/encoder.py
         self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         self.min_tokens = min_tokens  # padding is masked, so extra width never changes the audio
 

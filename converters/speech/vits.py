@@ -3,7 +3,7 @@ served Triton pipeline.
 
 The graph takes a batch of character-id rows plus, per row, `seed`, `noise_scale`,
 `noise_scale_duration` and `speaking_rate`, and returns waveforms and each row's true length in
-samples. Noise comes from `converters.tts_noise` (a function of the seed), so a fixed seed gives a
+samples. Noise comes from `tritonize.converters.speech.noise` (a function of the seed), so a fixed seed gives a
 fixed waveform and the parity check compares against VitsModel's own forward pass in PyTorch.
 """
 
@@ -17,11 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from converters.checkpoints import default_name, fingerprint, resolve
-from converters.tts_masking import padding_invariant
-from converters.tts_noise import seeded_noise
-from converters.tts_repository import SpeechPipeline, write_speech_pipeline
-from converters.repository import Batching, read_manifest
+from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.speech.masking import padding_invariant
+from tritonize.converters.speech.noise import seeded_noise
+from tritonize.converters.speech.repository import SpeechPipeline, write_speech_pipeline
+from tritonize.converters.repository import Batching, read_manifest
 
 # Max abs difference of waveform samples (range about +-1), ONNX Runtime vs PyTorch, same noise.
 WAVE_TOLERANCE = 1e-3  # -60 dB; measured 2e-5 on the tiny voice, 3.4e-4 at MMS-TTS size
@@ -45,7 +45,7 @@ class TtsReport:
 
 
 def export_module(model):
-    """A copy of the VitsModel that takes noise and rate as inputs and ignores padding (tts_masking)."""
+    """A copy of the VitsModel that takes noise and rate as inputs and ignores padding (masking.py)."""
     import copy
 
     import torch
@@ -144,8 +144,7 @@ def convert_tts(
     started = time.monotonic()
     source, name, repository = resolve(model), name or default_name(model), Path(repository)
     batching = batching or Batching(max_batch_size=16)
-    key = fingerprint(source, {"flavour": flavour, "batching": asdict(batching)},
-                      ["tts.py", "tts_masking.py", "tts_noise.py", "tts_repository.py", "repository.py", "checkpoints.py"])
+    key = fingerprint(source, {"flavour": flavour, "batching": asdict(batching)}, "speech")
     previous = read_manifest(repository, name)
     if previous and previous.get("key") == key and not force:
         log(f"{name}: reusing {repository / name} (same source and options)")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
+from tritonize.runtime.text_inputs import decode_texts, pad_rows
+from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
 
 def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
@@ -21,37 +22,6 @@ def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
     tok.enable_truncation(max_length=max_length)
     tok.no_padding()  # we pad per request, see pad_rows
     return tok
-
-
-def decode_texts(raw: np.ndarray, max_text_bytes: int, field: str = "TEXT") -> list[str]:
-    """Check a BYTES tensor of shape [rows, 1] and decode it; errors name the field, row and limit."""
-    if raw.ndim != 2 or raw.shape[1] != 1:
-        raise InputError(f"{field} must have shape [rows, 1] (one string per row), got {list(raw.shape)}")
-    if raw.shape[0] == 0:
-        raise InputError(f"{field} has no rows: send at least one string")
-    texts = []
-    for i, item in enumerate(raw[:, 0]):
-        data = item if isinstance(item, bytes) else str(item).encode()
-        if len(data) > max_text_bytes:
-            raise InputError(f"{field}[{i}] is {len(data):,} bytes; the limit is {max_text_bytes:,} bytes per row")
-        try:
-            texts.append(data.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise InputError(f"{field}[{i}] is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
-    return texts
-
-
-def pad_rows(rows: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id rows to the longest (rounded up to `multiple_of`); returns ids and mask."""
-    longest = max(len(r) for r in rows)
-    if multiple_of > 1:
-        longest = -(-longest // multiple_of) * multiple_of
-    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), longest), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 class TokenizerStep:

@@ -8,7 +8,7 @@ import wave
 
 import numpy as np
 
-from runtime.triton import InputError, error_response, input_array, parameters, response
+from tritonize.runtime.triton import InputError, error_response, input_array, parameters, response
 
 
 def to_pcm16(x: np.ndarray) -> np.ndarray:

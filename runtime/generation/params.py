@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from runtime.triton import InputError
+from tritonize.runtime.triton import InputError
 
 PARAMETERS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "stream")
 MAX_STOP_STRINGS = 8

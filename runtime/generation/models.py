@@ -4,7 +4,7 @@ the newest token of many sequences at once (decode, reading and extending the KV
 Continuous batching means the rows of a decode batch have caches of different lengths. GPT-2's graph
 takes an attention mask and position ids, so shorter caches are left-padded and masked (the padded
 columns get exactly zero attention weight; batched logits measured identical to solo ones). T5 runs its
-cached step through a graph exported with a decoder mask (see converters/generation_t5_step.py); its
+cached step through a graph exported with a decoder mask (see converters/generation/t5_step.py); its
 relative position bias only sees distances, so left padding works there too, and the encoder outputs
 (cross-attention keys/values) are right-padded and masked.
 
@@ -190,7 +190,7 @@ class CausalLM:
 
 class Seq2SeqLM:
     """T5: Optimum's encoder and first decoder step, and the masked cached step that
-    `converters.generation_t5_step` exports (Optimum's own cached step has no decoder mask)."""
+    `tritonize.converters.generation.t5_step` exports (Optimum's own cached step has no decoder mask)."""
 
     decoder_only = False
 

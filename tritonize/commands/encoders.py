@@ -7,6 +7,8 @@ from typing import List
 
 import typer
 
+from tritonize.commands import demo_steps
+from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console, err
 from tritonize.options import Protocol, Repository, Url
 
@@ -29,9 +31,9 @@ def convert_bert(
     force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
 ) -> None:
     """Export a BERT-family checkpoint and write its Triton ensemble."""
-    from converters.bert import ParityError
-    from converters.bert import convert_bert as convert
-    from converters.repository import Batching
+    from tritonize.converters.encoders.bert import ParityError
+    from tritonize.converters.encoders.bert import convert_bert as convert
+    from tritonize.converters.repository import Batching
 
     batching = Batching(
         max_batch_size, preferred_batch_size, max_queue_delay_us, max_queue_size, queue_timeout_us, instances, threads
@@ -49,7 +51,7 @@ def convert_bert(
 
 def _call(url: str | None, protocol: str, fn):
     """Run fn(client); a failed call prints Triton's message and exits 1."""
-    from client import Client, TritonizeError
+    from tritonize.client import Client, TritonizeError
 
     try:
         with Client(url, protocol) as c:
@@ -88,6 +90,7 @@ def classify(
 
 
 def register(convert_app: typer.Typer, infer_app: typer.Typer) -> None:
+    demo_steps.add(DEMO)
     convert_app.command("bert")(convert_bert)
     infer_app.command("embed")(embed)
     infer_app.command("classify")(classify)
@@ -105,13 +108,13 @@ DEMO_DOCS = [
 
 
 def _demo_convert(repository: Path) -> None:
-    from converters.bert import convert_bert as convert
+    from tritonize.converters.encoders.bert import convert_bert as convert
 
     convert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repository, DEMO_MODEL, log=console.print)
 
 
 def _demo_show(server) -> None:
-    from client import Client
+    from tritonize.client import Client
 
     with Client(server.grpc_url) as c:
         q, docs = c.embed([DEMO_QUERY], model=DEMO_MODEL)[0], c.embed(DEMO_DOCS, model=DEMO_MODEL)
@@ -120,10 +123,4 @@ def _demo_show(server) -> None:
         console.print(f"  {score:6.3f}  {doc}")
 
 
-def _demo_step():
-    from tritonize.commands.demo import DemoStep
-
-    return DemoStep("all-MiniLM-L6-v2 sentence embeddings", _demo_convert, _demo_show)
-
-
-DEMO = _demo_step()
+DEMO = DemoStep("all-MiniLM-L6-v2 sentence embeddings", _demo_convert, _demo_show)

@@ -2,7 +2,7 @@
 conversion, and the report.
 
 A generator is one decoupled Python-backend model (no ensemble): its graphs, its tokenizer.json and a
-one-line shim that imports `runtime.generation_step:GenerationStep`. Limits and defaults are config
+one-line shim that imports `tritonize.runtime.generation.step:GenerationStep`. Limits and defaults are config
 parameters, so an operator changes them in config.pbtxt without converting again.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from converters.repository import read_manifest, shim, tensor_in, tensor_out, with_parameters, write_model
+from tritonize.converters.repository import read_manifest, shim, tensor_in, tensor_out, with_parameters, write_model
 
-STEP = "runtime.generation_step:GenerationStep"
+STEP = "tritonize.runtime.generation.step:GenerationStep"
 # Max abs logits error allowed between ONNX Runtime fp32 and PyTorch, relative to the largest logit.
 # fp32 rounding grows with the activations: tiny random models with scaled initialisation are badly
 # conditioned (the tiny T5 measured 1e-5 to 3e-5 relative, varying run to run with thread scheduling).
@@ -34,7 +34,7 @@ class ParityError(RuntimeError):
 
 @dataclass
 class GenerationLimits:
-    """Served limits (see runtime.generation_params.Limits); 0 means: derive from the model."""
+    """Served limits (see tritonize.runtime.generation.params.Limits); 0 means: derive from the model."""
 
     max_new_tokens: int = 512  # the most a request may ask for (capped by the context for GPT-2)
     default_max_new_tokens: int = 32
@@ -58,10 +58,6 @@ class GenerationReport:
     max_context: int
     limits: dict = field(default_factory=dict)
     seconds: float = 0.0
-
-
-# The converter code whose change makes a generator convert anew.
-GENERATION_CODE = ["gpt2.py", "t5.py", "generation_common.py", "generation_t5_step.py", "repository.py", "checkpoints.py"]
 
 
 def previous_report(repository: Path, name: str, key: str) -> GenerationReport | None:

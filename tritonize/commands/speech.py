@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from tritonize.commands import demo_steps
+from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console, err
 from tritonize.options import Repository, Url
 
@@ -20,9 +22,9 @@ def convert_tts(
     force: bool = typer.Option(False, help="Convert again even if the repository has this voice."),
 ) -> None:
     """Export a VITS voice to ONNX and write its speech pipeline (one-shot ensemble + streaming model)."""
-    from converters.repository import Batching
-    from converters.tts import ParityError
-    from converters.tts import convert_tts as convert
+    from tritonize.converters.repository import Batching
+    from tritonize.converters.speech.vits import ParityError
+    from tritonize.converters.speech.vits import convert_tts as convert
 
     try:
         with console.status(f"converting {model} ..."):
@@ -46,7 +48,7 @@ def infer_tts(
     """Synthesize speech and write it as a WAV file."""
     import numpy as np
 
-    from client import Audio, SpeechClient, TritonizeError
+    from tritonize.client import Audio, SpeechClient, TritonizeError
 
     params = {"seed": seed} | ({"speaking_rate": speaking_rate} if speaking_rate else {})
     start = time.perf_counter()
@@ -68,6 +70,7 @@ def infer_tts(
 
 
 def register(convert_app: typer.Typer, infer_app: typer.Typer) -> None:
+    demo_steps.add(DEMO)
     convert_app.command("tts")(convert_tts)
     infer_app.command("tts")(infer_tts)
 
@@ -78,8 +81,8 @@ DEMO_TEXT = "Hello from Triton. This voice has random weights, so expect noise, 
 
 
 def _demo_convert(repository: Path) -> None:
-    from converters.tts import convert_tts as convert
-    from converters.tts_tiny import build_tiny_vits
+    from tritonize.converters.speech.vits import convert_tts as convert
+    from tritonize.converters.speech.tiny import build_tiny_vits
 
     checkpoint = Path(".tritonize/checkpoints") / DEMO_VOICE
     if not (checkpoint / "config.json").exists():  # built once, so a second demo reuses the conversion
@@ -88,7 +91,7 @@ def _demo_convert(repository: Path) -> None:
 
 
 def _demo_show(server) -> None:
-    from client import SpeechClient
+    from tritonize.client import SpeechClient
 
     out = Path("demo_speech.wav").resolve()
     with SpeechClient(server.grpc_url) as c:
@@ -98,10 +101,4 @@ def _demo_show(server) -> None:
                   f"{audio.seconds:.2f} s at {audio.rate} Hz written to {out}")
 
 
-def _demo_step():
-    from tritonize.commands.demo import DemoStep
-
-    return DemoStep("VITS text to speech (tiny local voice)", _demo_convert, _demo_show)
-
-
-DEMO = _demo_step()
+DEMO = DemoStep("VITS text to speech (tiny local voice)", _demo_convert, _demo_show)

@@ -17,8 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from converters.checkpoints import default_name, fingerprint, resolve
-from converters.repository import Batching, EncoderPipeline, read_manifest, write_encoder_pipeline
+from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.encoders.repository import EncoderPipeline, write_encoder_pipeline
+from tritonize.converters.repository import Batching, read_manifest
 
 TASKS = {"embedding": "feature-extraction", "classification": "text-classification"}
 # Max abs error allowed between ONNX Runtime fp32 and PyTorch (hidden states or logits); measured
@@ -109,7 +110,7 @@ def max_error(session, model, tokenizer, task: str, max_length: int) -> float:
 
 def int8_accuracy(fp32, int8, tokenizer, task: str, max_length: int) -> dict:
     """How far int8 moves the served result from fp32: cosine of pooled embeddings / label agreement."""
-    from runtime.postprocess import l2_normalize, mean_pool, softmax
+    from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
 
     texts = VALIDATION_TEXTS[:-1] + [t.upper() for t in VALIDATION_TEXTS[:-1]]
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
@@ -163,7 +164,7 @@ def convert_bert(
     repository = Path(repository)
     batching = batching or Batching()
     options = {"task": task, "optimize": optimize, "quantize": quantize, "flavour": flavour, "batching": asdict(batching)}
-    key = fingerprint(source, options, ["bert.py", "repository.py", "checkpoints.py"])
+    key = fingerprint(source, options, "encoders")
     previous = read_manifest(repository, name)
     if previous and previous.get("key") == key and not force:
         log(f"{name}: reusing {repository / name} (same source and options)")

@@ -9,7 +9,7 @@ Each loop iteration is one engine step:
    next step (continuous batching: nobody waits for the whole batch to end).
 
 The engine knows nothing of Triton: each request brings a `Sink` that delivers pieces, errors and
-cancellation; `runtime.generation_step` implements it with the decoupled response sender.
+cancellation; `tritonize.runtime.generation.step` implements it with the decoupled response sender.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Protocol
 
 import numpy as np
 
-from runtime.generation_models import CacheSlot
-from runtime.generation_params import Limits, Overloaded, SamplingParams
-from runtime.generation_sampling import next_token
-from runtime.generation_text import TextStream, TokenBytes
+from tritonize.runtime.generation.models import CacheSlot
+from tritonize.runtime.generation.params import Limits, Overloaded, SamplingParams
+from tritonize.runtime.generation.sampling import next_token
+from tritonize.runtime.generation.text import TextStream, TokenBytes
 
 COUNTERS = {
     "steps": "Decode forwards (one per group of running sequences per engine step)",

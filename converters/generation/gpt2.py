@@ -16,9 +16,8 @@ from typing import Callable
 
 import numpy as np
 
-from converters.checkpoints import default_name, fingerprint, resolve
-from converters.generation_common import (
-    GENERATION_CODE,
+from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.generation.common import (
     LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
     previous_report, served_parameters, write_generator,
 )
@@ -72,7 +71,7 @@ def convert_gpt2(
     name = name or default_name(model)
     repository = Path(repository)
     limits = limits or GenerationLimits()
-    key = fingerprint(source, {"family": "gpt2", "limits": asdict(limits)}, GENERATION_CODE)
+    key = fingerprint(source, {"family": "gpt2", "limits": asdict(limits)}, "generation")
     if not force and (report := previous_report(repository, name, key)):
         log(f"{name}: reusing {repository / name} (same source and options)")
         return report

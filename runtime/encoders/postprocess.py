@@ -6,22 +6,8 @@ import json
 
 import numpy as np
 
-from runtime.triton import InputError, error_response, input_array, parameters, response
-
-
-def mean_pool(token_embeddings: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The sentence-transformers recipe: average of the real tokens' embeddings."""
-    m = mask[..., None].astype(np.float32)
-    return (token_embeddings * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
+from tritonize.runtime.triton import InputError, error_response, input_array, parameters, response
 
 
 class _PerRequest:

@@ -1,0 +1,176 @@
+"""An encoder pipeline's Triton configs: TEXT -> NAME_tokenizer -> NAME_model -> NAME_postprocess.
+
+One description of a pipeline (`EncoderPipeline`) becomes either flavour:
+- `python` (embedded default, CPU): every step a Python-backend model; the model step runs ONNX
+  Runtime itself and merges ragged requests into length buckets;
+- `native` (NGC container, GPU): the model step is Triton's own `onnxruntime` backend with the
+  TensorRT execution provider; the tokenizer pads to multiples of 16 so the dynamic batcher, which
+  only groups equal shapes there, finds requests to batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tritonize.converters.repository import (
+    WARMUP_TOKENS, Batching, dynamic_batching, mc, python_step, shim, tensor_in, tensor_out, warmup, with_parameters, write_model,
+)
+
+FLAVOURS = ("python", "native")
+NATIVE_PAD_MULTIPLE = 16
+
+
+@dataclass
+class EncoderPipeline:
+    """Everything the writer needs to know about a converted encoder."""
+
+    name: str
+    task: str  # embedding | classification
+    hidden_size: int
+    max_length: int
+    pad_token_id: int
+    labels: list[str] = field(default_factory=list)  # classification only
+    graph_inputs: list[str] = field(default_factory=lambda: ["input_ids", "attention_mask"])
+    batching: Batching = field(default_factory=Batching)
+    flavour: str = "python"
+    max_text_bytes: int = 1_000_000
+    max_padding_ratio: float = 1.25
+    min_padding_tokens: int = 8  # per row; see tritonize.runtime.buckets.plan_buckets
+
+    @property
+    def graph_output(self) -> str:
+        return "last_hidden_state" if self.task == "embedding" else "logits"
+
+    @property
+    def step_names(self) -> dict[str, str]:
+        return {s: f"{self.name}_{s}" for s in ("tokenizer", "model", "postprocess")}
+
+
+# -- the pipeline ----------------------------------------------------------------------------------
+def tokenizer_config(p: EncoderPipeline) -> mc.ModelConfig:
+    native = p.flavour == "native"
+    outputs = [tensor_out("INPUT_IDS", "INT64", [-1]), tensor_out("ATTENTION_MASK", "INT64", [-1])]
+    if native and "token_type_ids" in p.graph_inputs:
+        outputs.append(tensor_out("TOKEN_TYPE_IDS", "INT64", [-1]))
+    params = {
+        "max_length": str(p.max_length),
+        "max_text_bytes": str(p.max_text_bytes),
+        "pad_token_id": str(p.pad_token_id),
+        "pad_to_multiple_of": str(NATIVE_PAD_MULTIPLE if native else 1),
+        "emit_token_type_ids": "true" if len(outputs) == 3 else "false",
+    }
+    return python_step(p.step_names["tokenizer"], [tensor_in("TEXT", "BYTES", [1])], outputs, params, p.batching)
+
+
+def model_config(p: EncoderPipeline) -> mc.ModelConfig:
+    b = p.batching
+    out_dims = [-1, p.hidden_size] if p.task == "embedding" else [len(p.labels)]
+    if p.flavour == "native":
+        config = mc.ModelConfig(
+            name=p.step_names["model"],
+            platform="onnxruntime_onnx",
+            max_batch_size=b.max_batch_size,
+            input=[tensor_in(n, "INT64", [-1]) for n in p.graph_inputs],
+            output=[tensor_out(p.graph_output, "FP32", out_dims)],
+            dynamic_batching=dynamic_batching(b),
+            instance_group=[mc.ModelInstanceGroup(count=b.instance_count, kind=mc.ModelInstanceGroup.KIND_GPU)],
+        )
+        trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+        trt.parameters["precision_mode"] = "FP16"
+        trt.parameters["max_workspace_size_bytes"] = str(1 << 30)
+        config.model_warmup.append(warmup({n: f"ones_{WARMUP_TOKENS}" for n in ("input_ids", "attention_mask")}))
+        return config
+    out_name = "TOKEN_EMBEDDINGS" if p.task == "embedding" else "LOGITS"
+    config = python_step(
+        p.step_names["model"],
+        [tensor_in("INPUT_IDS", "INT64", [-1], ragged=True), tensor_in("ATTENTION_MASK", "INT64", [-1], ragged=True)],
+        [tensor_out(out_name, "FP32", out_dims)],
+        {
+            "output_name": p.graph_output,
+            "output_tensor": out_name,
+            "pad_token_id": str(p.pad_token_id),
+            "max_padding_ratio": str(p.max_padding_ratio),
+            "min_padding_tokens": str(p.min_padding_tokens),
+            "max_rows_per_run": str(b.max_batch_size),
+            "intra_op_threads": str(b.intra_op_threads),
+        },
+        b,
+        instances=b.instance_count,
+    )
+    config.model_warmup.append(warmup({"INPUT_IDS": f"ones_{WARMUP_TOKENS}", "ATTENTION_MASK": f"ones_{WARMUP_TOKENS}"}))
+    return config
+
+
+def postprocess_config(p: EncoderPipeline) -> mc.ModelConfig:
+    if p.task == "embedding":
+        inputs = [
+            tensor_in("TOKEN_EMBEDDINGS", "FP32", [-1, p.hidden_size], ragged=True),
+            tensor_in("ATTENTION_MASK", "INT64", [-1], ragged=True),
+        ]
+        return python_step(p.step_names["postprocess"], inputs, [tensor_out("EMBEDDING", "FP32", [p.hidden_size])], {"normalize": "true"}, p.batching)
+    n = len(p.labels)
+    outputs = [tensor_out("LOGITS", "FP32", [n]), tensor_out("PROBABILITIES", "FP32", [n]), tensor_out("LABEL", "BYTES", [1])]
+    return python_step(p.step_names["postprocess"], [tensor_in("LOGITS", "FP32", [n])], outputs, {"labels": p.labels}, p.batching)
+
+
+def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
+    s = p.step_names
+    native = p.flavour == "native"
+    tok_out = {"INPUT_IDS": "input_ids", "ATTENTION_MASK": "attention_mask"}
+    if native and "token_type_ids" in p.graph_inputs:
+        tok_out["TOKEN_TYPE_IDS"] = "token_type_ids"
+    model_in = {n: n for n in p.graph_inputs} if native else {"INPUT_IDS": "input_ids", "ATTENTION_MASK": "attention_mask"}
+    model_out_name = p.graph_output if native else ("TOKEN_EMBEDDINGS" if p.task == "embedding" else "LOGITS")
+    if p.task == "embedding":
+        post_in = {"TOKEN_EMBEDDINGS": "model_output", "ATTENTION_MASK": "attention_mask"}
+        outputs = {"EMBEDDING": [p.hidden_size]}
+    else:
+        post_in = {"LOGITS": "model_output"}
+        outputs = {"LOGITS": [len(p.labels)], "PROBABILITIES": [len(p.labels)], "LABEL": [1]}
+    steps = [
+        mc.ModelEnsembling.Step(model_name=s["tokenizer"], model_version=-1, input_map={"TEXT": "TEXT"}, output_map=tok_out),
+        mc.ModelEnsembling.Step(model_name=s["model"], model_version=-1, input_map=model_in, output_map={model_out_name: "model_output"}),
+        mc.ModelEnsembling.Step(model_name=s["postprocess"], model_version=-1, input_map=post_in, output_map={k: k for k in outputs}),
+    ]
+    config = mc.ModelConfig(
+        name=p.name,
+        platform="ensemble",
+        max_batch_size=p.batching.max_batch_size,
+        input=[tensor_in("TEXT", "BYTES", [1])],
+        output=[tensor_out(k, "BYTES" if k == "LABEL" else "FP32", d) for k, d in outputs.items()],
+        ensemble_scheduling=mc.ModelEnsembling(step=steps),
+    )
+    # Read by the client: what this pipeline does and, for classification, its label names.
+    return with_parameters(config, {"task": p.task, "labels": p.labels, "max_length": str(p.max_length)})
+
+
+SHIMS = {
+    "tokenizer": "tritonize.runtime.encoders.tokenizer:TokenizerStep",
+    "model": "tritonize.runtime.encoders.encoder:EncoderStep",
+    "embedding": "tritonize.runtime.encoders.postprocess:EmbeddingPostprocess",
+    "classification": "tritonize.runtime.encoders.postprocess:ClassificationPostprocess",
+}
+
+
+
+def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path, tokenizer_json: Path, manifest: dict) -> list[Path]:
+    """Write the four models of an encoder pipeline; the manifest goes last, so it marks a complete write."""
+    if p.flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, not {p.flavour!r}")
+    repo.mkdir(parents=True, exist_ok=True)
+    ones = np.ones(WARMUP_TOKENS, dtype=np.int64).tobytes()
+    model_files: dict[str, Path | str | bytes] = {"model.onnx": onnx_model, f"warmup/ones_{WARMUP_TOKENS}": ones}
+    if p.flavour == "python":
+        model_files["model.py"] = shim(SHIMS["model"])
+    folders = [
+        write_model(repo, tokenizer_config(p), {"model.py": shim(SHIMS["tokenizer"]), "tokenizer.json": tokenizer_json}),
+        write_model(repo, model_config(p), model_files),
+        write_model(repo, postprocess_config(p), {"model.py": shim(SHIMS[p.task])}),
+        write_model(repo, ensemble_config(p)),
+    ]
+    (repo / p.name / "tritonize.json").write_text(json.dumps({**manifest, "pipeline": asdict(p)}, indent=2))
+    return folders

@@ -1,0 +1,1 @@
+"""BERT-family encoders inside Triton: tokenizer step, ONNX Runtime model step, postprocess steps."""

@@ -1,0 +1,224 @@
+"""The layout: one installed name (`tritonize`), family folders, arrows that run one way, no import
+circle, and a wheel that converts, serves and answers from outside the checkout."""
+
+from __future__ import annotations
+
+import ast
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGE_DIR = PYPROJECT["tool"]["setuptools"]["package-dir"]
+FAMILIES = ("encoders", "generation", "speech")
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the installed namespace, by dotted name, from the folders the build maps."""
+    out = {}
+    for package, folder in PACKAGE_DIR.items():
+        base = ROOT / folder
+        for path in base.rglob("*.py"):
+            rel = path.relative_to(base).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            name = ".".join([package, *parts])
+            if any(name.startswith(other + ".") or name == other for other in PACKAGE_DIR if other != package and other.startswith(package + ".")):
+                continue  # a folder mapped under another name (tritonize/ holds none today)
+            out[name] = path
+    return out
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """Every tritonize module a file imports, at module level or inside a function."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m == "tritonize" or m.startswith("tritonize.")}
+
+
+MODULES = _modules()
+GRAPH = {name: {m for m in _imports(path, name) if m in MODULES and m != name} for name, path in MODULES.items()}
+
+
+def test_packages_listed_in_pyproject_are_exactly_the_folders():
+    folders = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == folders
+
+
+def test_each_family_is_one_folder_in_runtime_and_converters():
+    for place in ("runtime", "converters"):
+        for family in FAMILIES:
+            assert (ROOT / place / family / "__init__.py").exists(), f"{place}/{family}/"
+        prefixed = [p.name for p in (ROOT / place).glob("*.py") if p.name.startswith(("generation_", "tts_", "bert_"))]
+        assert not prefixed, f"family prefixes in {place}/: {prefixed}"
+
+
+def test_no_import_circle():
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            # A package importing its own submodule (`__init__` re-exports) is not a circle.
+            if len(component) > 1 and not all(c.startswith(min(component, key=len) + ".") or c == min(component, key=len) for c in component):
+                cycles.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for v in GRAPH:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import circles: {cycles}"
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and f"tritonize.{parts[1]}" in PACKAGE_DIR else "cli"
+
+
+# Who may import whom (DESIGN.md, the floors): the CLI on top; benchmarks under it; converters, client and
+# server side by side; runtime apart. Converters share torch-free helpers with runtime through one module.
+ALLOWED = {
+    "cli": {"cli", "benchmarks", "converters", "client", "server"},
+    "benchmarks": {"benchmarks", "converters", "client", "server", "runtime"},  # runtime: in-process engine baselines
+    "converters": {"converters"},
+    "client": {"client"},
+    "server": {"server"},
+    "runtime": {"runtime"},
+}
+SHARED_WITH_CONVERTERS = "tritonize.runtime.pooling"
+
+
+def test_arrows_run_one_way():
+    wrong = []
+    for module, targets in GRAPH.items():
+        for target in targets:
+            room, other = _room(module), _room(target)
+            if other in ALLOWED[room] or target == "tritonize":
+                continue
+            if room == "converters" and target == SHARED_WITH_CONVERTERS:
+                continue
+            wrong.append(f"{module} -> {target}")
+    assert not wrong, wrong
+
+
+def test_client_and_runtime_never_import_torch_or_converters():
+    for name, path in MODULES.items():
+        if _room(name) not in ("client", "runtime", "server"):
+            continue
+        tree = ast.parse(path.read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not imported & {"torch", "transformers", "optimum"}, f"{name} imports {imported & {'torch', 'transformers', 'optimum'}}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def wheel_env(tmp_path_factory) -> Path:
+    """A fresh venv with only the built wheel installed; the dev environment's dependencies are reached
+    through a .pth (its own .pth files, the editable install among them, are not processed)."""
+    out = tmp_path_factory.mktemp("wheel")
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out / "dist"), str(ROOT)]
+    subprocess.run(build + ["--no-build-isolation"], check=True, cwd=out, capture_output=True, text=True)
+    wheel = next((out / "dist").glob("tritonize-*.whl"))
+    env = out / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    site = Path(subprocess.run([str(env / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "dev_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(env / "bin/python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    return env
+
+
+def test_wheel_holds_one_top_level_name(wheel_env, tmp_path):
+    wheel = next((wheel_env.parent / "dist").glob("tritonize-*.whl"))
+    tops = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist() if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"tritonize"}
+    shown = subprocess.run([str(wheel_env / "bin/python"), "-m", "pip", "show", "-f", "tritonize"], cwd=tmp_path,
+                           check=True, capture_output=True, text=True).stdout
+    files = [line.strip() for line in shown.split("Files:", 1)[1].splitlines() if line.strip()]
+    assert {f.split("/")[0] for f in files if ".dist-info" not in f and not f.startswith("..")} == {"tritonize"}
+    for generic in ("client", "server", "runtime", "converters", "benchmarks"):
+        r = subprocess.run([str(wheel_env / "bin/python"), "-c", f"import {generic}"], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, f"`import {generic}` works outside the checkout"
+
+
+def test_wheel_converts_serves_and_embeds_outside_the_checkout(wheel_env, tmp_path):
+    from tests.tiny_models import build_tiny_roberta_embedder
+
+    checkpoint = build_tiny_roberta_embedder(tmp_path / "ckpt")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    bin_ = wheel_env / "bin"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    convert = subprocess.run([str(bin_ / "tritonize"), "convert", "bert", "--model", str(checkpoint), "--task", "embedding",
+                              "--name", "tiny", "-r", "repo"], cwd=cwd, env=env, capture_output=True, text=True)
+    assert convert.returncode == 0, convert.stdout + convert.stderr
+    shim = (cwd / "repo/tiny_model/1/model.py").read_text()
+    assert "from tritonize.runtime." in shim
+    where = subprocess.run([str(bin_ / "python"), "-c", "import tritonize.runtime as r; print(r.__file__)"], cwd=cwd, env=env,
+                           check=True, capture_output=True, text=True).stdout
+    assert where.startswith(str(wheel_env)), f"the served code would come from {where}, not the installed wheel"
+
+    grpc = _free_port()
+    serve = subprocess.Popen([str(bin_ / "tritonize"), "serve", "-r", "repo", "--http-port", "0", "--grpc-port", str(grpc),
+                              "--metrics-port", "0"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        code = f"""
+import time
+from tritonize.client import Client
+for _ in range(600):
+    try:
+        with Client("127.0.0.1:{grpc}") as c:
+            v = c.embed(["first text", "second text"], model="tiny")
+        break
+    except Exception:
+        time.sleep(0.2)
+print(v.shape, round(float((v * v).sum(axis=1).min()), 4))
+"""
+        r = subprocess.run([str(bin_ / "python"), "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        rows, norm = r.stdout.split(") ")
+        assert rows.startswith("(2,") and float(norm) == pytest.approx(1.0, abs=1e-3)
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        out, _ = serve.communicate(timeout=60)
+    assert serve.returncode == 0, out
