@@ -19,6 +19,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
+from tritonize.client.errors import INT64_MAX, check_seed, invalid
 from tritonize.client.streams import aio_stream, grpc_stream
 
 DEFAULT_URL = "127.0.0.1:8001"
@@ -35,19 +36,25 @@ class GenerationChunk:
 
 
 def request_parameters(params: dict) -> dict:
+    """Triton request parameters; what cannot travel (an int past int64, a seed out of range) is refused
+    here with the field's name, before anything is sent. The server checks the ranges of the rest."""
     out = {}
     for k, v in params.items():
         if v is None:
             continue
-        if k == "stop" and not isinstance(v, str):
+        if k == "seed":
+            v = check_seed(v)
+        elif k == "stop" and not isinstance(v, str):
             v = json.dumps(list(v))
+        elif isinstance(v, int) and not isinstance(v, bool) and not -INT64_MAX - 1 <= v <= INT64_MAX:
+            raise invalid(k, f"must fit in int64, got {v}")
         out[k] = v
     return out
 
 
 def _request(model: str, prompt: str, params: dict, stream: bool) -> dict:
     if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be str, not {type(prompt).__name__}")
+        raise invalid("prompt", f"must be str, not {type(prompt).__name__}")
     text = grpcclient.InferInput("TEXT", [1], "BYTES")
     text.set_data_from_numpy(np.array([prompt.encode("utf-8")], dtype=object))
     return {
@@ -121,7 +128,7 @@ class AsyncGenerationClient:
     async def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> AsyncIterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
         async for result in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                       done=lambda r: _chunk(r)[1]):
+                                       done=lambda r: _chunk(r)[1], url=self.url):
             chunk, _ = _chunk(result)
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk

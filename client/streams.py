@@ -1,7 +1,10 @@
 """One gRPC stream per call, for decoupled models (generation, streaming speech), sync and asyncio.
 
 Both yield each response until `done(result)` says it was the last; errors become TritonizeError with
-Triton's message; leaving early (break, exception, closed generator) cancels the request on the server.
+Triton's message and status; leaving early (break, exception, closed generator) cancels the request on
+the server. Streams are opened with Triton's `triton_grpc_error` header: without it a stream's error
+reaches the client as bare text, with no status (overload could not be told from bad input); with it,
+the error ends the stream with its gRPC status. One request per stream, so nothing else is lost.
 """
 
 from __future__ import annotations
@@ -12,7 +15,23 @@ from typing import AsyncIterator, Callable, Iterator
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from tritonize.client.errors import calling
 from tritonize.client.types import TritonizeError
+
+GRPC_ERROR_HEADER = {"triton_grpc_error": "true"}
+
+
+def stream_headers(headers: dict | None) -> dict:
+    return {**(headers or {}), **GRPC_ERROR_HEADER}
+
+
+def _reason(responses: queue.Queue, fallback: Exception) -> Exception:
+    """The error the stream's callback got, if it got one in time."""
+    try:
+        _, error = responses.get(timeout=1.0)
+    except queue.Empty:
+        return fallback
+    return error or fallback
 
 
 def final_flag(result) -> bool:
@@ -26,46 +45,47 @@ def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, header
     client = grpcclient.InferenceServerClient(url)
     finished = False
     try:
-        client.start_stream(lambda result, error: responses.put((result, error)), headers=headers)
-        client.async_stream_infer(**request)
+        with calling(model, url):
+            client.start_stream(lambda result, error: responses.put((result, error)), headers=stream_headers(headers))
+            try:
+                client.async_stream_infer(**request)
+            except InferenceServerException as broken:  # the stream failed first (e.g. refused): its reason went to the callback
+                raise _reason(responses, broken) from None
         while not finished:
             try:
                 result, error = responses.get(timeout=timeout_s)
             except queue.Empty:
-                raise TritonizeError(f"no response within {timeout_s:.0f} s", model=model) from None
+                raise TritonizeError(f"no response within {timeout_s:.0f} s", "DEADLINE_EXCEEDED", model) from None
             if error is not None:
                 finished = True
-                raise TritonizeError.wrap(error, model)
+                raise TritonizeError.wrap(error, model, url)
             finished = done(result)
             yield result
-    except InferenceServerException as e:
-        raise TritonizeError.wrap(e, model) from None
     finally:
         client.stop_stream(cancel_requests=not finished)
         client.close()
 
 
 async def aio_stream(client, request: dict, *, model: str, timeout_s: float, headers: dict | None = None,
-                     done: Callable = final_flag) -> AsyncIterator:
+                     done: Callable = final_flag, url: str = "the server") -> AsyncIterator:
     async def requests():
         yield request
 
-    try:
-        responses = client.stream_infer(requests(), stream_timeout=timeout_s, headers=headers)
-    except InferenceServerException as e:
-        raise TritonizeError.wrap(e, model) from None
+    with calling(model, url):
+        responses = client.stream_infer(requests(), stream_timeout=timeout_s, headers=stream_headers(headers))
     finished = False
     try:
-        async for result, error in responses:
+        while not finished:
+            with calling(model, url):  # a stream ended by an error status raises grpc's own exception here
+                try:
+                    result, error = await responses.__anext__()
+                except StopAsyncIteration:
+                    break
             if error is not None:
                 finished = True
-                raise TritonizeError.wrap(error, model)
+                raise TritonizeError.wrap(error, model, url)
             finished = done(result)
             yield result
-            if finished:
-                break
-    except InferenceServerException as e:
-        raise TritonizeError.wrap(e, model) from None
     finally:
         if not finished:
             responses.cancel()

@@ -9,17 +9,25 @@ import numpy as np
 
 
 class TritonizeError(RuntimeError):
-    """A failed call; `message` is Triton's own error text, `status` its code when it gave one."""
+    """Every failed call. `message` names the field or the cause (Triton's own text for what the server
+    refused); `status` is Triton's error code whatever the transport (see client/errors.py):
+    INVALID_ARG (bad input: fix the request), UNAVAILABLE (overloaded, shutting down or unreachable:
+    retry later), NOT_FOUND (no such model), DEADLINE_EXCEEDED, CANCELLED, INTERNAL."""
 
     def __init__(self, message: str, status: str | None = None, model: str | None = None):
         super().__init__(f"{model}: {message}" if model else message)
         self.message, self.status, self.model = message, status, model
 
     @classmethod
-    def wrap(cls, exc: Exception, model: str | None = None) -> "TritonizeError":
-        message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
-        status = exc.status() if callable(getattr(exc, "status", None)) else None
-        return cls(message, status, model)
+    def wrap(cls, exc: BaseException, model: str | None = None, url: str = "the server") -> "TritonizeError":
+        """Any exception of a call as a TritonizeError (transport errors with their status)."""
+        from tritonize.client.errors import TRANSPORT_ERRORS, from_exception  # errors.py imports this module
+
+        if isinstance(exc, TritonizeError):
+            return exc
+        if isinstance(exc, TRANSPORT_ERRORS):
+            return from_exception(exc, model, url)
+        return cls(str(exc) or type(exc).__name__, None, model)
 
 
 @dataclass(frozen=True)

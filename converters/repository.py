@@ -32,8 +32,8 @@ class Batching:
 _DTYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32, "BYTES": mc.TYPE_STRING}
 
 
-def tensor_in(name: str, dtype: str, dims: list[int], ragged: bool = False) -> mc.ModelInput:
-    return mc.ModelInput(name=name, data_type=_DTYPES[dtype], dims=dims, allow_ragged_batch=ragged)
+def tensor_in(name: str, dtype: str, dims: list[int], ragged: bool = False, optional: bool = False) -> mc.ModelInput:
+    return mc.ModelInput(name=name, data_type=_DTYPES[dtype], dims=dims, allow_ragged_batch=ragged, optional=optional)
 
 
 def tensor_out(name: str, dtype: str, dims: list[int]) -> mc.ModelOutput:

@@ -42,6 +42,12 @@ def input_array(request, name: str) -> np.ndarray:
     return tensor.as_numpy()
 
 
+def optional_input(request, name: str) -> np.ndarray | None:
+    """An input the model config marks `optional: true`; None when the request left it out."""
+    tensor = pb().get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
 def response(outputs: dict[str, np.ndarray]):
     u = pb()
     return u.InferenceResponse(output_tensors=[u.Tensor(k, v) for k, v in outputs.items()])

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.encoders.repository import EncoderPipeline, write_encoder_pipeline
 from tritonize.converters.repository import Batching, read_manifest
 
@@ -158,9 +158,9 @@ def convert_bert(
 ) -> ConversionReport:
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
+    name = served_name(model, name)  # checked before anything is written
     started = time.monotonic()
     source = resolve(model)
-    name = name or default_name(model)
     repository = Path(repository)
     batching = batching or Batching()
     options = {"task": task, "optimize": optimize, "quantize": quantize, "flavour": flavour, "batching": asdict(batching)}

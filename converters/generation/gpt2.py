@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.generation.common import (
     LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
     previous_report, served_parameters, write_generator,
@@ -66,9 +66,9 @@ def convert_gpt2(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
+    name = served_name(model, name)  # checked before anything is written
     started = time.monotonic()
     source = resolve(model)
-    name = name or default_name(model)
     repository = Path(repository)
     limits = limits or GenerationLimits()
     key = fingerprint(source, {"family": "gpt2", "limits": asdict(limits)}, "generation")

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.generation.common import (
     LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
     previous_report, served_parameters, write_generator,
@@ -67,9 +67,9 @@ def convert_t5(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
+    name = served_name(model, name)  # checked before anything is written
     started = time.monotonic()
     source = resolve(model)
-    name = name or default_name(model)
     repository = Path(repository)
     limits = limits or GenerationLimits()
     key = fingerprint(source, {"family": "t5", "limits": asdict(limits)}, "generation")

@@ -1,6 +1,6 @@
 """Triton configs of a speech pipeline, built with the writer's helpers (protobuf ModelConfig).
 
-    NAME (ensemble): TEXT, SPEAKING_RATE, NOISE_SCALE, NOISE_SCALE_DURATION, SEED
+    NAME (ensemble): TEXT, SPEAKING_RATE, NOISE_SCALE, NOISE_SCALE_DURATION, SEED [, MAX_AUDIO_SECONDS]
       -> NAME_frontend (normalise, split sentences, character ids: [1, sentences, tokens])
       -> NAME_model (VITS in ONNX Runtime; sentences of all queued requests batched by length)
       -> NAME_audio (trim each sentence to its true length, join, 16-bit PCM, WAV)
@@ -22,6 +22,8 @@ from tritonize.converters.repository import (
 )
 
 PARAMS = {"SPEAKING_RATE": "FP32", "NOISE_SCALE": "FP32", "NOISE_SCALE_DURATION": "FP32", "SEED": "INT64"}
+# Optional per request: a tighter limit on the audio's duration than the voice's max_audio_seconds.
+MAX_AUDIO = "MAX_AUDIO_SECONDS"
 _DTYPES = {"INT16": mc.TYPE_INT16, "INT32": mc.TYPE_INT32}
 
 
@@ -31,6 +33,9 @@ class SpeechLimits:
     max_sentence_chars: int = 300  # longer sentences are cut at commas, then spaces
     max_sentences: int = 2_000
     pause_ms: int = 120  # silence between sentences
+    # The longest audio one request may produce (one-shot or streamed); a request may ask for less
+    # (MAX_AUDIO_SECONDS). Without it, 100,000 characters made ~50 minutes (~260 MB) in one response.
+    max_audio_seconds: float = 600.0
 
 
 @dataclass
@@ -53,6 +58,10 @@ def _out(name: str, dtype: str, dims: list[int]) -> mc.ModelOutput:
     return tensor_out(name, dtype, dims)
 
 
+def _max_audio_input() -> mc.ModelInput:
+    return tensor_in(MAX_AUDIO, "FP32", [1], optional=True)
+
+
 def _params(p: SpeechPipeline) -> dict:
     return {"limits": asdict(p.limits), "sampling_rate": str(p.sampling_rate), "min_tokens": str(p.min_tokens)}
 
@@ -64,7 +73,7 @@ def frontend_config(p: SpeechPipeline) -> mc.ModelConfig:
 
 def model_config(p: SpeechPipeline) -> mc.ModelConfig:
     inputs = [tensor_in("INPUT_IDS", "INT64", [-1, -1], ragged=True), tensor_in("ATTENTION_MASK", "INT64", [-1, -1], ragged=True)]
-    inputs += [tensor_in(k, t, [1]) for k, t in PARAMS.items()]
+    inputs += [tensor_in(k, t, [1]) for k, t in PARAMS.items()] + [_max_audio_input()]
     outputs = [tensor_out("WAVEFORM", "FP32", [-1, -1]), tensor_out("AUDIO_LENGTHS", "INT64", [-1])]
     b = p.batching
     params = {**_params(p), "intra_op_threads": str(b.intra_op_threads), "max_rows_per_run": str(b.max_batch_size)}
@@ -78,7 +87,7 @@ def audio_config(p: SpeechPipeline) -> mc.ModelConfig:
 
 
 def stream_config(p: SpeechPipeline) -> mc.ModelConfig:
-    inputs = [tensor_in("TEXT", "BYTES", [1])] + [tensor_in(k, t, [1]) for k, t in PARAMS.items()]
+    inputs = [tensor_in("TEXT", "BYTES", [1])] + [tensor_in(k, t, [1]) for k, t in PARAMS.items()] + [_max_audio_input()]
     outputs = [_out("AUDIO", "INT16", [-1]), _out("SAMPLE_RATE", "INT32", [1]), _out("SENTENCE", "INT32", [1])]
     config = mc.ModelConfig(
         name=p.steps["stream"], backend="python", max_batch_size=1, input=inputs, output=outputs,
@@ -95,7 +104,8 @@ def ensemble_config(p: SpeechPipeline, defaults: dict) -> mc.ModelConfig:
         mc.ModelEnsembling.Step(model_name=s["frontend"], model_version=-1, input_map={"TEXT": "TEXT"},
                                 output_map={"INPUT_IDS": "input_ids", "ATTENTION_MASK": "attention_mask"}),
         mc.ModelEnsembling.Step(model_name=s["model"], model_version=-1,
-                                input_map={"INPUT_IDS": "input_ids", "ATTENTION_MASK": "attention_mask", **{k: k for k in PARAMS}},
+                                input_map={"INPUT_IDS": "input_ids", "ATTENTION_MASK": "attention_mask",
+                                           **{k: k for k in [*PARAMS, MAX_AUDIO]}},
                                 output_map={"WAVEFORM": "waveform", "AUDIO_LENGTHS": "audio_lengths"}),
         mc.ModelEnsembling.Step(model_name=s["audio"], model_version=-1,
                                 input_map={"WAVEFORM": "waveform", "AUDIO_LENGTHS": "audio_lengths"},
@@ -103,13 +113,13 @@ def ensemble_config(p: SpeechPipeline, defaults: dict) -> mc.ModelConfig:
     ]
     config = mc.ModelConfig(
         name=p.name, platform="ensemble", max_batch_size=1,
-        input=[tensor_in("TEXT", "BYTES", [1])] + [tensor_in(k, t, [1]) for k, t in PARAMS.items()],
+        input=[tensor_in("TEXT", "BYTES", [1])] + [tensor_in(k, t, [1]) for k, t in PARAMS.items()] + [_max_audio_input()],
         output=[_out("AUDIO", "INT16", [-1]), _out("SAMPLE_RATE", "INT32", [1]), tensor_out("WAV", "BYTES", [1])],
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
     # Read by the client: the task, the rate and the voice's own defaults for the parameters.
     return with_parameters(config, {"task": "speech", "sampling_rate": str(p.sampling_rate), "defaults": defaults,
-                                    "stream_model": s["stream"]})
+                                    "stream_model": s["stream"], "max_audio_seconds": str(p.limits.max_audio_seconds)})
 
 
 SHIMS = {

@@ -12,6 +12,7 @@ import numpy as np
 
 from tritonize.runtime.triton import InputError, input_array, model_dir, parameters, pb
 from tritonize.runtime.speech.audio import to_pcm16
+from tritonize.runtime.speech.budget import AudioBudget
 from tritonize.runtime.speech.frontend import SpeechFrontend
 from tritonize.runtime.speech.synthesis import Voice, VitsEngine
 
@@ -24,6 +25,7 @@ class StreamingSpeechStep:
         self.engine = VitsEngine(Path(model_dir(args)) / "model.onnx", int(p.get("intra_op_threads", 0)), int(p["min_tokens"]))
         self.rate = int(p["sampling_rate"])
         self.pause = np.zeros(int(self.rate * limits["pause_ms"] / 1000), np.float32)
+        self.max_audio_s = float(limits["max_audio_seconds"])
 
     def execute(self, requests):
         for request in requests:  # each stream on its own thread: execute returns at once
@@ -36,10 +38,12 @@ class StreamingSpeechStep:
         try:
             voice = Voice.from_request(request)
             rows = self.frontend.sentences(self.frontend_text(request))
+            budget = AudioBudget.from_request(request, self.max_audio_s, self.rate, len(self.pause), len(rows))
             for s, row in enumerate(rows):
                 if sender.is_cancelled():
                     break
                 (w,) = self.engine.run([np.array(row, np.int64)], [voice], [voice.seed + s])
+                budget.spend(len(w))  # past the limit: the sentences sent so far, then the error
                 if s < len(rows) - 1:
                     w = np.concatenate([w, self.pause])
                 outputs = {"AUDIO": to_pcm16(w)[None], "SAMPLE_RATE": np.array([[self.rate]], np.int32),

@@ -7,6 +7,7 @@ length in samples comes back with it and nothing past it is ever served.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from tritonize.runtime.buckets import plan_buckets
+from tritonize.runtime.speech.budget import AudioBudget
+from tritonize.runtime.text_inputs import pad_rows
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
+# Padding is masked, so any id inside the embedding table will do; 0 always is (a tokenizer's own
+# pad id may be an added token past the table). The converter's parity batch pads the same way.
+PAD_ID = 0
 PARAM_RANGES = {"SPEAKING_RATE": (0.0, 10.0, False), "NOISE_SCALE": (0.0, 5.0, True), "NOISE_SCALE_DURATION": (0.0, 5.0, True)}
 
 
@@ -55,11 +61,7 @@ class VitsEngine:
 
     def run(self, rows: list[np.ndarray], voices: list[Voice], seeds: list[int]) -> list[np.ndarray]:
         """Waveforms (float32, true length) of token-id rows, one engine call."""
-        width = max(self.min_tokens, *(len(r) for r in rows))
-        ids = np.zeros((len(rows), width), np.int64)
-        mask = np.zeros((len(rows), width), np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = r, 1
+        ids, mask = pad_rows([list(r) for r in rows], PAD_ID, min_width=self.min_tokens)
         feeds = {
             "input_ids": ids, "attention_mask": mask, "seed": np.array(seeds, np.int64),
             "noise_scale": np.array([v.noise_scale for v in voices], np.float32),
@@ -79,6 +81,8 @@ class SynthesisStep:
         # real-time factor 0.38 batched vs 0.24 sentence by sentence; with a 1.05 cap still 0.33), so by
         # default only rows of equal length share a run. Raise it for the GPU, where batching pays.
         self.max_padding_ratio = float(p.get("max_padding_ratio", 1.0))
+        limits, self.rate = json.loads(p["limits"]), int(p["sampling_rate"])
+        self.max_audio_s, self.pause = float(limits["max_audio_seconds"]), int(self.rate * limits["pause_ms"] / 1000)
         labels = {"model": args["model_name"]}
         self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
         self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)
@@ -86,11 +90,12 @@ class SynthesisStep:
 
     def execute(self, requests):
         responses: list = [None] * len(requests)
-        rows, owners, voices, seeds = [], [], [], []
+        rows, owners, voices, seeds, budgets = [], [], [], [], {}
         for i, request in enumerate(requests):
             try:
                 voice = Voice.from_request(request)
                 ids, mask = input_array(request, "INPUT_IDS")[0], input_array(request, "ATTENTION_MASK")[0]
+                budgets[i] = AudioBudget.from_request(request, self.max_audio_s, self.rate, self.pause, len(ids))
             except InputError as e:
                 responses[i] = error_response(e)
                 continue
@@ -99,23 +104,41 @@ class SynthesisStep:
                 owners.append((i, s))
                 voices.append(voice)
                 seeds.append(voice.seed + s)
-        waves: list = [None] * len(rows)
-        lengths = np.array([len(r) for r in rows], np.int64)
-        if rows:
-            buckets = plan_buckets(lengths, self.max_padding_ratio, self.max_rows)
-            for bucket in buckets:
-                out = self.engine.run([rows[k] for k in bucket], [voices[k] for k in bucket], [seeds[k] for k in bucket])
-                for k, w in zip(bucket, out):
-                    waves[k] = w
-            self.engine_runs.add(len(buckets))
-            self.tokens_real.add(int(lengths.sum()))
-            self.tokens_computed.add(sum(len(b) * int(lengths[b].max()) for b in buckets))
+        waves = self.synthesize(rows, owners, voices, seeds, budgets, responses)
         per_request: dict[int, list[np.ndarray]] = {}
         for (i, s), w in zip(owners, waves):
-            per_request.setdefault(i, []).append(w)
+            if responses[i] is None:
+                per_request.setdefault(i, []).append(w)
         for i, ws in per_request.items():
             wave = np.zeros((1, len(ws), max(len(w) for w in ws)), np.float32)
             for s, w in enumerate(ws):
                 wave[0, s, : len(w)] = w
             responses[i] = response({"WAVEFORM": wave, "AUDIO_LENGTHS": np.array([[len(w) for w in ws]], np.int64)})
         return responses
+
+    def synthesize(self, rows, owners, voices, seeds, budgets: dict[int, AudioBudget], responses: list) -> list:
+        """Every row's waveform, length bucket by bucket; a request past its audio budget gets its error
+        in `responses` and none of its remaining rows is run."""
+        waves: list = [None] * len(rows)
+        if not rows:
+            return waves
+        lengths = np.array([len(r) for r in rows], np.int64)
+        runs = computed = 0
+        for bucket in plan_buckets(lengths, self.max_padding_ratio, self.max_rows):
+            bucket = [k for k in bucket if responses[owners[k][0]] is None]
+            if not bucket:
+                continue
+            out = self.engine.run([rows[k] for k in bucket], [voices[k] for k in bucket], [seeds[k] for k in bucket])
+            runs, computed = runs + 1, computed + len(bucket) * int(lengths[bucket].max())
+            for k, w in zip(bucket, out):
+                waves[k] = w
+                i = owners[k][0]
+                try:
+                    if responses[i] is None:
+                        budgets[i].spend(len(w))
+                except InputError as e:
+                    responses[i] = error_response(e)
+        self.engine_runs.add(runs)
+        self.tokens_real.add(int(lengths.sum()))
+        self.tokens_computed.add(computed)
+        return waves

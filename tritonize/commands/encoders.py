@@ -8,8 +8,9 @@ from typing import List
 import typer
 
 from tritonize.commands import demo_steps
+from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
-from tritonize.console import console, err
+from tritonize.console import console
 from tritonize.options import Protocol, Repository, Url
 
 
@@ -29,24 +30,19 @@ def convert_bert(
     instances: int = typer.Option(1, help="Model step instances."),
     threads: int = typer.Option(0, help="ONNX Runtime threads per instance (0: one per core)."),
     force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
+    verbose: bool = Verbose,
 ) -> None:
     """Export a BERT-family checkpoint and write its Triton ensemble."""
-    from tritonize.converters.encoders.bert import ParityError
     from tritonize.converters.encoders.bert import convert_bert as convert
     from tritonize.converters.repository import Batching
 
     batching = Batching(
         max_batch_size, preferred_batch_size, max_queue_delay_us, max_queue_size, queue_timeout_us, instances, threads
     )
-    try:
-        with console.status(f"converting {model} ..."):
-            report = convert(
-                model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print
-            )
-    except ParityError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(1)
-    console.print_json(data={k: v for k, v in report.__dict__.items()})
+    report = run_conversion(model, lambda: convert(
+        model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print), verbose)
+    if verbose:
+        console.print_json(data=dict(report.__dict__))
 
 
 def _call(url: str | None, protocol: str, fn):
@@ -57,8 +53,7 @@ def _call(url: str | None, protocol: str, fn):
         with Client(url, protocol) as c:
             return fn(c)
     except TritonizeError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
+        raise fail(str(exc)) from None
 
 
 def embed(
