@@ -25,7 +25,7 @@ TASKS = {"embedding": "feature-extraction", "classification": "text-classificati
 # Max abs error allowed between ONNX Runtime fp32 and PyTorch (hidden states or logits); measured
 # errors are ~4e-6 on all-MiniLM-L6-v2 with the fusions applied.
 FP32_TOLERANCE = 1e-4
-ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert"}  # two position slots are reserved for padding
+ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert"}  # positions start after the pad id (see position_limit)
 
 VALIDATION_TEXTS = [
     "Hi.",
@@ -58,8 +58,17 @@ class ConversionReport:
     seconds: float = 0.0
 
 
+def position_limit(config) -> int:
+    """Tokens the position table holds. RoBERTa-family models number positions pad_token_id + 1,
+    pad_token_id + 2, ... (padding itself sits at pad_token_id), so they hold
+    max_position_embeddings - pad_token_id - 1: the familiar "- 2" only when pad_token_id is 1."""
+    if config.model_type in ROBERTA_LIKE:
+        return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+    return config.max_position_embeddings
+
+
 def max_sequence_length(tokenizer, config, source: str) -> int:
-    limits = [config.max_position_embeddings - (2 if config.model_type in ROBERTA_LIKE else 0)]
+    limits = [position_limit(config)]
     if tokenizer.model_max_length < 100_000:
         limits.append(tokenizer.model_max_length)
     sbert = Path(source) / "sentence_bert_config.json"  # sentence-transformers' own limit, when present

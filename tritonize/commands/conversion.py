@@ -24,7 +24,7 @@ def one_line(text: str, limit: int = 600) -> str:
 
 def fail(message: str) -> typer.Exit:
     """Print a one-paragraph error (markup-safe: messages hold brackets such as '(0, 10]') and exit 1."""
-    err.print(f"[red]{escape(one_line(message))}[/red]")
+    err.print(f"[red]{escape(one_line(message))}[/red]", soft_wrap=True)  # the terminal wraps: paths stay whole
     return typer.Exit(1)
 
 
@@ -40,8 +40,8 @@ def run_conversion(label: str, convert: Callable[[], T], verbose: bool = False) 
         reason = one_line(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}").rstrip(".")
         if verbose:
             console.print_exception()
-        where = "" if verbose else f" Traceback and library messages: {path}"
+        where = "" if verbose else f" Details and library messages: {path}"
         raise fail(f"Conversion of {label} failed: {reason}.{where}") from None
     if not verbose and path.exists() and path.stat().st_size:
-        console.print(f"[dim]library warnings and logs: {escape(str(path))} (--verbose shows them here)[/dim]")
+        console.print(f"[dim]library warnings and logs: {escape(str(path))} (--verbose shows them here)[/dim]", soft_wrap=True)
     return result
