@@ -13,7 +13,7 @@ import json
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, BinaryIO, Iterator
 
 import numpy as np
 
@@ -40,14 +40,15 @@ class Audio:
     def seconds(self) -> float:
         return len(self.samples) / self.rate
 
-    def to_wav(self, path: str | Path) -> Path:
-        path = Path(path)
-        with wave.open(str(path), "wb") as w:
+    def to_wav(self, path: str | Path | BinaryIO):
+        """Write a 16-bit mono WAV file (to a path or a binary file object) and return where it went."""
+        target = path if hasattr(path, "write") else str(Path(path))
+        with wave.open(target, "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
             w.setframerate(self.rate)
             w.writeframes(self.samples.astype("<i2").tobytes())
-        return path
+        return path if hasattr(path, "write") else Path(path)
 
 
 def _audio(result) -> Audio:

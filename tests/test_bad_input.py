@@ -43,7 +43,7 @@ def test_text_over_the_byte_limit_names_field_and_limit(grpc_client):
 def test_non_utf8_bytes_are_rejected(grpc_client):
     with pytest.raises(TritonizeError, match=r"TEXT\[1\] is not valid UTF-8 \(byte 0xff at offset 3\)") as e:
         grpc_client.embed([b"good", b"bad\xff\xfe"], model=EMBEDDER)
-    assert e.value.status == "StatusCode.INVALID_ARGUMENT"
+    assert e.value.status == "INVALID_ARG"  # Triton's code, the same over HTTP (tests/test_client_errors.py)
 
 
 def test_wrong_datatype_is_rejected_by_name(raw_grpc):

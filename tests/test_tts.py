@@ -136,17 +136,95 @@ def test_unspeakable_text_is_a_clear_error(speech, server, text, message):
 def test_bad_parameters_name_the_field_and_range(speech, params, message):
     with pytest.raises(TritonizeError, match=message):
         speech.synthesize("hello", model=VOICE, **params)
-    with pytest.raises(TypeError, match="unknown synthesis parameter"):
+    with pytest.raises(TritonizeError, match="unknown synthesis parameter"):
         speech.synthesize("hello", model=VOICE, pitch=2)
     assert len(speech.synthesize("hello", model=VOICE).samples) > 0  # the server is still serving
 
 
-def test_fifty_thousand_characters_are_split_not_a_crash(speech):
-    sentence = "The server splits long texts into sentences and synthesises them in batches. "
-    text = (sentence * (50_000 // len(sentence) + 1))[:50_000]
-    audio = speech.synthesize(text, model=VOICE, seed=3)
-    short = speech.synthesize(sentence, model=VOICE, seed=3)
+LONG_SENTENCE = "The server splits long texts into sentences and synthesises them in batches. "
+
+
+def long_text(chars: int) -> str:
+    return (LONG_SENTENCE * (chars // len(LONG_SENTENCE) + 1))[:chars]
+
+
+def test_twenty_five_thousand_characters_are_split_not_a_crash(speech):
+    audio = speech.synthesize(long_text(25_000), model=VOICE, seed=3)  # ~8 minutes of the tiny voice: within its limit
+    short = speech.synthesize(LONG_SENTENCE, model=VOICE, seed=3)
     assert audio.seconds > 100 * short.seconds
+
+
+# -- the limit on the audio's duration ---------------------------------------------------------------
+def tokens_computed(server, previous: float = -1.0) -> float:
+    """The model step's tritonize_tokens_computed_total, once it differs from `previous` (metrics lag a little)."""
+    import re
+    import urllib.request
+
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+        m = re.search(rf'^tritonize_tokens_computed_total{{model="{VOICE}_model"}} (\S+)$', text, re.M)
+        value = float(m.group(1)) if m else 0.0
+        if value != previous or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("still_serving")
+def test_text_past_the_voices_audio_limit_is_refused_naming_it(server, speech):
+    """50,000 characters make ~16 minutes of the tiny voice, past its default max_audio_seconds (600);
+    25,000 make ~8 and pass. Synthesis stops at the limit: the refused text costs less than twice the
+    passing one (all of it would cost twice)."""
+    before = tokens_computed(server)
+    speech.synthesize(long_text(25_000), model=VOICE, seed=3)
+    half_cost = tokens_computed(server, before) - before
+    before += half_cost
+    with pytest.raises(TritonizeError, match=r"TEXT makes more audio than this voice's max_audio_seconds=600 s per request") as e:
+        speech.synthesize(long_text(50_000), model=VOICE, seed=3)
+    assert e.value.status == "INVALID_ARG"
+    assert tokens_computed(server, before) - before < 1.6 * half_cost
+    with pytest.raises(TritonizeError, match=r"the request's MAX_AUDIO_SECONDS=5 s"):
+        speech.synthesize(long_text(50_000), model=VOICE, seed=3, max_audio_seconds=5)
+
+
+@pytest.mark.usefixtures("still_serving")
+def test_a_request_may_lower_the_limit_but_not_raise_it(speech):
+    text = "hello world. " * 8
+    full = speech.synthesize(text, model=VOICE, **FIXED)
+    assert speech.synthesize(text, model=VOICE, **FIXED, max_audio_seconds=full.seconds + 0.01).samples.shape == full.samples.shape
+    half = round(full.seconds / 2, 2)
+    with pytest.raises(TritonizeError, match=rf"the request's MAX_AUDIO_SECONDS={half:g} s"):
+        speech.synthesize(text, model=VOICE, **FIXED, max_audio_seconds=half)
+    for bad in (0.0, -1.0, 601.0):
+        with pytest.raises(TritonizeError, match=rf"MAX_AUDIO_SECONDS must be in \(0, 600\] seconds .*got {bad:g}"):
+            speech.synthesize(text, model=VOICE, **FIXED, max_audio_seconds=bad)
+
+
+@pytest.mark.usefixtures("still_serving")
+def test_streams_stop_at_the_limit_with_the_same_error(server, speech):
+    text = "hello world. " * 8
+    full = speech.synthesize(text, model=VOICE, **FIXED)
+    limit = round(full.seconds / 2, 2)
+    parts = []
+    with pytest.raises(TritonizeError, match=rf"the request's MAX_AUDIO_SECONDS={limit:g} s") as e:
+        for audio in speech.stream(text, model=VOICE, **FIXED, max_audio_seconds=limit):
+            parts.append(audio)
+    assert e.value.status == "INVALID_ARG"
+    assert 1 <= len(parts) < 8 and sum(p.seconds for p in parts) <= limit  # what fits came first
+
+    async def run():
+        async with AsyncSpeechClient(server.grpc_url) as c:
+            return [a async for a in c.stream(text, model=VOICE, **FIXED, max_audio_seconds=limit)]
+
+    with pytest.raises(TritonizeError, match="MAX_AUDIO_SECONDS"):
+        asyncio.run(run())
+
+
+def test_long_texts_within_the_limit_still_stream(speech):
+    text = LONG_SENTENCE * 40
+    parts = list(speech.stream(text, model=VOICE, seed=3, max_audio_seconds=600))
+    assert len(parts) == 40 and close(np.concatenate([p.samples for p in parts]),
+                                                    speech.synthesize(text, model=VOICE, seed=3).samples)
 
 
 def test_cli_writes_a_wav(server, tmp_path):
