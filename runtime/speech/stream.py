@@ -12,7 +12,7 @@ import numpy as np
 
 from tritonize.runtime.triton import InputError, input_array, model_dir, parameters, pb
 from tritonize.runtime.speech.audio import to_pcm16
-from tritonize.runtime.speech.budget import AudioBudget
+from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
 from tritonize.runtime.speech.frontend import SpeechFrontend
 from tritonize.runtime.speech.synthesis import Voice, VitsEngine
 
@@ -25,7 +25,7 @@ class StreamingSpeechStep:
         self.engine = VitsEngine(Path(model_dir(args)) / "model.onnx", int(p.get("intra_op_threads", 0)), int(p["min_tokens"]))
         self.rate = int(p["sampling_rate"])
         self.pause = np.zeros(int(self.rate * limits["pause_ms"] / 1000), np.float32)
-        self.max_audio_s = float(limits["max_audio_seconds"])
+        self.max_audio_s = voice_limit_s(limits)
 
     def execute(self, requests):
         for request in requests:  # each stream on its own thread: execute returns at once

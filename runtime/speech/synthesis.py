@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonize.runtime.buckets import plan_buckets
-from tritonize.runtime.speech.budget import AudioBudget
+from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
 from tritonize.runtime.text_inputs import pad_rows
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
@@ -82,7 +82,7 @@ class SynthesisStep:
         # default only rows of equal length share a run. Raise it for the GPU, where batching pays.
         self.max_padding_ratio = float(p.get("max_padding_ratio", 1.0))
         limits, self.rate = json.loads(p["limits"]), int(p["sampling_rate"])
-        self.max_audio_s, self.pause = float(limits["max_audio_seconds"]), int(self.rate * limits["pause_ms"] / 1000)
+        self.max_audio_s, self.pause = voice_limit_s(limits), int(self.rate * limits["pause_ms"] / 1000)
         labels = {"model": args["model_name"]}
         self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
         self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)
