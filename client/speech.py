@@ -64,6 +64,11 @@ def _number(key: str, value) -> float:
     return value
 
 
+def _with_defaults(defaults: dict, params: dict) -> dict:
+    """A parameter given as None takes the voice's default (as one left out does)."""
+    return {**defaults, **{k: v for k, v in params.items() if v is not None}}
+
+
 def _inputs(mod, text: str, params: dict) -> list:
     if not isinstance(text, str):
         raise invalid("text", f"must be str, not {type(text).__name__}")
@@ -109,7 +114,7 @@ class SpeechClient:
         return self._defaults[model]
 
     def synthesize(self, text: str, *, model: str, **params) -> Audio:
-        inputs = _inputs(self._mod, text, {**self.defaults(model), **params})
+        inputs = _inputs(self._mod, text, _with_defaults(self.defaults(model), params))
         kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         with calling(model, self.url):
             result = self._clients.get().infer(model, inputs, outputs=_outputs(self._mod), headers=self.headers, **kwargs)
@@ -121,7 +126,7 @@ class SpeechClient:
 
         if self.protocol != "grpc":
             raise invalid("protocol", "must be 'grpc' for streaming speech (a gRPC stream): use SpeechClient(grpc_url)")
-        inputs = _inputs(grpcclient, text, {**self.defaults(model), **params})
+        inputs = _inputs(grpcclient, text, _with_defaults(self.defaults(model), params))
         request = {"model_name": f"{model}_stream", "inputs": inputs, "enable_empty_final_response": True}
         for result in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers):
             if result.as_numpy("AUDIO") is not None:
@@ -157,7 +162,7 @@ class AsyncSpeechClient:
     async def synthesize(self, text: str, *, model: str, **params) -> Audio:
         import tritonclient.grpc as grpcclient
 
-        inputs = _inputs(grpcclient, text, {**await self.defaults(model), **params})
+        inputs = _inputs(grpcclient, text, _with_defaults(await self.defaults(model), params))
         with calling(model, self.url):
             result = await self._client.infer(model, inputs, outputs=_outputs(grpcclient), headers=self.headers,
                                               client_timeout=self.timeout_s)
@@ -166,7 +171,7 @@ class AsyncSpeechClient:
     async def stream(self, text: str, *, model: str, **params) -> AsyncIterator[Audio]:
         import tritonclient.grpc as grpcclient
 
-        request = {"model_name": f"{model}_stream", "inputs": _inputs(grpcclient, text, {**await self.defaults(model), **params}),
+        request = {"model_name": f"{model}_stream", "inputs": _inputs(grpcclient, text, _with_defaults(await self.defaults(model), params)),
                    "enable_empty_final_response": True}
         async for result in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
                                        url=self.url):
