@@ -53,6 +53,15 @@ def from_exception(exc: BaseException, model: str | None, url: str) -> Tritonize
 TRANSPORT_ERRORS = (InferenceServerException, grpc.RpcError, OSError)
 
 
+def wrap(exc: BaseException, model: str | None = None, url: str = "the server") -> TritonizeError:
+    """Any exception of a call as a TritonizeError (transport errors with their status)."""
+    if isinstance(exc, TritonizeError):
+        return exc
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return from_exception(exc, model, url)
+    return TritonizeError(str(exc) or type(exc).__name__, None, model)
+
+
 @contextmanager
 def calling(model: str | None, url: str) -> Iterator[None]:
     """Inside: any transport failure leaves as a TritonizeError naming the model and the cause."""

@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable, Iterator
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tritonize.client.errors import calling
+from tritonize.client.errors import calling, wrap
 from tritonize.client.types import TritonizeError
 
 GRPC_ERROR_HEADER = {"triton_grpc_error": "true"}
@@ -58,7 +58,7 @@ def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, header
                 raise TritonizeError(f"no response within {timeout_s:.0f} s", "DEADLINE_EXCEEDED", model) from None
             if error is not None:
                 finished = True
-                raise TritonizeError.wrap(error, model, url)
+                raise wrap(error, model, url)
             finished = done(result)
             yield result
     finally:
@@ -83,7 +83,7 @@ async def aio_stream(client, request: dict, *, model: str, timeout_s: float, hea
                     break
             if error is not None:
                 finished = True
-                raise TritonizeError.wrap(error, model, url)
+                raise wrap(error, model, url)
             finished = done(result)
             yield result
     finally:

@@ -18,17 +18,6 @@ class TritonizeError(RuntimeError):
         super().__init__(f"{model}: {message}" if model else message)
         self.message, self.status, self.model = message, status, model
 
-    @classmethod
-    def wrap(cls, exc: BaseException, model: str | None = None, url: str = "the server") -> "TritonizeError":
-        """Any exception of a call as a TritonizeError (transport errors with their status)."""
-        from tritonize.client.errors import TRANSPORT_ERRORS, from_exception  # errors.py imports this module
-
-        if isinstance(exc, TritonizeError):
-            return exc
-        if isinstance(exc, TRANSPORT_ERRORS):
-            return from_exception(exc, model, url)
-        return cls(str(exc) or type(exc).__name__, None, model)
-
 
 @dataclass(frozen=True)
 class Prediction:

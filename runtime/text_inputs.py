@@ -26,10 +26,9 @@ def decode_texts(raw: np.ndarray, max_text_bytes: int, field: str = "TEXT") -> l
     return texts
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, multiple_of: int = 1, min_width: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id rows to the longest (at least `min_width`, rounded up to `multiple_of`);
-    returns ids and mask."""
-    longest = max(min_width, *(len(r) for r in rows))
+def pad_rows(rows: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id rows to the longest (rounded up to `multiple_of`); returns ids and mask."""
+    longest = max(len(r) for r in rows)
     if multiple_of > 1:
         longest = -(-longest // multiple_of) * multiple_of
     ids = np.full((len(rows), longest), pad_id, dtype=np.int64)

@@ -22,8 +22,7 @@ from tritonize.converters.speech.masking import padding_invariant
 from tritonize.converters.speech.noise import seeded_noise
 from tritonize.converters.speech.repository import SpeechLimits, SpeechPipeline, write_speech_pipeline
 from tritonize.converters.repository import Batching, read_manifest
-from tritonize.runtime.speech.synthesis import PAD_ID
-from tritonize.runtime.text_inputs import pad_rows
+from tritonize.runtime.pooling import pad_vits_batch  # the served engine's padding
 
 # Max abs difference of waveform samples (range about +-1), ONNX Runtime vs PyTorch, same noise.
 WAVE_TOLERANCE = 1e-3  # -60 dB; measured 2e-5 on the tiny voice, 3.4e-4 at MMS-TTS size
@@ -111,9 +110,9 @@ def frontend_spec(tokenizer, config) -> dict:
 
 def validate(model, tokenizer, session, min_tokens: int) -> float:
     """Max abs sample error, ORT (rows batched together) vs PyTorch (each row alone), same seeds.
-    The batch is padded as the served engine pads it (PAD_ID), never with the tokenizer's pad id,
-    which may be an added token outside the embedding table."""
-    ids, mask = pad_rows([tokenizer(t)["input_ids"] for t in PARITY_TEXTS], PAD_ID, min_width=min_tokens)
+    The batch is padded as the served engine pads it, never with the tokenizer's pad id, which may be
+    an added token outside the embedding table."""
+    ids, mask = pad_vits_batch([tokenizer(t)["input_ids"] for t in PARITY_TEXTS], min_tokens)
     enc = {"input_ids": ids, "attention_mask": mask}
     seeds = np.arange(len(PARITY_TEXTS), dtype=np.int64) + 7
     params = [(0.667, 0.8, 1.0), (0.3, 0.5, 1.3), (0.0, 0.0, 0.8), (1.0, 1.0, 1.0)]

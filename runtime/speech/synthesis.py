@@ -16,12 +16,9 @@ import numpy as np
 
 from tritonize.runtime.buckets import plan_buckets
 from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
-from tritonize.runtime.text_inputs import pad_rows
+from tritonize.runtime.pooling import pad_vits_batch
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
-# Padding is masked, so any id inside the embedding table will do; 0 always is (a tokenizer's own
-# pad id may be an added token past the table). The converter's parity batch pads the same way.
-PAD_ID = 0
 PARAM_RANGES = {"SPEAKING_RATE": (0.0, 10.0, False), "NOISE_SCALE": (0.0, 5.0, True), "NOISE_SCALE_DURATION": (0.0, 5.0, True)}
 
 
@@ -61,7 +58,7 @@ class VitsEngine:
 
     def run(self, rows: list[np.ndarray], voices: list[Voice], seeds: list[int]) -> list[np.ndarray]:
         """Waveforms (float32, true length) of token-id rows, one engine call."""
-        ids, mask = pad_rows([list(r) for r in rows], PAD_ID, min_width=self.min_tokens)
+        ids, mask = pad_vits_batch(rows, self.min_tokens)
         feeds = {
             "input_ids": ids, "attention_mask": mask, "seed": np.array(seeds, np.int64),
             "noise_scale": np.array([v.noise_scale for v in voices], np.float32),
