@@ -25,11 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-LOG_DIR = Path(tempfile.gettempdir()) / "tritonize-logs"
+# One folder per user: a shared /tmp folder made by one user would not be writable by the next.
+LOG_DIR = Path(tempfile.gettempdir()) / f"tritonize-logs-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def log_path(label: str) -> Path:
-    """A new file for one conversion's library messages, e.g. /tmp/tritonize-logs/convert-gpt2-20250101-120000.log."""
+    """A new file for one conversion's library messages, e.g. /tmp/tritonize-logs-1000/convert-gpt2-20250101-120000-4242.log."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.")[-60:] or "model"
     return LOG_DIR / f"convert-{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
@@ -65,6 +66,8 @@ def library_output(path: Path, verbose: bool = False) -> Iterator[Path | None]:
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
             sys.stderr = saved_stderr
+    if path.stat().st_size == 0:  # nothing said (e.g. a reused conversion): leave no empty file behind
+        path.unlink()
 
 
 LIBRARY_LOGGERS = ("transformers", "optimum", "torch", "onnx", "onnxruntime", "huggingface_hub")

@@ -122,6 +122,9 @@ def test_library_output_goes_to_the_log_file(tmp_path, capfd):
     assert "Traceback" in path.read_text() and "RuntimeError: boom" in path.read_text()
     os.write(2, b"after\n")  # stderr is back
     assert capfd.readouterr().err == "after\n"
+    with library_output(tmp_path / "quiet.log"):
+        pass
+    assert not (tmp_path / "quiet.log").exists()  # nothing said, no file
 
 
 def test_cli_conversion_failure_is_one_paragraph_with_the_log_path(tmp_path):
