@@ -15,7 +15,7 @@ import numpy as np
 from locust import FastHttpUser, User, constant, task
 
 from tritonize.benchmarks.scenarios import SCENARIO_ENV, Scenario
-from tritonize.client.errors import wrap
+from tritonize.client.types import TritonizeError
 
 
 
@@ -81,7 +81,7 @@ class TritonUser(User):
             result = self.client.infer(self.sc.model, [text], outputs=self.outputs)
             size = sum(result.as_numpy(o).nbytes for o in self.sc.outputs)
         except Exception as e:  # recorded as a failure (with Triton's message), the user goes on
-            error = wrap(e, self.sc.model)
+            error = TritonizeError.wrap(e, self.sc.model)
         self.record(self.sc.pipeline, (time.perf_counter() - start) * 1e3, size, error)
 
     def record(self, name: str, value: float, size: int = 0, error: Exception | None = None) -> None:
@@ -103,7 +103,7 @@ class TritonUser(User):
                     first = time.perf_counter()
                 tokens += len(chunk.token_ids)
         except Exception as e:
-            error = wrap(e, self.sc.model)
+            error = TritonizeError.wrap(e, self.sc.model)
         total = time.perf_counter() - start
         self.record("generate", total * 1e3, tokens, error)
         if error is None and first is not None:

@@ -23,6 +23,9 @@ from tritonize.client.errors import INT64_MAX, check_seed, invalid
 from tritonize.client.streams import aio_stream, grpc_stream
 
 DEFAULT_URL = "127.0.0.1:8001"
+# A generator's streamed errors name no code unless its step tags them (client/status.py). Those it
+# sends untagged are, but for an internal engine failure, its refusals of the request: bad input.
+UNTAGGED = "INVALID_ARG"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class GenerationClient:
     def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> Iterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
         for result in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                  done=lambda r: _chunk(r)[1]):
+                                  done=lambda r: _chunk(r)[1], untagged=UNTAGGED):
             chunk, _ = _chunk(result)
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk
@@ -128,7 +131,7 @@ class AsyncGenerationClient:
     async def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> AsyncIterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
         async for result in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                       done=lambda r: _chunk(r)[1], url=self.url):
+                                       done=lambda r: _chunk(r)[1], url=self.url, untagged=UNTAGGED):
             chunk, _ = _chunk(result)
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk

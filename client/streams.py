@@ -1,10 +1,8 @@
 """One gRPC stream per call, for decoupled models (generation, streaming speech), sync and asyncio.
 
 Both yield each response until `done(result)` says it was the last; errors become TritonizeError with
-Triton's message and status; leaving early (break, exception, closed generator) cancels the request on
-the server. Streams are opened with Triton's `triton_grpc_error` header: without it a stream's error
-reaches the client as bare text, with no status (overload could not be told from bad input); with it,
-the error ends the stream with its gRPC status. One request per stream, so nothing else is lost.
+Triton's message and status (a streamed error's code travels in its text, see client/status.py);
+leaving early (break, exception, closed generator) cancels the request on the server.
 """
 
 from __future__ import annotations
@@ -15,14 +13,14 @@ from typing import AsyncIterator, Callable, Iterator
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tritonize.client.errors import calling, wrap
+from tritonize.client.errors import calling
 from tritonize.client.types import TritonizeError
 
-GRPC_ERROR_HEADER = {"triton_grpc_error": "true"}
 
-
-def stream_headers(headers: dict | None) -> dict:
-    return {**(headers or {}), **GRPC_ERROR_HEADER}
+def _error(error, model: str, url: str, untagged: str | None) -> TritonizeError:
+    """A streamed error; `untagged`: the status to give one that names no code (see GenerationClient)."""
+    e = TritonizeError.wrap(error, model, url)
+    return e if e.status or not untagged else TritonizeError(e.message, untagged, model)
 
 
 def _reason(responses: queue.Queue, fallback: Exception) -> Exception:
@@ -40,13 +38,13 @@ def final_flag(result) -> bool:
 
 
 def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, headers: dict | None = None,
-                done: Callable = final_flag) -> Iterator:
+                done: Callable = final_flag, untagged: str | None = None) -> Iterator:
     responses: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(url)
     finished = False
     try:
         with calling(model, url):
-            client.start_stream(lambda result, error: responses.put((result, error)), headers=stream_headers(headers))
+            client.start_stream(lambda result, error: responses.put((result, error)), headers=headers)
             try:
                 client.async_stream_infer(**request)
             except InferenceServerException as broken:  # the stream failed first (e.g. refused): its reason went to the callback
@@ -58,7 +56,7 @@ def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, header
                 raise TritonizeError(f"no response within {timeout_s:.0f} s", "DEADLINE_EXCEEDED", model) from None
             if error is not None:
                 finished = True
-                raise wrap(error, model, url)
+                raise _error(error, model, url, untagged)
             finished = done(result)
             yield result
     finally:
@@ -67,23 +65,23 @@ def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, header
 
 
 async def aio_stream(client, request: dict, *, model: str, timeout_s: float, headers: dict | None = None,
-                     done: Callable = final_flag, url: str = "the server") -> AsyncIterator:
+                     done: Callable = final_flag, url: str = "the server", untagged: str | None = None) -> AsyncIterator:
     async def requests():
         yield request
 
     with calling(model, url):
-        responses = client.stream_infer(requests(), stream_timeout=timeout_s, headers=stream_headers(headers))
+        responses = client.stream_infer(requests(), stream_timeout=timeout_s, headers=headers)
     finished = False
     try:
         while not finished:
-            with calling(model, url):  # a stream ended by an error status raises grpc's own exception here
+            with calling(model, url):  # a broken stream (no server, deadline) raises grpc's own exception here
                 try:
                     result, error = await responses.__anext__()
                 except StopAsyncIteration:
                     break
             if error is not None:
                 finished = True
-                raise wrap(error, model, url)
+                raise _error(error, model, url, untagged)
             finished = done(result)
             yield result
     finally:

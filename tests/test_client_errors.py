@@ -33,6 +33,26 @@ def arun(coro):
     return asyncio.run(coro)
 
 
+# -- statuses in one vocabulary ----------------------------------------------------------------------------
+@pytest.mark.parametrize("status, message, expected", [
+    ("StatusCode.INVALID_ARGUMENT", "bad", ("INVALID_ARG", "bad")),
+    ("400", "bad", ("INVALID_ARG", "bad")),
+    ("503", "busy", ("UNAVAILABLE", "busy")),
+    ("StatusCode.UNAVAILABLE", "gone", ("UNAVAILABLE", "gone")),
+    (None, "[INVALID_ARG] MAX_AUDIO_SECONDS must be in (0, 600]", ("INVALID_ARG", "MAX_AUDIO_SECONDS must be in (0, 600]")),
+    (None, "[UNAVAILABLE] overloaded: retry later", ("UNAVAILABLE", "overloaded: retry later")),
+    (None, "overloaded: 1 sequences running (max_sequences=1); retry later", ("UNAVAILABLE", "overloaded: 1 sequences running (max_sequences=1); retry later")),
+    (None, "Request for unknown model: 'x' is not found", ("NOT_FOUND", "Request for unknown model: 'x' is not found")),
+    (None, "Failed to process the request(s) for model 'x', message: Stub process 'x' is not healthy.", ("UNAVAILABLE", None)),
+    (None, "something else", (None, "something else")),
+])
+def test_statuses_are_tritons_codes_whatever_the_transport_said(status, message, expected):
+    from tritonize.client.status import normalize
+
+    code, text = normalize(status, message)
+    assert code == expected[0] and (expected[1] is None or text == expected[1])
+
+
 # -- unknown models and unreachable servers ------------------------------------------------------------
 def test_unknown_model_is_not_found_on_every_client(server):
     async def async_speech():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.runtime.triton import InputError, input_array, model_dir, parameters, pb
+from tritonize.runtime.triton import InputError, input_array, model_dir, parameters, pb, stream_error
 from tritonize.runtime.speech.audio import to_pcm16
 from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
 from tritonize.runtime.speech.frontend import SpeechFrontend
@@ -51,11 +51,9 @@ class StreamingSpeechStep:
                 sender.send(u.InferenceResponse([u.Tensor(k, v) for k, v in outputs.items()]))
             sender.send(flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except InputError as e:
-            sender.send(u.InferenceResponse(output_tensors=[], error=u.TritonError(str(e), u.TritonError.INVALID_ARG)),
-                        flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            sender.send(stream_error(e), flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as e:  # never leave a stream open
-            sender.send(u.InferenceResponse(output_tensors=[], error=u.TritonError(f"synthesis failed: {e}")),
-                        flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            sender.send(stream_error(RuntimeError(f"synthesis failed: {e}")), flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def frontend_text(self, request) -> str:
         from tritonize.runtime.text_inputs import decode_texts
