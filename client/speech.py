@@ -55,7 +55,7 @@ def _audio(result) -> Audio:
     return Audio(result.as_numpy("AUDIO")[0], int(result.as_numpy("SAMPLE_RATE").reshape(-1)[0]))
 
 
-def _number(key: str, value) -> float:
+def _number(key: str, value) -> float | int:
     """Values must be real numbers; their ranges are the server's to check (one place, named there)."""
     if key == "seed":
         return check_seed(value)
