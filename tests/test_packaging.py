@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,8 +156,17 @@ def wheel_env(tmp_path_factory) -> Path:
     """A fresh venv with only the built wheel installed; the dev environment's dependencies are reached
     through a .pth (its own .pth files, the editable install among them, are not processed)."""
     out = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out / "dist"), str(ROOT)]
-    subprocess.run(build + ["--no-build-isolation"], check=True, cwd=out, capture_output=True, text=True)
+    # Build from a copy of what the wheel is made of, so setuptools' build/ never lands in the checkout.
+    source = out / "source"
+    for name in ["pyproject.toml", "README.md", *PACKAGE_DIR.values()]:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out / "dist"), str(source)]
+    subprocess.run(build, check=True, cwd=out, capture_output=True, text=True)
     wheel = next((out / "dist").glob("tritonize-*.whl"))
     env = out / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
