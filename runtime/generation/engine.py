@@ -103,11 +103,14 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         with self.wake:
-            if len(self.running) >= self.limits.max_sequences and len(self.queue) >= self.limits.max_queue:
+            # Count running and queued together: the engine thread admits from the queue later, so a
+            # burst must be bounded by the sum, not by each part (running is still 0 while it arrives).
+            capacity = self.limits.max_sequences + self.limits.max_queue
+            if len(self.running) + len(self.queue) >= capacity:
                 self.counters["rejected_overloaded"].add(1)
                 raise Overloaded(
                     f"overloaded: {len(self.running)} sequences running (max_sequences={self.limits.max_sequences}) and "
-                    f"{len(self.queue)} queued (max_queue={self.limits.max_queue}); retry later"
+                    f"{len(self.queue)} queued (max_queue={self.limits.max_queue}); together at most {capacity}; retry later"
                 )
             self.queue.append(job)
             self.wake.notify()

@@ -109,7 +109,7 @@ class GenerationStep:
             sender = request.get_response_sender()
             try:
                 self.engine.submit(self._job(request, sender))
-            except (InputError, Overloaded) as exc:
+            except Exception as exc:  # every request gets its final response, or Triton never releases it
                 sender.send(error_response(exc), flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         return None
 
