@@ -71,6 +71,8 @@ class ServerConfig:
     restricted_key: str = field(default_factory=lambda: secrets.token_hex(16))
     log_verbose: int = 0
     cpus: str | None = None  # pin the server (and its backend stubs) to these cores, e.g. "0" (taskset)
+    # --http-max-input-size (bytes), passed only when set: Triton >= 2.59 (NGC 25.07); the embedded 2.51 lacks it.
+    http_max_input_size: int | None = None
     extra_args: list[str] = field(default_factory=list)
 
 
@@ -128,6 +130,7 @@ class TritonServer:
             f"--grpc-restricted-protocol={restricted}",
             f"--log-verbose={c.log_verbose}",
             f"--log-file={self.log_file}",
+            *([f"--http-max-input-size={c.http_max_input_size}"] if c.http_max_input_size else []),
             *c.extra_args,
         ]
 
@@ -138,6 +141,9 @@ class TritonServer:
         if not repo.is_dir():
             raise ServerStartError(f"model repository {repo} does not exist (run `tritonize convert` first)")
         self.binary = find_binary(self.config.binary)
+        if self.config.http_max_input_size and self.binary.kind == "embedded":
+            raise ServerStartError("http_max_input_size needs tritonserver >= 2.59 (NGC 25.07); the embedded binary is 2.51 "
+                                   "and has no such flag")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.write_text("")
         env = {**os.environ, **self.binary.env}
