@@ -13,9 +13,10 @@
 # in 26.06. Every earlier one is fixed by then too: 2026-07-14 (CVE-2026-47476..47482, among them an
 # authentication bypass) in 26.05, 2026-07-01 in 26.04, 2026-05-19 (authentication bypasses
 # CVE-2026-24206/24207) in 26.03, 2026-04-07 in 26.02, 2026-03-24 (large compressed payloads) in 26.01,
-# 2025-12-02 (oversized payloads) in 25.10, 2025-08 (HTTP stack overflow, Python-backend shared memory)
-# in 25.07. 26.07 is the newest release at or past 26.06. Re-check NVIDIA's bulletins before bumping;
-# the embedded 2.51 binary (nvidia-pytriton) predates all of these and is for loopback development only.
+# 2025-12-02 (oversized payloads) in 25.10, 2025-11-17 in 25.09, 2025-09-16 (Python backend) in 25.08,
+# 2025-08-04 (HTTP stack overflow, Python-backend out-of-bounds writes) in 25.07. 26.07 is the newest
+# release at or past 26.06. Re-check NVIDIA's bulletins before bumping; the embedded 2.51 binary
+# (nvidia-pytriton) predates all of these and is for loopback development only.
 ARG TRITON_RELEASE=26.07
 
 # -- 1. build: convert the chosen checkpoints on CPU --------------------------------------------------
