@@ -189,3 +189,11 @@ def test_a_repository_without_the_planned_pipeline_fails_clearly(plan_file, tmp_
     r = deploy(plan_file, tmp_path / "out", tmp_path / "empty-repo")
     assert r.exit_code == 1 and said(r, f"{CLASSIFIER}_model/config.pbtxt not found")
     assert not (tmp_path / "out").exists()
+
+
+def test_quantities_are_exact_or_rounded_down_in_milli_units():
+    from tritonize.deploy.kubernetes import quantity
+
+    assert quantity(250.0) == "250" and quantity(153.4567) == "153456m" and quantity(0.5) == "500m"
+    for value in (250.0, 153.4567, 0.5, 1e-3):
+        assert 0 <= value - milli(quantity(value)) < 1e-3

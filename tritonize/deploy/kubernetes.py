@@ -79,8 +79,9 @@ def metric_name(plan: DeployPlan) -> str:
 
 
 def quantity(value: float) -> str:
-    """A Kubernetes quantity in milli-units (exact for fractional targets)."""
-    return f"{math.floor(value * 1000)}m"
+    """A Kubernetes quantity: whole units, or milli-units for a fractional value (rounded down)."""
+    milli = math.floor(value * 1000)
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
 
 
 def step_config(repository: Path, plan: DeployPlan) -> tuple[str, str]:
@@ -226,11 +227,18 @@ def manifests(plan: DeployPlan, s: Settings, repository: Path) -> dict[str, dict
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (config.pbtxt, the adapter's rules) as literal blocks, readable in review."""
+
+
+_Dumper.add_representer(str, lambda d, v: d.represent_scalar("tag:yaml.org,2002:str", v, style="|" if "\n" in v else None))
+
+
 def write(documents: dict[str, dict], out: Path) -> list[Path]:
     written = []
     for rel, doc in documents.items():
         path = Path(out) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        path.write_text(yaml.dump(doc, Dumper=_Dumper, sort_keys=False))
         written.append(path)
     return written
