@@ -3,6 +3,7 @@
 The predictor is the image itself rather than KServe's stock Triton runtime: the served Python steps
 import `tritonize.runtime`, which only this image has. Knative exposes one port, so the service speaks
 the v2 protocol over HTTP; KServe's queue proxy drains a pod before it stops, so there is no preStop.
+The pod's emptyDir volumes (/dev/shm, engine cache) need Knative's `kubernetes.podspec-emptydir` feature.
 """
 
 from __future__ import annotations
