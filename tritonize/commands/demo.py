@@ -16,7 +16,8 @@ from tritonize.console import console, err
 from tritonize.options import Repository
 
 
-def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002) -> None:
+def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
+         convert_only: bool = typer.Option(False, "--convert-only", help="Only write the demo models (the Dockerfile's build stage).")) -> None:
     """Convert, serve, call and stop: the whole path on the embedded default."""
     from tritonize.commands.serve import describe
 
@@ -24,6 +25,8 @@ def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 
     for step in plan:
         console.rule(f"convert: {step.title}")
         step.convert(repository)
+    if convert_only:
+        return
     console.rule("serve")
     server = TritonServer(ServerConfig(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port))
     try:

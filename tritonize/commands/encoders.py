@@ -21,6 +21,9 @@ def convert_bert(
     optimize: bool = typer.Option(True, help="Apply ONNX Runtime's transformer fusions."),
     quantize: bool = typer.Option(False, help="Dynamic int8 quantisation (reports the accuracy drop)."),
     flavour: str = typer.Option("python", help="python (embedded CPU server) or native (onnxruntime/TensorRT backend, GPU container)."),
+    engine: str = typer.Option("onnxruntime", help="With --flavour native: onnxruntime (TensorRT EP, nothing to build) or tensorrt "
+                               "(a plan with one profile per length bucket, built on the serving GPU by `serve --engine-cache`)."),
+    precision: str = typer.Option("fp16", help="With --engine tensorrt: fp16 (checked against fp32 on CPU) or fp32."),
     max_batch_size: int = typer.Option(64, help="Rows per request and per model execution."),
     max_queue_delay_us: int = typer.Option(0, help="Dynamic batcher delay; 0 still batches whatever queued."),
     preferred_batch_size: List[int] = typer.Option([], help="Preferred batch sizes (repeatable)."),
@@ -41,9 +44,10 @@ def convert_bert(
     try:
         with console.status(f"converting {model} ..."):
             report = convert(
-                model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print
+                model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print,
+                engine=engine, precision=precision,
             )
-    except ParityError as e:
+    except (ParityError, ValueError) as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(1)
     console.print_json(data={k: v for k, v in report.__dict__.items()})

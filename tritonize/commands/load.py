@@ -161,6 +161,7 @@ def plan(
         confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
         results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
         console.print(results.setup["confirmation"])
+    results.recommendation = asdict(rec)
     results.save(out / "results.json")
     _print_points(results)
     t = Table(title=f"max req/s with p{percentile} <= {slo_ms:g} ms")
