@@ -315,3 +315,39 @@ def test_a_body_over_the_limit_is_refused_before_triton(strict, server):
     assert after == before
     ok = httpx.post(f"{strict}/v1/embeddings", json={"model": EMBEDDER, "input": "small"}, headers=headers)
     assert ok.status_code == 200 and ok.json()["usage"]["prompt_tokens"] > 0
+
+
+# -- Locust through the gateway -------------------------------------------------------------------
+def test_bench_via_openai_runs_locust_through_a_gateway_it_starts(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from tritonize.benchmarks.scenarios import Scenario, WordCounts
+    from tritonize.cli import app
+
+    sc = Scenario(name="via", pipeline="embed", model=EMBEDDER, words=WordCounts(8, 0.5, 2, 32), pool_size=200, bad_every=10)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "--scenario", str(sc.save(tmp_path / "sc.json")), "--url", server.grpc_url,
+                                      "--http-url", server.http_url, "--users", "2", "--seconds", "3", "--via", "openai",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    point = json.loads((out / "results.json").read_text())["points"][0]
+    assert point["system"].endswith("via OpenAI gateway") and point["requests"] > 20
+    assert 0 < point["failures"] and abs(point["failures"] / point["requests"] - 0.1) < 0.07  # the refused token arrays
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    assert run["triton"][f"{EMBEDDER}_model"]["inferences"] >= point["requests"] - point["failures"] - 4  # Triton saw them
+
+
+def test_locust_streams_generations_through_the_gateway(base, tmp_path):
+    import csv
+
+    from tritonize.benchmarks.load import run_locust
+    from tritonize.benchmarks.scenarios import Scenario, WordCounts
+
+    sc = Scenario(name="gen", pipeline="generate", model=GPT2, words=WordCounts(8, 0.5, 2, 32), pool_size=50,
+                  params={"max_new_tokens": 8, "temperature": 0}).save(tmp_path / "gen.json")
+    r = run_locust(sc, base, "openai", users=2, seconds=3, out_prefix=tmp_path / "gen", system="gateway")
+    with open(tmp_path / "gen_stats.csv") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    assert r.failures == 0 and int(rows["generate"]["Request Count"]) > 2
+    assert 1 <= float(rows["generate"]["Average Content Size"]) <= 8
+    assert 0 < float(rows["generate: time to first token"]["Average Response Time"]) < float(rows["generate"]["Average Response Time"])
