@@ -152,6 +152,8 @@ async def run(args, grpc_url: str, gateway_url: str) -> dict:
                 rps[side] += await throughput(sides, texts, side, 32, args.seconds / 2) / 2
         prompts = [" ".join(texts[i].split()[:12]) for i in range(args.streams)]
         ttft = {"direct": [], "gateway": []}
+        for side in ttft:  # warm-up round: first streams pay for connections and compiled paths
+            await asyncio.gather(*[sides.ttft(side, p, args.new_tokens) for p in prompts])
         for r in range(args.rounds):
             for side in ("direct", "gateway") if r % 2 else ("gateway", "direct"):
                 ttft[side] += await asyncio.gather(*[sides.ttft(side, p, args.new_tokens) for p in prompts])

@@ -89,9 +89,7 @@ class GenerationClient:
 
     def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> Iterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
-        for result in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                  done=lambda r: _chunk(r)[1]):
-            chunk, _ = _chunk(result)
+        for chunk in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers, parse=_chunk):
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk
 
@@ -129,9 +127,7 @@ class AsyncGenerationClient:
 
     async def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> AsyncIterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
-        async for result in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                       done=lambda r: _chunk(r)[1]):
-            chunk, _ = _chunk(result)
+        async for chunk in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers, parse=_chunk):
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk
 

@@ -351,3 +351,21 @@ def test_locust_streams_generations_through_the_gateway(base, tmp_path):
     assert r.failures == 0 and int(rows["generate"]["Request Count"]) > 2
     assert 1 <= float(rows["generate"]["Average Content Size"]) <= 8
     assert 0 < float(rows["generate: time to first token"]["Average Response Time"]) < float(rows["generate"]["Average Response Time"])
+
+
+@pytest.mark.parametrize("message, status, expected, param", [
+    ("overloaded: 1 sequences running (max_sequences=1) and 1 queued (max_queue=1); retry later", None, 429, None),
+    ("Exceeds maximum queue size", "StatusCode.UNAVAILABLE", 429, None),
+    ("failed to connect to all addresses", "StatusCode.UNAVAILABLE", 503, None),
+    ("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED", 504, None),
+    ("top_p must be in (0, 1], got 2.0", None, 400, "top_p"),
+    ("prompt is 900 tokens; the limit is 511 tokens", None, 400, "messages"),
+    ("engine thread died", "StatusCode.INTERNAL", 500, None),
+])
+def test_triton_errors_map_to_statuses(message, status, expected, param):
+    from tritonize.client import TritonizeError
+    from tritonize.gateway.errors import from_triton
+
+    e = from_triton(TritonizeError(message, status, "m"), "messages")
+    assert (e.status, e.param) == (expected, param) and message in e.message
+    assert ("Retry-After" in e.headers) == (expected in (429, 503))
