@@ -10,8 +10,9 @@ drift on a shared machine hits both alike. Prints, against the issue's targets:
 
 - embeddings at concurrency 1: p50 gateway - direct (target <= +1 ms);
 - embeddings at concurrency 32: throughput gateway / direct (target >= 0.9x);
-- 16 concurrent streamed generations: median time to first token, gateway - direct (target <= +2 ms).
-Writes bench_results/gateway_bench.json.
+- 16 concurrent streamed generations: median time to first token, gateway - direct (target <= +2 ms);
+and the gateway process's own CPU time per embedding and per streamed token (from /proc), which a busy
+shared machine disturbs less than latency. Writes bench_results/gateway_bench.json.
 """
 
 from __future__ import annotations
@@ -139,13 +140,24 @@ async def throughput(sides: Sides, texts: list[str], side: str, concurrency: int
     return done / (time.perf_counter() - start)
 
 
-async def run(args, grpc_url: str, gateway_url: str) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run(args, grpc_url: str, gateway_url: str, gateway_pid: int) -> dict:
     from tritonize.benchmarks.scenarios import Scenario
 
     texts = Scenario.load("embed-mix").texts()
     sides = Sides(grpc_url, gateway_url)
     try:
+        cpu0 = cpu_seconds(gateway_pid)
         p50 = await latency_c1(sides, texts, args.requests)
+        cpu_per_embed = (cpu_seconds(gateway_pid) - cpu0) / (args.requests + 20)
         rps = {"direct": 0.0, "gateway": 0.0}
         for _ in range(2):  # direct, gateway, direct, gateway: halves of the time each
             for side in rps:
@@ -154,13 +166,16 @@ async def run(args, grpc_url: str, gateway_url: str) -> dict:
         ttft = {"direct": [], "gateway": []}
         for side in ttft:  # warm-up round: first streams pay for connections and compiled paths
             await asyncio.gather(*[sides.ttft(side, p, args.new_tokens) for p in prompts])
+        cpu0 = cpu_seconds(gateway_pid)
         for r in range(args.rounds):
             for side in ("direct", "gateway") if r % 2 else ("gateway", "direct"):
                 ttft[side] += await asyncio.gather(*[sides.ttft(side, p, args.new_tokens) for p in prompts])
+        cpu_per_token = (cpu_seconds(gateway_pid) - cpu0) / (args.rounds * args.streams * args.new_tokens)
         ttft_ms = {side: statistics.median(v) * 1e3 for side, v in ttft.items()}
     finally:
         await sides.close()
-    return {"p50_ms": p50, "rps_32": rps, "ttft_ms": ttft_ms}
+    return {"p50_ms": p50, "rps_32": rps, "ttft_ms": ttft_ms,
+            "gateway_cpu_ms": {"per_embedding": cpu_per_embed * 1e3, "per_streamed_token": cpu_per_token * 1e3}}
 
 
 def report(r: dict, args) -> None:
@@ -178,6 +193,9 @@ def report(r: dict, args) -> None:
     t.add_row(f"{args.streams} streams: median TTFT", f"{r['ttft_ms']['direct']:.2f} ms", f"{r['ttft_ms']['gateway']:.2f} ms",
               f"{d_ttft:+.2f} ms", "<= +2 ms", ok(d_ttft <= 2))
     console.print(t)
+    cpu = r["gateway_cpu_ms"]
+    console.print(f"gateway process CPU: {cpu['per_embedding']:.2f} ms per embedding request, "
+                  f"{cpu['per_streamed_token']:.3f} ms per streamed token (all its threads, gRPC client included)")
     console.print(f"[dim]{os.cpu_count()} cores seen; server, gateway and this load generator share them (pinning: none).[/dim]")
 
 
@@ -197,7 +215,7 @@ def main() -> None:
     with TritonServer(ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0)) as server:
         gateway, url = start_gateway(server.grpc_url)
         try:
-            results = asyncio.run(run(args, server.grpc_url, url))
+            results = asyncio.run(run(args, server.grpc_url, url, gateway.pid))
         finally:
             os.killpg(gateway.pid, signal.SIGTERM)
             gateway.wait(timeout=30)
