@@ -124,7 +124,7 @@ class GenerationServing:
                         sent_first = True
                     chunk = await anext(rest, None)
             finally:
-                await rest.aclose()  # a client that left cancels the Triton request here
+                await rest.aclose()  # closes the gRPC stream; an unfinished Triton request is cancelled
             if request.include_usage:
                 yield render_chunk(head, None, None, usage(prompt_tokens, tokens), False)
 
