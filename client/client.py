@@ -177,6 +177,28 @@ class AsyncClient(_Base):
         info = await self.model_info(model)
         return predictions(await self.infer(model, texts, OUTPUTS["classification"]), info.labels)
 
+    async def is_ready(self, model: str | None = None) -> bool:
+        try:
+            return await (self._client.is_model_ready(model) if model else self._client.is_server_ready())
+        except InferenceServerException:
+            return False
+
+    async def served_models(self) -> list[str]:
+        """Names of the models the server has loaded (from the statistics API, which is not restricted)."""
+        try:
+            stats = await self._client.get_inference_statistics(headers=self.headers, **self._config_kwargs())
+        except InferenceServerException as e:
+            raise TritonizeError.wrap(e) from None
+        return sorted({s["name"] for s in stats.get("model_stats", [])})
+
+    async def model_config(self, model: str) -> dict:
+        """The model's config as a dict (parameters, inputs, outputs), fetched anew."""
+        try:
+            raw = await self._client.get_model_config(model, headers=self.headers, **self._config_kwargs())
+        except InferenceServerException as e:
+            raise TritonizeError.wrap(e, model) from None
+        return config_dict(raw)
+
     async def close(self) -> None:
         await self._client.close()
 

@@ -1,7 +1,8 @@
 """One gRPC stream per call, for decoupled models (generation, streaming speech), sync and asyncio.
 
-Both yield each response until `done(result)` says it was the last; errors become TritonizeError with
-Triton's message; leaving early (break, exception, closed generator) cancels the request on the server.
+Both yield `parse(result)`'s item for each response until its flag says it was the last (each response
+is parsed once); errors become TritonizeError with Triton's message; leaving early (break, exception,
+closed generator) cancels the request on the server.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ def final_flag(result) -> bool:
     return bool(final and final.bool_param)
 
 
+def as_is(result) -> tuple:
+    """The default parse: the raw result, and whether it was the final response."""
+    return result, final_flag(result)
+
+
 def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, headers: dict | None = None,
-                done: Callable = final_flag) -> Iterator:
+                parse: Callable = as_is) -> Iterator:
     responses: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(url)
     finished = False
@@ -36,8 +42,8 @@ def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, header
             if error is not None:
                 finished = True
                 raise TritonizeError.wrap(error, model)
-            finished = done(result)
-            yield result
+            item, finished = parse(result)
+            yield item
     except InferenceServerException as e:
         raise TritonizeError.wrap(e, model) from None
     finally:
@@ -46,7 +52,7 @@ def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, header
 
 
 async def aio_stream(client, request: dict, *, model: str, timeout_s: float, headers: dict | None = None,
-                     done: Callable = final_flag) -> AsyncIterator:
+                     parse: Callable = as_is) -> AsyncIterator:
     async def requests():
         yield request
 
@@ -60,8 +66,8 @@ async def aio_stream(client, request: dict, *, model: str, timeout_s: float, hea
             if error is not None:
                 finished = True
                 raise TritonizeError.wrap(error, model)
-            finished = done(result)
-            yield result
+            item, finished = parse(result)
+            yield item
             if finished:
                 break
     except InferenceServerException as e:

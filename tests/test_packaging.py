@@ -110,10 +110,11 @@ def _room(module: str) -> str:
 # Who may import whom (DESIGN.md, the floors): the CLI on top; benchmarks under it; converters, client and
 # server side by side; runtime apart. Converters share torch-free helpers with runtime through one module.
 ALLOWED = {
-    "cli": {"cli", "benchmarks", "converters", "client", "server"},
+    "cli": {"cli", "benchmarks", "converters", "client", "server", "gateway"},
     "benchmarks": {"benchmarks", "converters", "client", "server", "runtime"},  # runtime: in-process engine baselines
     "converters": {"converters"},
     "client": {"client"},
+    "gateway": {"gateway", "client"},  # the OpenAI API over the async clients; started by the CLI
     "server": {"server"},
     "runtime": {"runtime"},
 }
@@ -135,7 +136,7 @@ def test_arrows_run_one_way():
 
 def test_client_and_runtime_never_import_torch_or_converters():
     for name, path in MODULES.items():
-        if _room(name) not in ("client", "runtime", "server"):
+        if _room(name) not in ("client", "runtime", "server", "gateway"):
             continue
         tree = ast.parse(path.read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -185,7 +186,7 @@ def test_wheel_holds_one_top_level_name(wheel_env, tmp_path):
                            check=True, capture_output=True, text=True).stdout
     files = [line.strip() for line in shown.split("Files:", 1)[1].splitlines() if line.strip()]
     assert {f.split("/")[0] for f in files if ".dist-info" not in f and not f.startswith("..")} == {"tritonize"}
-    for generic in ("client", "server", "runtime", "converters", "benchmarks"):
+    for generic in ("client", "server", "runtime", "converters", "benchmarks", "gateway"):
         r = subprocess.run([str(wheel_env / "bin/python"), "-c", f"import {generic}"], cwd=tmp_path, capture_output=True, text=True)
         assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, f"`import {generic}` works outside the checkout"
 

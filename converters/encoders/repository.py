@@ -149,7 +149,8 @@ def postprocess_config(p: EncoderPipeline) -> mc.ModelConfig:
             tensor_in("TOKEN_EMBEDDINGS", "FP32", [-1, p.hidden_size], ragged=True),
             tensor_in("ATTENTION_MASK", "INT64", [-1], ragged=True),
         ]
-        return python_step(p.step_names["postprocess"], inputs, [tensor_out("EMBEDDING", "FP32", [p.hidden_size])], {"normalize": "true"}, p.batching)
+        outputs = [tensor_out("EMBEDDING", "FP32", [p.hidden_size]), tensor_out("TOKEN_COUNT", "INT64", [1])]
+        return python_step(p.step_names["postprocess"], inputs, outputs, {"normalize": "true"}, p.batching)
     n = len(p.labels)
     outputs = [tensor_out("LOGITS", "FP32", [n]), tensor_out("PROBABILITIES", "FP32", [n]), tensor_out("LABEL", "BYTES", [1])]
     return python_step(p.step_names["postprocess"], [tensor_in("LOGITS", "FP32", [n])], outputs, {"labels": p.labels}, p.batching)
@@ -165,7 +166,7 @@ def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
     model_out_name = p.graph_output if native else ("TOKEN_EMBEDDINGS" if p.task == "embedding" else "LOGITS")
     if p.task == "embedding":
         post_in = {"TOKEN_EMBEDDINGS": "model_output", "ATTENTION_MASK": "attention_mask"}
-        outputs = {"EMBEDDING": [p.hidden_size]}
+        outputs = {"EMBEDDING": [p.hidden_size], "TOKEN_COUNT": [1]}
     else:
         post_in = {"LOGITS": "model_output"}
         outputs = {"LOGITS": [len(p.labels)], "PROBABILITIES": [len(p.labels)], "LABEL": [1]}
@@ -179,7 +180,7 @@ def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
         platform="ensemble",
         max_batch_size=p.batching.max_batch_size,
         input=[tensor_in("TEXT", "BYTES", [1])],
-        output=[tensor_out(k, "BYTES" if k == "LABEL" else "FP32", d) for k, d in outputs.items()],
+        output=[tensor_out(k, {"LABEL": "BYTES", "TOKEN_COUNT": "INT64"}.get(k, "FP32"), d) for k, d in outputs.items()],
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
     # Read by the client: what this pipeline does and, for classification, its label names.

@@ -82,7 +82,8 @@ def generator_config(name: str, params: dict[str, object]) -> mc.ModelConfig:
         backend="python",
         max_batch_size=0,  # the engine batches across requests itself (continuous batching)
         input=[tensor_in("TEXT", "BYTES", [1])],
-        output=[tensor_out("TEXT", "BYTES", [1]), tensor_out("TOKEN_IDS", "INT64", [-1]), tensor_out("FINISH_REASON", "BYTES", [1])],
+        output=[tensor_out("TEXT", "BYTES", [1]), tensor_out("TOKEN_IDS", "INT64", [-1]), tensor_out("FINISH_REASON", "BYTES", [1]),
+                tensor_out("PROMPT_TOKENS", "INT64", [1])],
         model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
         instance_group=[mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)],
     )
@@ -104,6 +105,15 @@ def served_parameters(family: str, max_context: int, limits: GenerationLimits, e
         "eos_token_id": "" if eos is None else eos,
         "decoder_start_token_id": "" if start is None else start,
     }
+
+
+def chat_parameters(tokenizer) -> dict[str, str]:
+    """The checkpoint's chat template and the special tokens it refers to, for the OpenAI gateway
+    (which renders chat messages into a prompt); empty when the checkpoint has none."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):  # several named templates: the default one
+        template = template.get("default", "")
+    return {"chat_template": template, "bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
 
 
 def write_generator(repository: Path, name: str, params: dict, files: dict[str, Path], report: GenerationReport, key: str) -> Path:

@@ -6,7 +6,8 @@ thread and returns at once; responses are sent from the engine thread as tokens 
 
 Input: TEXT (BYTES [1]). Request parameters: see `tritonize.runtime.generation.params.PARAMETERS`.
 Outputs of every response: TEXT (the new piece, or the whole text for `stream=false`), TOKEN_IDS (ids
-that piece came from), FINISH_REASON ('' until the final response: eos | length | stop | cancelled).
+that piece came from), FINISH_REASON ('' until the final response: eos | length | stop | cancelled),
+PROMPT_TOKENS (the prompt's length in tokens, for usage accounting).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class Gauge:
 class TritonSink:
     """Delivers engine output through a request's decoupled response sender."""
 
-    def __init__(self, sender):
+    def __init__(self, sender, prompt_tokens: int = 0):
         self.sender = sender
+        self.prompt_tokens = np.array([prompt_tokens], dtype=np.int64)
 
     def piece(self, text: str, token_ids: list[int], finish_reason: str | None) -> None:
         u = pb()
@@ -48,6 +50,7 @@ class TritonSink:
             u.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=np.object_)),
             u.Tensor("TOKEN_IDS", np.asarray(token_ids, dtype=np.int64)),
             u.Tensor("FINISH_REASON", np.array([(finish_reason or "").encode()], dtype=np.object_)),
+            u.Tensor("PROMPT_TOKENS", self.prompt_tokens),
         ]
         flags = u.TRITONSERVER_RESPONSE_COMPLETE_FINAL if finish_reason else 0
         self.sender.send(u.InferenceResponse(output_tensors=outputs), flags=flags)
@@ -120,7 +123,7 @@ class GenerationStep:
             raise InputError("TEXT is empty: send a non-empty prompt")
         prompt = self.tokenizer.encode(text).ids
         params = fit_to_context(params, explicit, len(prompt), self.limits, self.decoder_only)
-        return Job(prompt, params, TritonSink(sender))
+        return Job(prompt, params, TritonSink(sender, len(prompt)))
 
     def finalize(self) -> None:
         self.engine.stop()
