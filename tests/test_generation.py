@@ -301,7 +301,7 @@ def test_cancelled_stream_frees_its_slot(server, gen):
 
 # -- the runtime's batch bookkeeping, on the served graphs (in process) -------------------------------
 def _model(built, name):
-    from tritonize.runtime.generation.models import CausalLM, Seq2SeqLM
+    from tritonize.runtime.generation.engine_onnx import CausalLM, Seq2SeqLM
 
     folder = built["repository"] / name / "1"
     return CausalLM(folder, 1) if name == GPT2 else Seq2SeqLM(folder, 1, decoder_start_token_id=0)
