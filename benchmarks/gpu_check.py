@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 import traceback
@@ -144,6 +145,7 @@ def convert(run: Run, ck: dict) -> dict:
     convert_generator_torch("gpt2", str(ck["gpt2"]), repo, "gpt2", GenerationLimits(max_new_tokens=256, max_sequences=top, max_queue=4 * top),
                             target, log=quiet)
     convert_tts_torch(str(ck["voice"]), repo, "voice", target, Batching(max_batch_size=16), log=quiet)
+    shutil.rmtree(repo / "voice_stream")  # measured: the one-shot ensemble; the stream step would hold a second copy of the voice
     # The parity models: stored weights only (the engines load them in process in every dtype).
     parity_repo, folders = run.work / "parity", {}
     cpu = Placement("cpu")

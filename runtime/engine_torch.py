@@ -11,7 +11,12 @@ import contextlib
 import os
 from pathlib import Path
 
-import torch
+# Before torch loads OpenMP: idle OpenMP threads spin by default, and in a server several steps (each
+# its own process) share the cores; spinning stubs measured 75 ms p50 for a tiny encoder on 2 cores,
+# 3.3 ms passive (the same reason the ONNX engines turn ORT's spinning off).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 from tritonize.runtime.engines import EngineSpec
 
