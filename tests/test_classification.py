@@ -27,10 +27,9 @@ def test_reference_varies_across_inputs(reference_logits):
     assert np.ptp(reference_logits, axis=0).max() > 0.1
 
 
-@pytest.mark.parametrize("model", [CLASSIFIER, CLASSIFIER_TORCH])
 @pytest.mark.parametrize("client_name", ["grpc_client", "http_client"])
-def test_served_logits_match_pytorch(client_name, model, request, reference_logits):
-    preds = request.getfixturevalue(client_name).classify(TEXTS, model=model)
+def test_served_logits_match_pytorch(client_name, request, reference_logits):
+    preds = request.getfixturevalue(client_name).classify(TEXTS, model=CLASSIFIER)
     served = np.stack([p.logits for p in preds])
     assert np.abs(served - reference_logits).max() <= LOGIT_TOLERANCE
     for p, ref in zip(preds, reference_logits):
@@ -38,3 +37,16 @@ def test_served_logits_match_pytorch(client_name, model, request, reference_logi
         assert set(p.probabilities) == set(LABELS)
         assert abs(sum(p.probabilities.values()) - 1) < 1e-5
         assert p.score == pytest.approx(max(p.probabilities.values()))
+
+
+def test_torch_engine_logits_match_pytorch(built, reference_logits):
+    """The PyTorch engine's classification head (in process; the served torch encoder is the embedder)."""
+    from transformers import AutoTokenizer
+
+    from tritonize.runtime.encoders.encoder import load_engine
+    from tritonize.runtime.engines import EngineSpec
+
+    enc = AutoTokenizer.from_pretrained(built["tiny_bert_classifier"])(TEXTS, padding=True, truncation=True, return_tensors="np")
+    folder = built["torch_side_repository"] / f"{CLASSIFIER_TORCH}_model" / "1"
+    logits = load_engine(folder, "logits", EngineSpec("torch", "cpu", "float32", 1)).run(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64))
+    assert np.abs(logits - reference_logits).max() <= LOGIT_TOLERANCE

@@ -78,17 +78,17 @@ def test_convert_with_device_cuda_and_no_gpu_fails_naming_the_device(built, tmp_
 
 
 @NO_GPU
-@pytest.mark.parametrize("step", [f"{CLASSIFIER_TORCH}_model", GPT2_TORCH, f"{VOICE_TORCH}_model"])
+@pytest.mark.parametrize("step", [f"{EMBEDDER_TORCH}_model", GPT2_TORCH, f"{VOICE_TORCH}_model"])
 def test_loading_a_cuda_step_without_a_gpu_fails_naming_the_device(built, step):
     from tritonize.runtime.engine_torch import DeviceUnavailable
 
     folder = built["repository"] / step / "1"
     params = {k: v.string_value for k, v in config(built, step).parameters.items()} | {"device": "cuda"}
     with pytest.raises(DeviceUnavailable, match=r"device 'cuda' is configured \(parameter device\), but no CUDA device is visible"):
-        if step.endswith("_model") and "cls" in step:
+        if step == f"{EMBEDDER_TORCH}_model":
             from tritonize.runtime.encoders.encoder import load_engine
 
-            load_engine(folder, "logits", EngineSpec.from_params(params))
+            load_engine(folder, "last_hidden_state", EngineSpec.from_params(params))
         elif step == GPT2_TORCH:
             from tritonize.runtime.generation.models import load_model
 
@@ -127,7 +127,7 @@ def test_reduced_precision_on_cpu_keeps_the_stated_tolerances(built):
     assert (e32 * e16).sum(-1).min() >= 0.999
     onnx = load_engine(built["repository"] / f"{EMBEDDER}_model" / "1", "last_hidden_state", EngineSpec(threads=1)).run(ids, mask)
     assert np.abs(onnx - f32)[mask.astype(bool)].max() <= 1e-4  # FP32_TOLERANCE of the ONNX path
-    folder = built["repository"] / f"{CLASSIFIER_TORCH}_model" / "1"
+    folder = built["torch_side_repository"] / f"{CLASSIFIER_TORCH}_model" / "1"
     small = rng.integers(5, 150, (8, 12))
     l32, l16 = (load_engine(folder, "logits", EngineSpec("torch", "cpu", d, 1)).run(small, np.ones_like(small)) for d in ("float32", "bfloat16"))
     assert (l32.argmax(-1) == l16.argmax(-1)).all() and np.ptp(l32, axis=0).max() > 0.1
