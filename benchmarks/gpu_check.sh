@@ -20,4 +20,6 @@ for f in "$ROOT"/tritonize/*; do ln -s "$f" "$SITE/tritonize/"; done
 for d in client server runtime converters benchmarks; do ln -s "$ROOT/$d" "$SITE/tritonize/$d"; done
 # The Python-backend stubs inherit this environment, so they import the same tree.
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRITONIZE_CACHE="$SITE/cache"
-exec "$PY" -m tritonize.benchmarks.gpu_check --out "${OUT:-$ROOT/bench_results/gpu_check}" "$@"
+OUT_DIR="${OUT:-$ROOT/bench_results/gpu_check}"
+cd "$SITE"  # not the checkout: its tritonize/ folder would shadow the mapped package
+exec "$PY" -m tritonize.benchmarks.gpu_check --out "$OUT_DIR" "$@"
