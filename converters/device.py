@@ -62,12 +62,11 @@ class Placement:
         return {"engine": self.engine, "device": self.device or "cpu", "dtype": self.dtype}
 
     def place(self, config: mc.ModelConfig, count: int = 1) -> mc.ModelConfig:
-        """A step that runs the engine: KIND_GPU with count 1 (one instance on each visible GPU), else KIND_CPU."""
+        """A step that runs the engine: KIND_GPU without a GPU list, which Triton reads as `count` instances
+        on each visible GPU (default 1: one per GPU), or KIND_CPU."""
+        kind = mc.ModelInstanceGroup.KIND_GPU if self.device == "cuda" else mc.ModelInstanceGroup.KIND_CPU
         del config.instance_group[:]
-        if self.device == "cuda":
-            config.instance_group.append(mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_GPU))
-        else:
-            config.instance_group.append(mc.ModelInstanceGroup(count=count, kind=mc.ModelInstanceGroup.KIND_CPU))
+        config.instance_group.append(mc.ModelInstanceGroup(count=count, kind=kind))
         for k, v in self.parameters().items():
             config.parameters[k].string_value = v
         return config
