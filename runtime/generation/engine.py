@@ -140,7 +140,13 @@ class Engine:
         for members in self.model.groups(slots):
             tokens = [self.running[m].generated[-1] for m in members]
             started = time.perf_counter()
-            logits = self.model.decode(members, slots, tokens)
+            try:
+                logits = self.model.decode(members, slots, tokens)
+            except Exception as exc:  # e.g. GPU out of memory: this forward's sequences fail; the queue is served next
+                self.model.forget()
+                for m in members:
+                    self._end(self.running[m], exc)
+                continue
             self.counters["decode_seconds"].add(time.perf_counter() - started)
             self.counters["steps"].add(1)
             self.counters["step_rows"].add(len(members))
