@@ -131,3 +131,20 @@ def test_reduced_precision_on_cpu_keeps_the_stated_tolerances(built):
     small = rng.integers(5, 150, (8, 12))
     l32, l16 = (load_engine(folder, "logits", EngineSpec("torch", "cpu", d, 1)).run(small, np.ones_like(small)) for d in ("float32", "bfloat16"))
     assert (l32.argmax(-1) == l16.argmax(-1)).all() and np.ptp(l32, axis=0).max() > 0.1
+
+
+@NO_GPU
+def test_serving_a_cuda_repository_without_a_gpu_fails_at_load_naming_the_gpu(built, tmp_path):
+    """The real server refuses the KIND_GPU instance before any step starts (the step's own check,
+    for a CPU instance configured for cuda, is the test above)."""
+    import shutil
+
+    from tritonize.converters.repository import render
+    from tritonize.server import ModelLoadError, ServerConfig, TritonServer
+
+    shutil.copytree(built["repository"] / GPT2_TORCH, tmp_path / "repo" / GPT2_TORCH, symlinks=True)
+    path = tmp_path / "repo" / GPT2_TORCH / "config.pbtxt"
+    path.write_text(render(Placement("cuda").place(text_format.Parse(path.read_text(), mc.ModelConfig()))))
+    with pytest.raises(ModelLoadError) as e:
+        TritonServer(ServerConfig(tmp_path / "repo", http_port=0, grpc_port=0, metrics_port=0, startup_timeout_s=120)).start()
+    assert "KIND_GPU but no GPUs are available" in e.value.failures[GPT2_TORCH]
