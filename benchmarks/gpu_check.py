@@ -27,9 +27,13 @@ import traceback
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from tritonize.benchmarks import gpu_measure as m
-from tritonize.benchmarks.gpu_report import markdown, ratios
-from tritonize.benchmarks.workloads import WORDS, fixed_tokens
+# Before torch loads: the same OpenMP policy as the served steps (runtime/engine_torch.py), so the
+# in-process and served CPU figures of a dry run are taken alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from tritonize.benchmarks import gpu_measure as m  # noqa: E402
+from tritonize.benchmarks.gpu_report import markdown, ratios  # noqa: E402
+from tritonize.benchmarks.workloads import WORDS, fixed_tokens  # noqa: E402
 
 VITS_TEXT = "The server batches sentences from many requests together, and each one keeps its own voice and seed."
 
