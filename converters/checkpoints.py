@@ -33,7 +33,7 @@ def default_name(model: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", last.lower()).strip("-") or "model"
 
 
-SHARED_CODE = ("repository.py", "checkpoints.py")
+SHARED_CODE = ("repository.py", "checkpoints.py", "device.py")
 
 
 def fingerprint(source: str, options: dict, family: str) -> str:

@@ -42,8 +42,10 @@ def build_voices(repo: Path, work: Path) -> dict:
     convert_tts(str(checkpoint), repo, VOICE, Batching(max_batch_size=8, intra_op_threads=1), log=lambda m: None)
     return {"tiny_vits": checkpoint}
 
+from tests.torch_models import build_torch_flavours  # noqa: E402
+
 # Each model family adds the function that writes its test models into the shared repository.
-BUILDERS = [build_encoders, build_generators, build_voices]
+BUILDERS = [build_encoders, build_generators, build_voices, build_torch_flavours]
 
 
 @pytest.fixture(scope="session")

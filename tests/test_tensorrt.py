@@ -4,7 +4,6 @@ back with model_config_pb2), the fp16 graph conversion, and the engine build (on
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -8,6 +8,8 @@ One description of a pipeline (`EncoderPipeline`) becomes either flavour:
   one optimisation profile per length bucket (engine `tensorrt`, built on the serving GPU, see
   `tensorrt.py`); the tokenizer pads to multiples of 16 so the dynamic batcher, which only groups equal
   shapes there, finds requests to batch.
+The `python` flavour's model step runs ONNX Runtime (default) or, with a device, the PyTorch engine
+on the stored weights (`tritonize.converters.device`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonize.converters.encoders.tensorrt import PLAN_FILE, SPEC_FILE, BuildSpec, derive_profiles, length_buckets
+from tritonize.converters.device import Placement
 from tritonize.converters.repository import (
     WARMUP_TOKENS, Batching, dynamic_batching, mc, python_step, shim, tensor_in, tensor_out, warmup, with_parameters, write_model,
 )
@@ -46,6 +49,12 @@ class EncoderPipeline:
     max_text_bytes: int = 1_000_000
     max_padding_ratio: float = 1.25
     min_padding_tokens: int = 8  # per row; see tritonize.runtime.buckets.plan_buckets
+    device: str | None = None  # None: ONNX Runtime; cpu | cuda: the PyTorch engine (python flavour)
+    dtype: str = "float32"
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.dtype)
 
     @property
     def graph_output(self) -> str:
@@ -139,6 +148,8 @@ def model_config(p: EncoderPipeline) -> mc.ModelConfig:
         b,
         instances=b.instance_count,
     )
+    if p.placement.torch:
+        p.placement.place(config, b.instance_count)
     config.model_warmup.append(warmup({"INPUT_IDS": f"ones_{WARMUP_TOKENS}", "ATTENTION_MASK": f"ones_{WARMUP_TOKENS}"}))
     return config
 
@@ -205,12 +216,17 @@ SHIMS = {
 
 
 
-def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path, tokenizer_json: Path, manifest: dict) -> list[Path]:
-    """Write the four models of an encoder pipeline; the manifest goes last, so it marks a complete write."""
+def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | None, tokenizer_json: Path, manifest: dict,
+                           weights: dict[str, Path] | None = None) -> list[Path]:
+    """Write the four models of an encoder pipeline; the manifest goes last, so it marks a complete write.
+    The model step gets `model.onnx`, or for the PyTorch engine the stored `weights`."""
     check_engine(p.flavour, p.engine)
+    if p.placement.torch and p.flavour != "python":
+        raise ValueError("the PyTorch engine (--device) runs in the python flavour; native is ONNX Runtime/TensorRT")
     repo.mkdir(parents=True, exist_ok=True)
     ones = np.ones(WARMUP_TOKENS, dtype=np.int64).tobytes()
-    model_files: dict[str, Path | str | bytes] = {"model.onnx": onnx_model, f"warmup/ones_{WARMUP_TOKENS}": ones}
+    engine_files = dict(weights) if p.placement.torch else {"model.onnx": onnx_model}
+    model_files: dict[str, Path | str | bytes] = {**engine_files, f"warmup/ones_{WARMUP_TOKENS}": ones}
     if p.flavour == "python":
         model_files["model.py"] = shim(SHIMS["model"])
     if p.engine == "tensorrt":  # the graph and the build spec; the plan is built on the serving GPU

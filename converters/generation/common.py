@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonize.converters.device import Placement
 from tritonize.converters.repository import read_manifest, shim, tensor_in, tensor_out, with_parameters, write_model
 
 STEP = "tritonize.runtime.generation.step:GenerationStep"
@@ -58,6 +59,9 @@ class GenerationReport:
     max_context: int
     limits: dict = field(default_factory=dict)
     seconds: float = 0.0
+    engine: str = "onnx"  # onnx | torch (then on device, in dtype)
+    device: str = "cpu"
+    dtype: str = "float32"
 
 
 def previous_report(repository: Path, name: str, key: str) -> GenerationReport | None:
@@ -116,9 +120,13 @@ def chat_parameters(tokenizer) -> dict[str, str]:
     return {"chat_template": template, "bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
 
 
-def write_generator(repository: Path, name: str, params: dict, files: dict[str, Path], report: GenerationReport, key: str) -> Path:
+def write_generator(repository: Path, name: str, params: dict, files: dict[str, Path], report: GenerationReport, key: str,
+                    placement: Placement = Placement()) -> Path:
     """The model folder; the manifest goes last, so it marks a complete write."""
-    folder = write_model(repository, generator_config(name, params), {"model.py": shim(STEP), **files})
+    config = generator_config(name, params)
+    if placement.torch:
+        placement.place(config)
+    folder = write_model(repository, config, {"model.py": shim(STEP), **files})
     manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
     (folder / "tritonize.json").write_text(json.dumps(manifest, indent=2))
     return folder

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonize.runtime.generation.engine import COUNTERS, Engine, Job
-from tritonize.runtime.generation.models import CausalLM, Seq2SeqLM
+from tritonize.runtime.generation.models import load_model
 from tritonize.runtime.generation.params import Limits, Overloaded, fit_to_context, parse
 from tritonize.runtime.generation.text import TokenBytes
 from tritonize.runtime.text_inputs import decode_texts
@@ -84,15 +84,11 @@ class GenerationStep:
 
         p = parameters(args)
         folder = Path(model_dir(args))
-        threads = int(p.get("intra_op_threads", "0"))
         self.limits = Limits.from_params(p)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_truncation()  # a prompt over the limit is an error, never silently cut
         self.tokenizer.no_padding()
-        if p["family"] == "decoder":
-            model = CausalLM(folder, threads)
-        else:
-            model = Seq2SeqLM(folder, threads, int(p["decoder_start_token_id"]))
+        model = load_model(folder, p, args)
         labels = {"model": args["model_name"]}
         counters = {k: Counter(f"tritonize_generation_{k}_total", d, labels) for k, d in COUNTERS.items()}
         running = Gauge("tritonize_generation_running_sequences", "Sequences in the running batch", labels)

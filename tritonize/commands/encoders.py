@@ -10,7 +10,7 @@ import typer
 from tritonize.commands import demo_steps
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console, err
-from tritonize.options import Protocol, Repository, Url
+from tritonize.options import Device, Dtype, Protocol, Repository, Url, placement
 
 
 def convert_bert(
@@ -30,23 +30,34 @@ def convert_bert(
     max_queue_size: int = typer.Option(512, help="Queued requests beyond this are rejected."),
     queue_timeout_us: int = typer.Option(0, help="Reject requests queued longer than this (0: never)."),
     instances: int = typer.Option(1, help="Model step instances."),
-    threads: int = typer.Option(0, help="ONNX Runtime threads per instance (0: one per core)."),
+    threads: int = typer.Option(0, help="ONNX Runtime (or PyTorch CPU) threads per instance (0: one per core)."),
+    device: str = Device,
+    dtype: str = Dtype,
     force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
 ) -> None:
-    """Export a BERT-family checkpoint and write its Triton ensemble."""
+    """Export a BERT-family checkpoint and write its Triton ensemble (ONNX Runtime, or --device for PyTorch)."""
     from tritonize.converters.encoders.bert import ParityError
     from tritonize.converters.encoders.bert import convert_bert as convert
     from tritonize.converters.repository import Batching
 
+    target = placement(device, dtype)
     batching = Batching(
         max_batch_size, preferred_batch_size, max_queue_delay_us, max_queue_size, queue_timeout_us, instances, threads
     )
+    if target.torch and (quantize or flavour != "python"):
+        err.print("[red]--device selects the PyTorch engine (python flavour, no --quantize); leave it out for ONNX Runtime[/red]")
+        raise typer.Exit(1)
     try:
         with console.status(f"converting {model} ..."):
-            report = convert(
-                model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print,
-                engine=engine, precision=precision,
-            )
+            if target.torch:
+                from tritonize.converters.encoders.weights import convert_bert_torch
+
+                report = convert_bert_torch(model, task, repository, name, target, batching, force=force, log=console.print)
+            else:
+                report = convert(
+                    model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print,
+                    engine=engine, precision=precision,
+                )
     except (ParityError, ValueError) as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(1)

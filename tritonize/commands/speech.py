@@ -10,7 +10,7 @@ import typer
 from tritonize.commands import demo_steps
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console, err
-from tritonize.options import Repository, Url
+from tritonize.options import Device, Dtype, Repository, Url, placement
 
 
 def convert_tts(
@@ -18,18 +18,26 @@ def convert_tts(
     name: str = typer.Option(None, help="Served voice name (default: from the checkpoint)."),
     repository: Path = Repository,
     max_batch_size: int = typer.Option(16, help="Requests per model-step execution."),
-    threads: int = typer.Option(0, help="ONNX Runtime threads (0: one per core)."),
+    threads: int = typer.Option(0, help="ONNX Runtime (or PyTorch CPU) threads (0: one per core)."),
+    device: str = Device,
+    dtype: str = Dtype,
     force: bool = typer.Option(False, help="Convert again even if the repository has this voice."),
 ) -> None:
-    """Export a VITS voice to ONNX and write its speech pipeline (one-shot ensemble + streaming model)."""
+    """Export a VITS voice (ONNX, or --device for PyTorch) and write its speech pipeline (one-shot ensemble + streaming model)."""
     from tritonize.converters.repository import Batching
     from tritonize.converters.speech.vits import ParityError
     from tritonize.converters.speech.vits import convert_tts as convert
 
+    target = placement(device, dtype)
+    batching = Batching(max_batch_size=max_batch_size, intra_op_threads=threads)
     try:
         with console.status(f"converting {model} ..."):
-            report = convert(model, repository, name, Batching(max_batch_size=max_batch_size, intra_op_threads=threads),
-                             force=force, log=console.print)
+            if target.torch:
+                from tritonize.converters.speech.weights import convert_tts_torch
+
+                report = convert_tts_torch(model, repository, name, target, batching, force=force, log=console.print)
+            else:
+                report = convert(model, repository, name, batching, force=force, log=console.print)
     except ParityError as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(1)
