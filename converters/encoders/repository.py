@@ -78,7 +78,7 @@ def tokenizer_config(p: EncoderPipeline) -> mc.ModelConfig:
         "pad_to_multiple_of": str(NATIVE_PAD_MULTIPLE if native else 1),
         "emit_token_type_ids": "true" if len(outputs) == 3 else "false",
     }
-    return python_step(p.step_names["tokenizer"], [tensor_in("TEXT", "BYTES", [1])], outputs, params, p.batching)
+    return python_step(p.step_names["tokenizer"], [tensor_in("TEXT", "BYTES", [1])], outputs, params, p.batching, entry=True)
 
 
 def tensorrt_build_spec(p: EncoderPipeline) -> BuildSpec:

@@ -69,7 +69,7 @@ def _params(p: SpeechPipeline) -> dict:
 
 def frontend_config(p: SpeechPipeline) -> mc.ModelConfig:
     outputs = [tensor_out("INPUT_IDS", "INT64", [-1, -1]), tensor_out("ATTENTION_MASK", "INT64", [-1, -1])]
-    return python_step(p.steps["frontend"], [tensor_in("TEXT", "BYTES", [1])], outputs, _params(p), p.batching)
+    return python_step(p.steps["frontend"], [tensor_in("TEXT", "BYTES", [1])], outputs, _params(p), p.batching, entry=True)
 
 
 def model_config(p: SpeechPipeline) -> mc.ModelConfig:
