@@ -177,6 +177,24 @@ class AsyncClient(_Base):
         info = await self.model_info(model)
         return predictions(await self.infer(model, texts, OUTPUTS["classification"]), info.labels)
 
+    async def is_ready(self, model: str | None = None) -> bool:
+        try:
+            return await (self._client.is_model_ready(model) if model else self._client.is_server_ready())
+        except TRANSPORT_ERRORS:
+            return False
+
+    async def served_models(self) -> list[str]:
+        """Names of the models the server has loaded (from the statistics API, which is not restricted)."""
+        with calling(None, self.url):
+            stats = await self._client.get_inference_statistics(headers=self.headers, **self._config_kwargs())
+        return sorted({s["name"] for s in stats.get("model_stats", [])})
+
+    async def model_config(self, model: str) -> dict:
+        """The model's config as a dict (parameters, inputs, outputs), fetched anew."""
+        with calling(model, self.url):
+            raw = await self._client.get_model_config(model, headers=self.headers, **self._config_kwargs())
+        return config_dict(raw)
+
     async def close(self) -> None:
         for closing in self._clients.close_all():
             await closing

@@ -31,11 +31,13 @@ UNTAGGED = "INVALID_ARG"
 @dataclass(frozen=True)
 class GenerationChunk:
     """One response: a text piece (possibly '' while a character is incomplete), the token ids it came
-    from, and on the final response the reason generation ended (eos, length, stop, cancelled)."""
+    from, on the final response the reason generation ended (eos, length, stop, cancelled), and the
+    prompt's length in tokens (None from generators converted before it was sent)."""
 
     text: str
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    prompt_tokens: int | None = None
 
 
 def request_parameters(params: dict) -> dict:
@@ -76,7 +78,15 @@ def _chunk(result) -> tuple[GenerationChunk, bool]:
     if text is None:  # an empty final response
         return GenerationChunk(""), is_final
     reason = result.as_numpy("FINISH_REASON")[0].decode()
-    return GenerationChunk(text[0].decode("utf-8"), result.as_numpy("TOKEN_IDS").tolist(), reason or None), is_final or bool(reason)
+    prompt = result.as_numpy("PROMPT_TOKENS")
+    prompt_tokens = int(prompt.reshape(-1)[0]) if prompt is not None else None
+    chunk = GenerationChunk(text[0].decode("utf-8"), result.as_numpy("TOKEN_IDS").tolist(), reason or None, prompt_tokens)
+    return chunk, is_final or bool(reason)
+
+
+def _joined(chunks: list[GenerationChunk]) -> GenerationChunk:
+    prompt = next((c.prompt_tokens for c in chunks if c.prompt_tokens is not None), None)
+    return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason, prompt)
 
 
 class GenerationClient:
@@ -89,9 +99,8 @@ class GenerationClient:
 
     def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> Iterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
-        for result in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                  done=lambda r: _chunk(r)[1], untagged=UNTAGGED):
-            chunk, _ = _chunk(result)
+        for chunk in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers, parse=_chunk,
+                                 untagged=UNTAGGED):
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk
 
@@ -103,8 +112,7 @@ class GenerationClient:
 
     def generate_chunk(self, prompt: str, *, model: str, **params) -> GenerationChunk:
         """The whole text, all token ids and the finish reason, in one response."""
-        chunks = list(self.stream_chunks(prompt, model=model, stream=False, **params))
-        return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason)
+        return _joined(list(self.stream_chunks(prompt, model=model, stream=False, **params)))
 
     def generate(self, prompt: str, *, model: str, **params) -> str:
         return self.generate_chunk(prompt, model=model, **params).text
@@ -130,9 +138,8 @@ class AsyncGenerationClient:
 
     async def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> AsyncIterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
-        async for result in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                       done=lambda r: _chunk(r)[1], url=self.url, untagged=UNTAGGED):
-            chunk, _ = _chunk(result)
+        async for chunk in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
+                                      parse=_chunk, url=self.url, untagged=UNTAGGED):
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk
 
@@ -142,8 +149,7 @@ class AsyncGenerationClient:
                 yield chunk.text
 
     async def generate_chunk(self, prompt: str, *, model: str, **params) -> GenerationChunk:
-        chunks = [c async for c in self.stream_chunks(prompt, model=model, stream=False, **params)]
-        return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason)
+        return _joined([c async for c in self.stream_chunks(prompt, model=model, stream=False, **params)])
 
     async def generate(self, prompt: str, *, model: str, **params) -> str:
         return (await self.generate_chunk(prompt, model=model, **params)).text

@@ -1,6 +1,7 @@
 """One gRPC stream per call, for decoupled models (generation, streaming speech), sync and asyncio.
 
-Both yield each response until `done(result)` says it was the last; errors become TritonizeError with
+Both yield `parse(result)`'s item for each response until its flag says it was the last (each response
+is parsed once); errors become TritonizeError with
 Triton's message and status (a streamed error's code travels in its text, see client/status.py);
 leaving early (break, exception, closed generator) cancels the request on the server.
 """
@@ -37,8 +38,13 @@ def final_flag(result) -> bool:
     return bool(final and final.bool_param)
 
 
+def as_is(result) -> tuple:
+    """The default parse: the raw result, and whether it was the final response."""
+    return result, final_flag(result)
+
+
 def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, headers: dict | None = None,
-                done: Callable = final_flag, untagged: str | None = None) -> Iterator:
+                parse: Callable = as_is, untagged: str | None = None) -> Iterator:
     responses: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(url)
     finished = False
@@ -57,15 +63,15 @@ def grpc_stream(url: str, request: dict, *, model: str, timeout_s: float, header
             if error is not None:
                 finished = True
                 raise _error(error, model, url, untagged)
-            finished = done(result)
-            yield result
+            item, finished = parse(result)
+            yield item
     finally:
         client.stop_stream(cancel_requests=not finished)
         client.close()
 
 
 async def aio_stream(client, request: dict, *, model: str, timeout_s: float, headers: dict | None = None,
-                     done: Callable = final_flag, url: str = "the server", untagged: str | None = None) -> AsyncIterator:
+                     parse: Callable = as_is, url: str = "the server", untagged: str | None = None) -> AsyncIterator:
     async def requests():
         yield request
 
@@ -82,8 +88,8 @@ async def aio_stream(client, request: dict, *, model: str, timeout_s: float, hea
             if error is not None:
                 finished = True
                 raise _error(error, model, url, untagged)
-            finished = done(result)
-            yield result
+            item, finished = parse(result)
+            yield item
     finally:
         if not finished:
             responses.cancel()

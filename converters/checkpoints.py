@@ -56,7 +56,7 @@ def served_name(model: str, name: str | None) -> str:
     return check_name(name if name is not None else default_name(model))
 
 
-SHARED_CODE = ("repository.py", "checkpoints.py")
+SHARED_CODE = ("repository.py", "checkpoints.py", "device.py")
 
 
 def fingerprint(source: str, options: dict, family: str) -> str:

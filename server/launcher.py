@@ -1,7 +1,16 @@
-"""Start the real `tritonserver`, wait until it is ready, stop it without leaving a process behind."""
+"""Start the real `tritonserver`, wait until it is ready, drain and stop it without leaving a process behind.
+
+Models are loaded in explicit model-control mode (all of them at start) so that the supervisor can
+restore a step whose stub died and so that a stop can drain: Triton's own SIGTERM stops every model's
+scheduler at once, which fails an ensemble's in-flight requests at their next step. `stop()` first
+unloads the models clients call (ensembles, generators); Triton refuses their new requests and
+finishes the in-flight ones, whose steps are still loaded; only then is the server signalled.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ipaddress
 import os
 import re
 import secrets
@@ -16,12 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonize.server.binary import TritonBinary, find_binary
+from tritonize.server.control import ModelControl
+from tritonize.server.stubs import remove_shm_regions, stubs_of
 
 # The embedded Triton (2.51) predates the 2025 security fixes: keep these APIs behind a key header.
 RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
 RESTRICTED_HEADER = "tritonize-admin-key"
 
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)'(?: version \d+)?: (.*)")
+_ERROR_LINE = re.compile(r'^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(.*?)"?$')
+_BENIGN_ERRORS = ("CudaDriverHelper has not been initialized",)  # every start on a machine without a GPU
+PROTOCOLS = ("http", "grpc")
 
 
 class ServerStartError(RuntimeError):
@@ -71,7 +85,35 @@ class ServerConfig:
     restricted_key: str = field(default_factory=lambda: secrets.token_hex(16))
     log_verbose: int = 0
     cpus: str | None = None  # pin the server (and its backend stubs) to these cores, e.g. "0" (taskset)
+    # --http-max-input-size (bytes), passed only when set: Triton >= 2.59 (NGC 25.07); the embedded 2.51 lacks it.
+    http_max_input_size: int | None = None
     extra_args: list[str] = field(default_factory=list)
+    protocols: tuple[str, ...] = PROTOCOLS  # ("grpc",) turns the HTTP front end off
+    # The embedded 2.51 binary predates NVIDIA's 2025-2026 Triton security fixes: loopback only, unless
+    # the operator accepts that risk explicitly.
+    allow_insecure_embedded: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.protocols) - set(PROTOCOLS)
+        if unknown or "grpc" not in self.protocols:
+            raise ValueError(f"protocols must be 'grpc' or 'http,grpc' (gRPC carries streaming and model control), not {','.join(self.protocols)}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies, so a killed launcher leaves no server."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class TritonServer:
@@ -81,6 +123,8 @@ class TritonServer:
         self.config = config
         self.process: subprocess.Popen | None = None
         self.binary: TritonBinary | None = None
+        self.control: ModelControl | None = None
+        self.entry_models: list[str] = []
         self.log_file = Path(config.log_file) if config.log_file else Path(tempfile.mkdtemp(prefix="tritonize-")) / "tritonserver.log"
         spare = iter(free_ports(3, config.host))
         self.http_port, self.grpc_port, self.metrics_port = (
@@ -113,12 +157,12 @@ class TritonServer:
         return [
             *self.binary.args(),
             f"--model-repository={Path(c.model_repository).resolve()}",
-            "--model-control-mode=none",
+            "--model-control-mode=explicit",  # the supervisor reloads dead steps; stop() drains
+            "--load-model=*",
             "--strict-readiness=true",
             "--exit-on-error=true",
             f"--exit-timeout-secs={c.exit_timeout_s}",
-            f"--http-address={c.host}",
-            f"--http-port={self.http_port}",
+            *([f"--http-address={c.host}", f"--http-port={self.http_port}"] if "http" in c.protocols else ["--allow-http=false"]),
             f"--grpc-address={c.host}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-address={c.host}",
@@ -128,6 +172,7 @@ class TritonServer:
             f"--grpc-restricted-protocol={restricted}",
             f"--log-verbose={c.log_verbose}",
             f"--log-file={self.log_file}",
+            *([f"--http-max-input-size={c.http_max_input_size}"] if c.http_max_input_size else []),
             *c.extra_args,
         ]
 
@@ -138,18 +183,31 @@ class TritonServer:
         if not repo.is_dir():
             raise ServerStartError(f"model repository {repo} does not exist (run `tritonize convert` first)")
         self.binary = find_binary(self.config.binary)
+        if self.binary.kind == "embedded" and not is_loopback(self.config.host) and not self.config.allow_insecure_embedded:
+            raise ServerStartError(
+                f"refusing to bind the embedded tritonserver (2.51) to {self.config.host}: it predates NVIDIA's 2025-2026 "
+                "Triton security bulletins (HTTP front-end flaws, an authentication bypass), so it serves loopback only. "
+                "Serve a patched NGC release (see the Dockerfile) with --binary path, or accept the risk with "
+                "--allow-insecure-embedded."
+            )
+        if self.config.http_max_input_size and self.binary.kind == "embedded":
+            raise ServerStartError("http_max_input_size needs tritonserver >= 2.59 (NGC 25.07); the embedded binary is 2.51 "
+                                   "and has no such flag")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.write_text("")
         env = {**os.environ, **self.binary.env}
         # Own process group: a terminal's Ctrl-C reaches us, we forward it, and stop() can reap stubs.
         command = (["taskset", "-c", self.config.cpus] if self.config.cpus else []) + self.command()
         self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
-        try:
+        try:  # a signal or Ctrl-C during start-up lands here too: nothing may be left running
             self.wait_ready(self.config.startup_timeout_s)
+            self.control = ModelControl(self.grpc_url, self.restricted_headers("grpc"))
+            self.entry_models = self.control.entry_models()  # known now, so a drain starts refusing at once
         except BaseException:
-            self.stop()
+            self.stop(drain=False)
             raise
         return self
 
@@ -164,35 +222,64 @@ class TritonServer:
         self._raise_start_failure(f"tritonserver was not ready after {timeout_s:.0f} s")
 
     def is_ready(self) -> bool:
-        """Health says ready and the metrics endpoint answers (Triton starts it after HTTP)."""
-        return _answers(f"http://{self.http_url}/v2/health/ready") and _answers(self.metrics_url)
+        """Triton's health says ready and the metrics endpoint answers (Triton starts it after HTTP).
+        Triton's view only: the supervisor adds dead steps and draining."""
+        if "http" in self.config.protocols:
+            healthy = _answers(f"http://{self.http_url}/v2/health/ready")
+        else:
+            healthy = _grpc_ready(self.grpc_url)
+        return healthy and _answers(self.metrics_url)
 
     def _raise_start_failure(self, message: str) -> None:
         tail = self.log_tail()
-        failures = load_failures(self.log_file.read_text(errors="replace") if self.log_file.exists() else "")
+        log = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        failures = load_failures(log)
         if failures:
             raise ModelLoadError(failures, tail)
-        raise ServerStartError(message, tail)
+        errors = error_lines(log)  # e.g. a config.pbtxt that does not parse
+        reason = ("; Triton says: " + " | ".join(errors)) if errors else ""
+        raise ServerStartError(f"{message}{reason} (full log: {self.log_file})", tail)
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_file.exists():
             return ""
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> int | None:
-        """SIGTERM (Triton lets in-flight requests finish), then SIGKILL the whole group if it hangs."""
+    def drain(self, timeout_s: float | None = None) -> list[str]:
+        """Refuse new requests and let in-flight ones finish: unload the entry models (ensembles,
+        generators, streaming voices) and wait until they are gone. Returns the models still busy when
+        the time ran out."""
+        if self.control is None or self.process is None or self.process.poll() is not None:
+            return []
+        timeout_s = self.config.exit_timeout_s if timeout_s is None else timeout_s
+        try:
+            return self.control.unload(self.entry_models, timeout_s)
+        except Exception:  # the server is going down anyway; SIGTERM follows
+            return []
+
+    def stop(self, drain: bool = True, kill_after_s: float | None = None) -> int | None:
+        """Drain (see `drain`), SIGTERM, then SIGKILL the whole group if it has not exited after
+        `kill_after_s` (default: Triton's exit timeout and a margin)."""
         p = self.process
         if p is None:
             return None
+        if drain:
+            self.drain()
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        regions = {s.shm_region for s in stubs_of(p.pid)} if p.poll() is None else set()
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
             try:
-                p.wait(timeout=self.config.exit_timeout_s + 15)
+                p.wait(timeout=self.config.exit_timeout_s + 15 if kill_after_s is None else kill_after_s)
             except subprocess.TimeoutExpired:
                 _killpg(p.pid, signal.SIGKILL)
                 p.wait()
-        # Python-backend stubs share the group; none may outlive the server.
+        # Python-backend stubs share the group; none may outlive the server, nor may their memory.
         _killpg(p.pid, signal.SIGKILL)
+        _wait_group_gone(p.pid, timeout_s=5)
+        remove_shm_regions(regions)
         return p.returncode
 
     def group_alive(self) -> bool:
@@ -222,12 +309,42 @@ def load_failures(log: str) -> dict[str, str]:
     return failures
 
 
+def error_lines(log: str) -> list[str]:
+    """Triton's own error messages (E lines) of a log, without the ones every CPU-only start prints."""
+    found = []
+    for line in log.splitlines():
+        m = _ERROR_LINE.match(line)
+        if m and not any(b in m.group(1) for b in _BENIGN_ERRORS) and m.group(1) not in found:
+            found.append(m.group(1))
+    return found
+
+
+def _grpc_ready(url: str) -> bool:
+    import tritonclient.grpc as grpcclient
+
+    try:
+        with grpcclient.InferenceServerClient(url) as c:
+            return c.is_server_ready(client_timeout=2)
+    except Exception:
+        return False
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             return r.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
 
 
 def _killpg(pid: int, sig: int) -> None:

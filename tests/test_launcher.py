@@ -84,7 +84,7 @@ def test_restricted_apis_need_the_key(server):
 
 def test_servers_bind_loopback_only(server):
     assert server.grpc_url.startswith("127.0.0.1:")
-    assert "--http-address=127.0.0.1" in server.command() and "--model-control-mode=none" in server.command()
+    assert "--http-address=127.0.0.1" in server.command() and "--model-control-mode=explicit" in server.command()
 
 
 def test_writer_emits_parseable_configs_for_both_flavours():

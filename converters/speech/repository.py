@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tritonize.converters.device import Placement
 from tritonize.converters.repository import (
     Batching, mc, python_step, shim, tensor_in, tensor_out, with_parameters, write_model,
 )
@@ -46,6 +47,15 @@ class SpeechPipeline:
     limits: SpeechLimits = field(default_factory=SpeechLimits)
     flavour: str = "python"
     min_tokens: int = 1  # rows are padded at least to this (see converters/speech/vits.py)
+    device: str | None = None  # None: ONNX Runtime; cpu | cuda: the PyTorch engine (model and stream steps)
+    dtype: str = "float32"
+    # Rows of a run may pad up to this x their real tokens. On CPU a padded VITS batch costs more than its
+    # rows one by one (runtime/speech/synthesis.py), so 1.0; on a GPU batching pays (not yet measured).
+    max_padding_ratio: float = 1.0
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.dtype)
 
     @property
     def steps(self) -> dict[str, str]:
@@ -68,7 +78,7 @@ def _params(p: SpeechPipeline) -> dict:
 
 def frontend_config(p: SpeechPipeline) -> mc.ModelConfig:
     outputs = [tensor_out("INPUT_IDS", "INT64", [-1, -1]), tensor_out("ATTENTION_MASK", "INT64", [-1, -1])]
-    return python_step(p.steps["frontend"], [tensor_in("TEXT", "BYTES", [1])], outputs, _params(p), p.batching)
+    return python_step(p.steps["frontend"], [tensor_in("TEXT", "BYTES", [1])], outputs, _params(p), p.batching, entry=True)
 
 
 def model_config(p: SpeechPipeline) -> mc.ModelConfig:
@@ -76,8 +86,10 @@ def model_config(p: SpeechPipeline) -> mc.ModelConfig:
     inputs += [tensor_in(k, t, [1]) for k, t in PARAMS.items()] + [_max_audio_input()]
     outputs = [tensor_out("WAVEFORM", "FP32", [-1, -1]), tensor_out("AUDIO_LENGTHS", "INT64", [-1])]
     b = p.batching
-    params = {**_params(p), "intra_op_threads": str(b.intra_op_threads), "max_rows_per_run": str(b.max_batch_size)}
-    return python_step(p.steps["model"], inputs, outputs, params, b, instances=b.instance_count)
+    params = {**_params(p), "intra_op_threads": str(b.intra_op_threads), "max_rows_per_run": str(b.max_batch_size),
+              "max_padding_ratio": str(p.max_padding_ratio)}
+    config = python_step(p.steps["model"], inputs, outputs, params, b, instances=b.instance_count)
+    return p.placement.place(config, b.instance_count) if p.placement.torch else config
 
 
 def audio_config(p: SpeechPipeline) -> mc.ModelConfig:
@@ -95,7 +107,8 @@ def stream_config(p: SpeechPipeline) -> mc.ModelConfig:
         model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
     )
     b = p.batching
-    return with_parameters(config, {**_params(p), "intra_op_threads": str(b.intra_op_threads)})
+    config = with_parameters(config, {**_params(p), "intra_op_threads": str(b.intra_op_threads)})
+    return p.placement.place(config) if p.placement.torch else config
 
 
 def ensemble_config(p: SpeechPipeline, defaults: dict) -> mc.ModelConfig:
@@ -130,16 +143,19 @@ SHIMS = {
 }
 
 
-def write_speech_pipeline(repo: Path, p: SpeechPipeline, onnx_model: Path, frontend: dict, manifest: dict) -> list[Path]:
+def write_speech_pipeline(repo: Path, p: SpeechPipeline, onnx_model: Path | None, frontend: dict, manifest: dict,
+                          weights: dict[str, Path] | None = None) -> list[Path]:
+    """The model and stream steps get `model.onnx`, or for the PyTorch engine the stored `weights`."""
     if p.flavour != "python":
         raise ValueError("speech pipelines are written for the Python backend only so far (flavour 'python')")
     repo.mkdir(parents=True, exist_ok=True)
     spec = json.dumps(frontend)
+    engine = dict(weights) if p.placement.torch else {"model.onnx": onnx_model}
     folders = [
         write_model(repo, frontend_config(p), {"model.py": shim(SHIMS["frontend"]), "frontend.json": spec}),
-        write_model(repo, model_config(p), {"model.py": shim(SHIMS["model"]), "model.onnx": onnx_model}),
+        write_model(repo, model_config(p), {"model.py": shim(SHIMS["model"]), **engine}),
         write_model(repo, audio_config(p), {"model.py": shim(SHIMS["audio"])}),
-        write_model(repo, stream_config(p), {"model.py": shim(SHIMS["stream"]), "frontend.json": spec, "model.onnx": onnx_model}),
+        write_model(repo, stream_config(p), {"model.py": shim(SHIMS["stream"]), "frontend.json": spec, **engine}),
         write_model(repo, ensemble_config(p, frontend["defaults"])),
     ]
     (repo / p.name / "tritonize.json").write_text(json.dumps({**manifest, "pipeline": asdict(p)}, indent=2))

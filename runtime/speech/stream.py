@@ -14,7 +14,7 @@ from tritonize.runtime.triton import InputError, input_array, model_dir, paramet
 from tritonize.runtime.speech.audio import to_pcm16
 from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
 from tritonize.runtime.speech.frontend import SpeechFrontend
-from tritonize.runtime.speech.synthesis import Voice, VitsEngine
+from tritonize.runtime.speech.synthesis import Voice, load_engine
 
 
 class StreamingSpeechStep:
@@ -22,7 +22,7 @@ class StreamingSpeechStep:
         p = parameters(args)
         limits = json.loads(p["limits"])
         self.frontend = SpeechFrontend.load(model_dir(args), limits)
-        self.engine = VitsEngine(Path(model_dir(args)) / "model.onnx", int(p.get("intra_op_threads", 0)), int(p["min_tokens"]))
+        self.engine = load_engine(Path(model_dir(args)), p, args)
         self.rate = int(p["sampling_rate"])
         self.pause = np.zeros(int(self.rate * limits["pause_ms"] / 1000), np.float32)
         self.max_audio_s = voice_limit_s(limits)

@@ -18,7 +18,8 @@ from tritonize.options import Repository
 
 
 def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
-         verbose: bool = Verbose) -> None:
+         verbose: bool = Verbose,
+         convert_only: bool = typer.Option(False, "--convert-only", help="Only write the demo models (the Dockerfile's build stage).")) -> None:
     """Convert, serve, call and stop: the whole path on the embedded default."""
     from tritonize.commands.serve import describe
 
@@ -26,6 +27,8 @@ def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 
     for step in plan:
         console.rule(f"convert: {step.title}")
         run_conversion(step.title, lambda: step.convert(repository), verbose)
+    if convert_only:
+        return
     console.rule("serve")
     server = TritonServer(ServerConfig(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port))
     try:

@@ -11,7 +11,7 @@ from tritonize.commands import demo_steps
 from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console
-from tritonize.options import Repository, Url
+from tritonize.options import Device, Dtype, Repository, Url, placement
 
 
 def _limits(max_new_tokens: int, default_max_new_tokens: int, max_sequences: int, max_queue: int, threads: int):
@@ -29,11 +29,20 @@ def _convert(family: str):
         default_max_new_tokens: int = typer.Option(32, help="max_new_tokens when a request does not say."),
         max_sequences: int = typer.Option(16, help="Sequences generated together (the running batch)."),
         max_queue: int = typer.Option(64, help="Requests waiting for a slot; beyond it requests get an 'overloaded' error."),
-        threads: int = typer.Option(0, help="ONNX Runtime threads (0: one per core)."),
+        threads: int = typer.Option(0, help="ONNX Runtime (or PyTorch CPU) threads (0: one per core)."),
+        device: str = Device,
+        dtype: str = Dtype,
         force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
         verbose: bool = Verbose,
     ) -> None:
-        if family == "gpt2":
+        target = placement(device, dtype)
+        if target.torch:
+            from functools import partial
+
+            from tritonize.converters.generation.weights import convert_generator_torch
+
+            convert = partial(convert_generator_torch, family, placement=target)
+        elif family == "gpt2":
             from tritonize.converters.generation.gpt2 import convert_gpt2 as convert
         else:
             from tritonize.converters.generation.t5 import convert_t5 as convert

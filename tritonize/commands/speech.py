@@ -11,7 +11,7 @@ from tritonize.commands import demo_steps
 from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console
-from tritonize.options import Repository, Url
+from tritonize.options import Device, Dtype, Repository, Url, placement
 
 
 def convert_tts(
@@ -21,19 +21,29 @@ def convert_tts(
     max_batch_size: int = typer.Option(16, help="Requests per model-step execution."),
     threads: int = typer.Option(0, help="ONNX Runtime threads (0: one per core)."),
     max_audio_seconds: float = typer.Option(600.0, help="The longest audio one request may get (a request may ask for less)."),
+    device: str = Device,
+    dtype: str = Dtype,
     force: bool = typer.Option(False, help="Convert again even if the repository has this voice."),
     verbose: bool = Verbose,
 ) -> None:
-    """Export a VITS voice to ONNX and write its speech pipeline (one-shot ensemble + streaming model)."""
+    """Export a VITS voice (ONNX, or --device for PyTorch) and write its speech pipeline (one-shot ensemble + streaming model)."""
     from tritonize.converters.repository import Batching
     from tritonize.converters.speech.repository import SpeechLimits
     from tritonize.converters.speech.vits import convert_tts as convert
 
     if not max_audio_seconds > 0:
         raise fail(f"--max-audio-seconds must be > 0, got {max_audio_seconds:g}")
+    target = placement(device, dtype)
     batching, limits = Batching(max_batch_size=max_batch_size, intra_op_threads=threads), SpeechLimits(max_audio_seconds=max_audio_seconds)
-    report = run_conversion(model, lambda: convert(model, repository, name, batching, limits=limits, force=force, log=console.print),
-                            verbose)
+    if target.torch:
+        from tritonize.converters.speech.weights import convert_tts_torch
+
+        def run():
+            return convert_tts_torch(model, repository, name, target, batching, limits=limits, force=force, log=console.print)
+    else:
+        def run():
+            return convert(model, repository, name, batching, limits=limits, force=force, log=console.print)
+    report = run_conversion(model, run, verbose)
     if verbose:
         console.print_json(data=report.__dict__)
 
