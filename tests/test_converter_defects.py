@@ -61,7 +61,8 @@ def test_vits_whose_pad_token_is_past_the_embedding_table_converts_and_serves_ba
 
     from tritonize.converters.speech.tiny import VOCAB, build_tiny_vits
     from tritonize.converters.speech.vits import convert_tts, torch_waveform
-    from tritonize.runtime.speech.synthesis import Voice, VitsEngine
+    from tritonize.runtime.speech.engine_onnx import VitsEngine
+    from tritonize.runtime.speech.voice import Voice
 
     checkpoint = build_tiny_vits(tmp_path / "voice", vocab=["_"] + VOCAB[1:])  # no "<pad>": the tokenizer adds one
     tok, model = AutoTokenizer.from_pretrained(checkpoint), VitsModel.from_pretrained(checkpoint).eval()
