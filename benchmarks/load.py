@@ -76,17 +76,22 @@ def run_locust(
     counters0 = triton_stats.metrics(triton_metrics) if triton_metrics else {}
     cmd = locust_command(host, user, users, seconds, out_prefix, processes, cpus)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + seconds + 60  # every load run ends by itself
+    deadline = time.monotonic() + seconds + 30  # every load run ends by itself
     while proc.poll() is None:
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise RuntimeError(f"locust did not exit within {seconds + 60:.0f} s; killed")
+            # Locust writes the HTML report when the run has ended, before it shuts down; with streamed
+            # gRPC users its shutdown intermittently hangs (about 1 run in 4 of the streaming test, seen
+            # here). Its stats CSV, rewritten every second during the run, then holds the whole run.
+            if not Path(f"{out_prefix}.html").exists():
+                raise RuntimeError(f"locust did not exit within {seconds + 30:.0f} s; killed")
+            break
         if progress:
             progress()
         time.sleep(0.5)
     stderr = proc.stderr.read()
-    if proc.returncode != 0 or not Path(f"{out_prefix}_stats.csv").exists():
+    if proc.returncode not in (0, -signal.SIGKILL) or not Path(f"{out_prefix}_stats.csv").exists():
         raise RuntimeError(f"locust failed (exit {proc.returncode}):\n{stderr[-3000:]}")
     after = triton_stats.snapshot(triton_http) if triton_http else {}
     counters1 = triton_stats.metrics(triton_metrics) if triton_metrics else {}
