@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tritonize.commands import demo, encoders, generation, load, serve, speech
+from tritonize.commands import chat, demo, encoders, generation, load, serve, speech
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 convert_app = typer.Typer(no_args_is_help=True, help="Convert a checkpoint into the model repository.")
@@ -16,6 +16,7 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 load.register(app)
 
-# Each model family adds its convert/infer subcommands and its demo step, in this order.
-for family in (encoders, generation, speech):
+# Each model family adds its convert/infer subcommands and its demo step, in this order (the chatbot
+# comes after the encoders and generators it calls).
+for family in (encoders, generation, speech, chat):
     family.register(convert_app, infer_app)
