@@ -1,6 +1,6 @@
 """The chatbot's calls to other served models through Triton's business-logic scripting (BLS): in the
 same server process, no network hop. Every sub-response is checked before its tensors are read; an
-error keeps the callee's code (INVALID_ARG, UNAVAILABLE, ...) and its message, prefixed with its name.
+error keeps the callee's message, prefixed with its name (and its code, as far as Triton 2.51 keeps it).
 
 `exec` blocks with the GIL released, so many worker threads wait on sub-requests at once and the
 callee's dynamic batcher sees them together. A decoupled sub-request (the generator) is read as a
@@ -25,7 +25,12 @@ class SubRequestError(RuntimeError):
 def _check(response, model: str):
     if response.has_error():
         error = response.error()
-        raise SubRequestError(f"{model}: {error.message()}", error.code())
+        code = error.code()
+        # Triton 2.51's BLS drops the callee's error code (every error reads INTERNAL); the generator's
+        # overload is the one a caller must tell apart (retry later), so it is recognised by its words.
+        if code == pb().TritonError.INTERNAL and error.message().startswith("overloaded:"):
+            code = pb().TritonError.UNAVAILABLE
+        raise SubRequestError(f"{model}: {error.message()}", code)
     return response
 
 

@@ -27,7 +27,7 @@ from tritonize.runtime.chat import bls
 from tritonize.runtime.chat.index import Faq, load_index
 from tritonize.runtime.chat.prompt import Budget, Prompter
 from tritonize.runtime.chat.request import GENERATED, NO_MATCH, ChatRequest, ChatSettings, make_request, route
-from tritonize.runtime.generation.params import Limits, Overloaded
+from tritonize.runtime.generation.params import Limits, Overloaded, fit_to_context, parse
 from tritonize.runtime.text_inputs import decode_texts
 from tritonize.runtime.triton import InputError, input_array, model_config, parameters, pb
 
@@ -165,7 +165,8 @@ class Chatbot:
         if decision.kind == "no-match":
             return self._send(sender, common, "", NO_MATCH, "no-match")
         entries = [(self.faq.questions[r], self.faq.answers[r]) for r in decision.context]
-        prompt, _ = self.prompter.build(chat.question, entries, chat.max_new_tokens)
+        prompt, _, tokens = self.prompter.build(chat.question, entries, chat.max_new_tokens)
+        self._check_prompt(prompt, tokens, chat)
         pieces = bls.generate(self.generator, prompt, chat.generation, stream=self.streaming)
         if not self.streaming:  # stream=false: the generator sends the whole text in one response
             parts = list(pieces)
@@ -179,6 +180,15 @@ class Chatbot:
                 self._send(sender, common, piece, GENERATED, reason, final=bool(reason))
         if cancelled:
             sender.send(flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def _check_prompt(self, prompt: str, tokens: int, chat: ChatRequest) -> None:
+        """The generator's own prompt checks, here: Triton 2.51's BLS hands a callee's error back without its
+        code, so a prompt the generator would refuse is refused as INVALID_ARG before the call."""
+        size = len(prompt.encode())
+        if size > self.limits.max_prompt_bytes:
+            raise InputError(f"the generator's prompt is {size:,} bytes; the limit is {self.limits.max_prompt_bytes:,} bytes")
+        params, explicit = parse(chat.generation, self.limits)
+        fit_to_context(params, explicit, tokens, self.limits, self.prompter.budget.decoder_only)
 
     def _send(self, sender, common: dict, answer: str, source: str, reason: str, final: bool = True) -> None:
         u = pb()

@@ -3,7 +3,7 @@
 The template (`prompt.txt`) has the fields `{question}` and `{context}`; context is each entry as
 CONTEXT_ENTRY, best first, or '' (generative mode). Entries are dropped from the worst up until the
 prompt and the new tokens fit the generator's context, counted with the generator's own tokenizer; a
-question that does not fit even alone goes to the generator as is, whose error names its limit.
+question that does not fit even alone is refused with the generator's own check and message.
 """
 
 from __future__ import annotations
@@ -50,11 +50,13 @@ class Prompter:
         context = "".join(CONTEXT_ENTRY.format(question=q, answer=a) for q, a in entries)
         return self.template.format(question=question, context=context)
 
-    def build(self, question: str, entries: list[tuple[str, str]], max_new_tokens: int | None) -> tuple[str, int]:
-        """The prompt with as many of the best entries as fit, and how many went in."""
+    def build(self, question: str, entries: list[tuple[str, str]], max_new_tokens: int | None) -> tuple[str, int, int]:
+        """The prompt with as many of the best entries as fit, how many went in, and its token count."""
         room = self.budget.prompt_tokens(max_new_tokens)
         for n in range(len(entries), 0, -1):
             prompt = self.render(question, entries[:n])
-            if self.count_tokens(prompt) <= room:
-                return prompt, n
-        return self.render(question, []), 0
+            tokens = self.count_tokens(prompt)
+            if tokens <= room:
+                return prompt, n, tokens
+        prompt = self.render(question, [])
+        return prompt, 0, self.count_tokens(prompt)

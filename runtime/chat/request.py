@@ -62,10 +62,8 @@ class ChatRequest:
 
 def make_request(question: str, mode: str | None, threshold: float | None, top_k: int | None, raw_params: dict,
                  settings: ChatSettings, limits: Limits) -> ChatRequest:
-    """A checked ChatRequest; any problem is an InputError naming the field and the limit."""
-    size = len(question.encode())
-    if size > settings.max_question_bytes:
-        raise InputError(f"TEXT is {size:,} bytes; the limit is {settings.max_question_bytes:,} bytes")
+    """A checked ChatRequest (TEXT's size and encoding are checked as it is decoded); any problem is an
+    InputError naming the field and the limit."""
     k = settings.top_k if top_k is None else top_k
     if not 1 <= k <= settings.max_top_k:
         raise InputError(f"TOP_K must be between 1 and {settings.max_top_k}, got {k}")
