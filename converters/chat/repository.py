@@ -36,6 +36,7 @@ class ChatbotSpec:
     max_question_bytes: int = 4_096
     workers: int = 16  # threads waiting on sub-requests at once (concurrent questions the embedder can batch)
     max_in_flight: int = 256  # accepted and unanswered requests; beyond it: UNAVAILABLE, retry later
+    faiss_ef_search: int = 64  # HNSW candidates visited per search (recall vs time), index=faiss only
 
     def __post_init__(self):
         if self.index not in ("exact", "faiss"):
@@ -44,7 +45,7 @@ class ChatbotSpec:
             raise ValueError(f"threshold must be a cosine score in [-1, 1], got {self.threshold}")
         if not 1 <= self.top_k <= self.max_top_k:
             raise ValueError(f"top_k must be between 1 and {self.max_top_k}, got {self.top_k}")
-        for k in ("max_question_bytes", "workers", "max_in_flight"):
+        for k in ("max_question_bytes", "workers", "max_in_flight", "faiss_ef_search"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         missing = [k for k in ("max_context", "max_new_tokens") if k not in self.generator_limits]
@@ -87,6 +88,7 @@ def chatbot_config(spec: ChatbotSpec, streaming: bool) -> mc.ModelConfig:
         "max_question_bytes": str(spec.max_question_bytes),
         "workers": str(spec.workers),
         "max_in_flight": str(spec.max_in_flight),
+        "faiss_ef_search": str(spec.faiss_ef_search),
         CALLS_PARAMETER: [spec.embedder, spec.generator],
         **{f"generator_{k}": str(v) for k, v in spec.generator_limits.items() if k in GENERATOR_LIMITS},
     }

@@ -103,7 +103,7 @@ class Chatbot:
         self.settings = ChatSettings.from_params(p)
         self.limits = Limits.from_params({k[len("generator_"):]: v for k, v in p.items() if k.startswith("generator_")})
         self.faq = Faq.load(folder)
-        self.index = load_index(folder, p["index"], self.faq)
+        self.index = load_index(folder, p["index"], self.faq, int(p.get("faiss_ef_search", "64")))
         tokenizer = Tokenizer.from_file(str(folder / "generator_tokenizer.json"))
         tokenizer.no_truncation()
         tokenizer.no_padding()
