@@ -209,3 +209,20 @@ def test_faiss_index_finds_what_exact_search_finds(tmp_path):
         recall.append(len(set(e_rows) & set(h_rows)) / 5)
         np.testing.assert_allclose(h_scores, vectors[h_rows] @ q, atol=1e-5)  # its scores are exact cosines
     assert np.mean(recall) >= 0.95, np.mean(recall)
+
+
+def test_in_flight_count_refuses_beyond_the_limit_and_waits_for_zero():
+    import threading
+
+    from tritonize.runtime.chat.chatbot import InFlight
+    from tritonize.runtime.generation.params import Overloaded
+
+    gate = InFlight(2)
+    gate.enter()
+    gate.enter()
+    with pytest.raises(Overloaded, match="overloaded: 2 chat requests in flight \\(the limit is 2\\); retry later"):
+        gate.enter()
+    assert not gate.wait_idle(0.05)
+    threading.Timer(0.1, gate.leave).start()
+    threading.Timer(0.2, gate.leave).start()
+    assert gate.wait_idle(5) and gate.count == 0
