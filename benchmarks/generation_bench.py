@@ -23,13 +23,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tritonize.benchmarks.generation_models import build_gpt2_small, build_t5_small, prompts  # noqa: F401
+
 CACHE = Path.home() / ".cache" / "tritonize" / "generation-bench"
-TEXT = (
-    "Serving text generation well means keeping the key value cache, streaming every token as soon as it "
-    "exists, and batching the steps of many concurrent requests together so the matrix multiplications see "
-    "more than one row at a time. A request that arrives while others are running should join the batch at "
-    "the next step instead of waiting for the whole batch to finish, and a finished request should leave."
-)
 console = Console()
 
 
@@ -42,46 +38,6 @@ class Row:
     ttft_ms_p50: float
     ttft_ms_p90: float
     requests: int
-
-
-def prompts(n: int = 16) -> list[str]:
-    words = TEXT.split()
-    return [" ".join(words[i % 20 : i % 20 + 4 + (i * 7) % 30]) for i in range(n)]
-
-
-# -- checkpoints (random weights, real shapes) ------------------------------------------------------
-def build_gpt2_small(path: Path) -> Path:
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
-
-    from tritonize.converters.generation.tiny import train_byte_level_bpe
-
-    if (path / "config.json").exists():
-        return path
-    end = "<|endoftext|>"
-    tok = GPT2TokenizerFast(tokenizer_object=train_byte_level_bpe(1000), eos_token=end, bos_token=end, unk_token=end)
-    config = GPT2Config(eos_token_id=None, bos_token_id=None)  # GPT-2 small: 12 layers, 768 wide, 50257 tokens
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-def build_t5_small(path: Path) -> Path:
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration, T5TokenizerFast
-
-    from tritonize.converters.generation.tiny import train_unigram
-
-    if (path / "config.json").exists():
-        return path
-    tok = T5TokenizerFast(tokenizer_object=train_unigram(200), eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-                          extra_ids=0, model_max_length=512)
-    config = T5Config(eos_token_id=None, decoder_start_token_id=0, pad_token_id=0)  # t5-small: 6+6 layers, 512 wide
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 # -- PyTorch baselines ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Locust users that call Triton with tritonclient (gRPC or HTTP) or the FastAPI baseline.
+"""Locust users that call Triton with tritonclient (gRPC or HTTP), the OpenAI-compatible gateway over
+HTTP (`--via openai`), or the FastAPI baseline.
 
 Every call is recorded as a Locust request event: name = pipeline, response time, payload size,
 exception. Users are closed-loop (no wait): the offered load is the number of users. Clients are
@@ -8,6 +9,7 @@ closed in `on_stop`, so every load run ends by itself (an open gRPC channel kept
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 
@@ -160,3 +162,74 @@ class FastApiUser(FastHttpUser):
         rows = self.rows.next()
         body = {"texts": None} if bad else {"texts": [r.decode() for r in rows]}  # JSON cannot carry bad UTF-8
         self.client.post(f"/{self.sc.pipeline}", json=body, name=self.sc.pipeline)
+
+
+class OpenAIUser(FastHttpUser):
+    """Calls the gateway as an OpenAI client would: POST /v1/embeddings, or a streamed /v1/completions
+    recorded under the same names as the gRPC user's generation (TTFT, ms per token, tokens/s)."""
+
+    abstract = True
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.sc = scenario()
+        self.rows = _Rows(self.sc)
+        if self.sc.pipeline not in ("embed", "generate"):
+            raise SystemExit(f"--via openai serves embed and generate scenarios, not {self.sc.pipeline!r}")
+        key = os.environ.get("OPENAI_API_KEY")
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.session = None
+
+    def on_stop(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+    @task
+    def call(self) -> None:
+        if self.sc.pipeline == "generate":
+            return self.generate()
+        bad = self.rows.bad()
+        rows = self.rows.next()
+        texts = [r.decode("utf-8", errors="strict") for r in rows] if not bad else [[1, 2]]  # a refused token array
+        body = {"model": self.sc.model, "input": texts, "encoding_format": "base64"}
+        self.client.post("/v1/embeddings", json=body, headers=self.headers, name=self.sc.pipeline)
+
+    def record(self, name: str, value: float, size: int = 0, error: Exception | None = None) -> None:
+        self.environment.events.request.fire(
+            request_type="openai", name=name, response_time=value, response_length=size, exception=error, context={},
+        )
+
+    def generate(self) -> None:
+        # requests yields each HTTP chunk (one SSE event) as it arrives; FastHttpUser's reader waits for
+        # a full block, which would hide the time to first token.
+        import requests
+
+        if self.session is None:
+            self.session = requests.Session()
+        prompt = self.rows.next()[0].decode("utf-8", errors="replace")
+        params = {"max_tokens" if k == "max_new_tokens" else k: v for k, v in self.sc.params.items()}
+        body = {"model": self.sc.model, "prompt": prompt, "stream": True, "stream_options": {"include_usage": True}, **params}
+        start, first, tokens, error = time.perf_counter(), None, 0, None
+        try:
+            with self.session.post(f"{self.host}/v1/completions", json=body, headers=self.headers, stream=True, timeout=300) as r:
+                if r.status_code != 200:
+                    raise RuntimeError(f"HTTP {r.status_code}: {r.text[:300]}")
+                for line in r.iter_lines():
+                    if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                        continue
+                    event = json.loads(line[6:])
+                    if "error" in event:
+                        raise RuntimeError(event["error"]["message"])
+                    if event["choices"] and event["choices"][0]["text"] and first is None:
+                        first = time.perf_counter()
+                    if event.get("usage"):
+                        tokens = event["usage"]["completion_tokens"]
+        except Exception as e:
+            error = e
+        total = time.perf_counter() - start
+        self.record("generate", total * 1e3, tokens, error)
+        if error is None and first is not None:
+            self.record("generate: time to first token", (first - start) * 1e3)
+            if tokens > 1:
+                self.record("generate: ms per token", (time.perf_counter() - first) * 1e3 / (tokens - 1))
+            self.record("generate: tokens/s", tokens / total)

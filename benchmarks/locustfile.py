@@ -9,9 +9,9 @@ if user == "grpc":
 
     grpc_gevent.init_gevent()
 
-from tritonize.benchmarks.locust_users import FastApiUser, TritonGrpcUser, TritonHttpUser  # noqa: E402
+from tritonize.benchmarks.locust_users import FastApiUser, OpenAIUser, TritonGrpcUser, TritonHttpUser  # noqa: E402
 
-_classes = {"grpc": TritonGrpcUser, "http": TritonHttpUser, "fastapi": FastApiUser}
+_classes = {"grpc": TritonGrpcUser, "http": TritonHttpUser, "fastapi": FastApiUser, "openai": OpenAIUser}
 if user not in _classes:
     raise SystemExit(f"TRITONIZE_USER must be one of {sorted(_classes)}, not {user!r}")
 LoadUser = type("LoadUser", (_classes[user],), {"abstract": False})

@@ -89,6 +89,7 @@ class PlanResults:
     runs: list[dict] = field(default_factory=list)  # full LoadResult dicts (Triton's view included)
     candidates: list[str] = field(default_factory=list)
     variants: dict = field(default_factory=dict)  # system -> Variant fields
+    recommendation: dict | None = None  # the Recommendation derived from these points (`tritonize deploy` reads it)
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

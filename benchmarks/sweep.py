@@ -16,7 +16,7 @@ from tritonize.benchmarks.scenarios import Scenario
 
 class System(Protocol):
     name: str
-    user: str  # grpc | http | fastapi: the Locust user class that calls it
+    user: str  # grpc | http | fastapi | openai: the Locust user class that calls it
 
     def start(self) -> str: ...  # returns the host Locust calls
     def stop(self) -> None: ...
@@ -42,7 +42,7 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
                 for n in users:
                     progress.update(task, description=f"{system.name}: {n} users")
                     http, metrics = system.stats_urls
-                    user = protocol if (protocol and system.user != "fastapi") else system.user
+                    user = protocol if (protocol and system.user in ("grpc", "http")) else system.user
                     if user == "http" and http:
                         host = http
                     r = run_locust(scenario_path, host, user, n, seconds, out_dir / "locust" / f"{slug}_u{n}", system.name,

@@ -2,7 +2,9 @@
 
 - `TritonVariant`: a pipeline from a model repository, with the model step's batching settings
   overridden in a scratch copy of its configs (engine files are symlinked, not copied);
-- `FastApiBaseline`: benchmarks/fastapi_baseline.py under uvicorn.
+- `FastApiBaseline`: benchmarks/fastapi_baseline.py under uvicorn;
+- `ViaGateway`: any Triton system above, called through `tritonize gateway` (the OpenAI API) started
+  in front of it as its own process.
 """
 
 from __future__ import annotations
@@ -164,3 +166,61 @@ class FastApiBaseline:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def _wait_http(proc: subprocess.Popen, url: str, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} was not up after {timeout_s:.0f} s")
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+class ViaGateway:
+    """Locust calls the OpenAI-compatible gateway, which calls the wrapped system's Triton over gRPC."""
+
+    user = "openai"
+
+    def __init__(self, inner, cpus: str | None = None):
+        self.inner, self.cpus = inner, cpus
+        if hasattr(inner, "model"):  # the pipeline the sweep names in the scenario (else the scenario's own)
+            self.model = inner.model
+        self.name = f"{inner.name} via OpenAI gateway"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60) -> str:
+        grpc_url = self.inner.start()
+        port = free_port()
+        cmd = [sys.executable, "-m", "tritonize", "gateway", "--url", grpc_url, "--port", str(port)]
+        self.proc = subprocess.Popen((["taskset", "-c", self.cpus] if self.cpus else []) + cmd, stdout=subprocess.DEVNULL,
+                                     start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_http(self.proc, url, "the gateway", timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return url
+
+    @property
+    def stats_urls(self) -> tuple[str | None, str | None]:
+        return self.inner.stats_urls
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.inner.stop()

@@ -42,7 +42,8 @@ def main() -> None:
     from tritonize.converters.speech.vits import convert_tts, torch_waveform
     from tritonize.converters.speech.tiny import build_tiny_vits
     from tritonize.runtime.speech.frontend import SpeechFrontend
-    from tritonize.runtime.speech.synthesis import Voice, VitsEngine
+    from tritonize.runtime.speech.engine_onnx import VitsEngine
+    from tritonize.runtime.speech.synthesis import Voice
     from tritonize.server import ServerConfig, TritonServer
 
     torch.set_num_threads(args.threads)

@@ -1,7 +1,9 @@
 """`Client` and `AsyncClient`: classify and embed through a tritonize ensemble, over gRPC or HTTP.
 
 Both share one flow: texts -> chunks of at most the pipeline's max_batch_size rows -> one TEXT
-tensor per chunk -> results stitched back in order. Only the transport call differs.
+tensor per chunk -> results stitched back in order. Only the transport call differs. A `Client` may be
+shared by the threads of a pool (HTTP: one connection per thread, see pool.py); every failure is a
+`TritonizeError` with its status (errors.py).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
-from tritonclient.utils import InferenceServerException
 
-from tritonize.client.types import ModelInfo, Prediction, TritonizeError
+from tritonize.client.errors import TRANSPORT_ERRORS, calling, invalid
+from tritonize.client.pool import ClientPerThread
+from tritonize.client.types import ModelInfo, Prediction
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
@@ -26,7 +29,7 @@ def _module(protocol: str, aio: bool):
         import tritonclient.http as sync_mod
         import tritonclient.http.aio as aio_mod
     else:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+        raise invalid("protocol", f"must be one of {PROTOCOLS}, not {protocol!r}")
     return aio_mod if aio else sync_mod, sync_mod
 
 
@@ -39,7 +42,7 @@ def as_rows(texts: str | bytes | Iterable[str | bytes]) -> list[bytes]:
         elif isinstance(t, bytes):
             rows.append(t)
         else:
-            raise TypeError(f"texts[{i}] must be str or bytes, not {type(t).__name__}")
+            raise invalid(f"texts[{i}]", f"must be str or bytes, not {type(t).__name__}")
     return rows
 
 
@@ -79,8 +82,13 @@ class _Base:
         self.headers = headers
         self._mod, self._sync_mod = _module(protocol, aio)
         kwargs = {"network_timeout": timeout_s, "connection_timeout": timeout_s} if protocol == "http" and not aio else {}
-        self._client = self._mod.InferenceServerClient(self.url, **kwargs)
+        self._clients = ClientPerThread(lambda: self._mod.InferenceServerClient(self.url, **kwargs),
+                                        per_thread=protocol == "http" and not aio)
         self._info: dict[str, ModelInfo] = {}
+
+    @property
+    def _client(self):
+        return self._clients.get()
 
     def _infer_kwargs(self) -> dict:
         return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
@@ -97,10 +105,8 @@ class Client(_Base):
 
     def model_info(self, model: str) -> ModelInfo:
         if model not in self._info:
-            try:
+            with calling(model, self.url):
                 raw = self._client.get_model_config(model, headers=self.headers, **self._config_kwargs())
-            except InferenceServerException as e:
-                raise TritonizeError.wrap(e, model) from None
             self._info[model] = ModelInfo.from_config(config_dict(raw))
         return self._info[model]
 
@@ -110,10 +116,8 @@ class Client(_Base):
         parts: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
         for rows in chunks(as_rows(texts), info.max_batch_size):
             inputs, requested = build_request(self._sync_mod, rows, outputs)
-            try:
+            with calling(model, self.url):
                 result = self._client.infer(model, inputs, outputs=requested, headers=self.headers, **self._infer_kwargs())
-            except InferenceServerException as e:
-                raise TritonizeError.wrap(e, model) from None
             for o in outputs:
                 parts[o].append(result.as_numpy(o))
         return {o: np.concatenate(v) if v else empty(info, o) for o, v in parts.items()}
@@ -129,11 +133,11 @@ class Client(_Base):
     def is_ready(self, model: str | None = None) -> bool:
         try:
             return self._client.is_model_ready(model) if model else self._client.is_server_ready()
-        except InferenceServerException:
+        except TRANSPORT_ERRORS:
             return False
 
     def close(self) -> None:
-        self._client.close()
+        self._clients.close_all()
 
     def __enter__(self) -> "Client":
         return self
@@ -150,10 +154,8 @@ class AsyncClient(_Base):
 
     async def model_info(self, model: str) -> ModelInfo:
         if model not in self._info:
-            try:
+            with calling(model, self.url):
                 raw = await self._client.get_model_config(model, headers=self.headers, **self._config_kwargs())
-            except InferenceServerException as e:
-                raise TritonizeError.wrap(e, model) from None
             self._info[model] = ModelInfo.from_config(config_dict(raw))
         return self._info[model]
 
@@ -162,10 +164,8 @@ class AsyncClient(_Base):
         parts: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
         for rows in chunks(as_rows(texts), info.max_batch_size):
             inputs, requested = build_request(self._sync_mod, rows, outputs)
-            try:
+            with calling(model, self.url):
                 result = await self._client.infer(model, inputs, outputs=requested, headers=self.headers, **self._infer_kwargs())
-            except InferenceServerException as e:
-                raise TritonizeError.wrap(e, model) from None
             for o in outputs:
                 parts[o].append(result.as_numpy(o))
         return {o: np.concatenate(v) if v else empty(info, o) for o, v in parts.items()}
@@ -177,8 +177,27 @@ class AsyncClient(_Base):
         info = await self.model_info(model)
         return predictions(await self.infer(model, texts, OUTPUTS["classification"]), info.labels)
 
+    async def is_ready(self, model: str | None = None) -> bool:
+        try:
+            return await (self._client.is_model_ready(model) if model else self._client.is_server_ready())
+        except TRANSPORT_ERRORS:
+            return False
+
+    async def served_models(self) -> list[str]:
+        """Names of the models the server has loaded (from the statistics API, which is not restricted)."""
+        with calling(None, self.url):
+            stats = await self._client.get_inference_statistics(headers=self.headers, **self._config_kwargs())
+        return sorted({s["name"] for s in stats.get("model_stats", [])})
+
+    async def model_config(self, model: str) -> dict:
+        """The model's config as a dict (parameters, inputs, outputs), fetched anew."""
+        with calling(model, self.url):
+            raw = await self._client.get_model_config(model, headers=self.headers, **self._config_kwargs())
+        return config_dict(raw)
+
     async def close(self) -> None:
-        await self._client.close()
+        for closing in self._clients.close_all():
+            await closing
 
     async def __aenter__(self) -> "AsyncClient":
         return self

@@ -19,35 +19,47 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
+from tritonize.client.errors import INT64_MAX, check_seed, invalid
 from tritonize.client.streams import aio_stream, grpc_stream
 
 DEFAULT_URL = "127.0.0.1:8001"
+# A generator's streamed errors name no code unless its step tags them (client/status.py). Those it
+# sends untagged are, but for an internal engine failure, its refusals of the request: bad input.
+UNTAGGED = "INVALID_ARG"
 
 
 @dataclass(frozen=True)
 class GenerationChunk:
     """One response: a text piece (possibly '' while a character is incomplete), the token ids it came
-    from, and on the final response the reason generation ended (eos, length, stop, cancelled)."""
+    from, on the final response the reason generation ended (eos, length, stop, cancelled), and the
+    prompt's length in tokens (None from generators converted before it was sent)."""
 
     text: str
     token_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
+    prompt_tokens: int | None = None
 
 
 def request_parameters(params: dict) -> dict:
+    """Triton request parameters; what cannot travel (an int past int64, a seed out of range) is refused
+    here with the field's name, before anything is sent. The server checks the ranges of the rest."""
     out = {}
     for k, v in params.items():
         if v is None:
             continue
-        if k == "stop" and not isinstance(v, str):
+        if k == "seed":
+            v = check_seed(v)
+        elif k == "stop" and not isinstance(v, str):
             v = json.dumps(list(v))
+        elif isinstance(v, int) and not isinstance(v, bool) and not -INT64_MAX - 1 <= v <= INT64_MAX:
+            raise invalid(k, f"must fit in int64, got {v}")
         out[k] = v
     return out
 
 
 def _request(model: str, prompt: str, params: dict, stream: bool) -> dict:
     if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be str, not {type(prompt).__name__}")
+        raise invalid("prompt", f"must be str, not {type(prompt).__name__}")
     text = grpcclient.InferInput("TEXT", [1], "BYTES")
     text.set_data_from_numpy(np.array([prompt.encode("utf-8")], dtype=object))
     return {
@@ -66,7 +78,15 @@ def _chunk(result) -> tuple[GenerationChunk, bool]:
     if text is None:  # an empty final response
         return GenerationChunk(""), is_final
     reason = result.as_numpy("FINISH_REASON")[0].decode()
-    return GenerationChunk(text[0].decode("utf-8"), result.as_numpy("TOKEN_IDS").tolist(), reason or None), is_final or bool(reason)
+    prompt = result.as_numpy("PROMPT_TOKENS")
+    prompt_tokens = int(prompt.reshape(-1)[0]) if prompt is not None else None
+    chunk = GenerationChunk(text[0].decode("utf-8"), result.as_numpy("TOKEN_IDS").tolist(), reason or None, prompt_tokens)
+    return chunk, is_final or bool(reason)
+
+
+def _joined(chunks: list[GenerationChunk]) -> GenerationChunk:
+    prompt = next((c.prompt_tokens for c in chunks if c.prompt_tokens is not None), None)
+    return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason, prompt)
 
 
 class GenerationClient:
@@ -79,9 +99,8 @@ class GenerationClient:
 
     def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> Iterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
-        for result in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                  done=lambda r: _chunk(r)[1]):
-            chunk, _ = _chunk(result)
+        for chunk in grpc_stream(self.url, request, model=model, timeout_s=self.timeout_s, headers=self.headers, parse=_chunk,
+                                 untagged=UNTAGGED):
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk
 
@@ -93,8 +112,7 @@ class GenerationClient:
 
     def generate_chunk(self, prompt: str, *, model: str, **params) -> GenerationChunk:
         """The whole text, all token ids and the finish reason, in one response."""
-        chunks = list(self.stream_chunks(prompt, model=model, stream=False, **params))
-        return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason)
+        return _joined(list(self.stream_chunks(prompt, model=model, stream=False, **params)))
 
     def generate(self, prompt: str, *, model: str, **params) -> str:
         return self.generate_chunk(prompt, model=model, **params).text
@@ -120,9 +138,8 @@ class AsyncGenerationClient:
 
     async def stream_chunks(self, prompt: str, *, model: str, stream: bool = True, **params) -> AsyncIterator[GenerationChunk]:
         request = _request(model, prompt, params, stream)
-        async for result in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
-                                       done=lambda r: _chunk(r)[1]):
-            chunk, _ = _chunk(result)
+        async for chunk in aio_stream(self._client, request, model=model, timeout_s=self.timeout_s, headers=self.headers,
+                                      parse=_chunk, url=self.url, untagged=UNTAGGED):
             if chunk.text or chunk.token_ids or chunk.finish_reason:
                 yield chunk
 
@@ -132,8 +149,7 @@ class AsyncGenerationClient:
                 yield chunk.text
 
     async def generate_chunk(self, prompt: str, *, model: str, **params) -> GenerationChunk:
-        chunks = [c async for c in self.stream_chunks(prompt, model=model, stream=False, **params)]
-        return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason)
+        return _joined([c async for c in self.stream_chunks(prompt, model=model, stream=False, **params)])
 
     async def generate(self, prompt: str, *, model: str, **params) -> str:
         return (await self.generate_chunk(prompt, model=model, **params)).text

@@ -7,18 +7,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tritonize.client.status import normalize
+
 
 class TritonizeError(RuntimeError):
-    """A failed call; `message` is Triton's own error text, `status` its code when it gave one."""
+    """Every failed call. `message` names the field or the cause (Triton's own text for what the server
+    refused); `status` is Triton's error code whatever the transport (see client/status.py):
+    INVALID_ARG (bad input: fix the request), UNAVAILABLE (overloaded, shutting down or unreachable:
+    retry later), NOT_FOUND (no such model), DEADLINE_EXCEEDED, CANCELLED, INTERNAL."""
 
     def __init__(self, message: str, status: str | None = None, model: str | None = None):
         super().__init__(f"{model}: {message}" if model else message)
         self.message, self.status, self.model = message, status, model
 
     @classmethod
-    def wrap(cls, exc: Exception, model: str | None = None) -> "TritonizeError":
-        message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
-        status = exc.status() if callable(getattr(exc, "status", None)) else None
+    def wrap(cls, exc: BaseException, model: str | None = None, url: str = "the server") -> "TritonizeError":
+        """Any exception of a call as a TritonizeError, with Triton's code when the transport gave one."""
+        if isinstance(exc, TritonizeError):
+            return exc
+        if callable(getattr(exc, "message", None)) and callable(getattr(exc, "status", None)):  # tritonclient's
+            status, message = normalize(exc.status(), exc.message() or str(exc))
+        elif callable(getattr(exc, "code", None)) and callable(getattr(exc, "details", None)):  # grpc's (asyncio client)
+            code = exc.code()
+            status, message = normalize(getattr(code, "name", None), exc.details() or str(exc))
+        elif isinstance(exc, TimeoutError):
+            status, message = "DEADLINE_EXCEEDED", f"no answer from the server at {url} in time ({exc or 'timed out'})"
+        elif isinstance(exc, OSError):  # the HTTP client's socket: refused, reset, unreachable
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            status, message = "UNAVAILABLE", f"cannot reach the server at {url}: {reason}"
+        else:
+            status, message = None, str(exc) or type(exc).__name__
         return cls(message, status, model)
 
 

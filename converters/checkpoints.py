@@ -26,14 +26,37 @@ def resolve(model: str) -> str:
     return model
 
 
+# Served model names: a folder in the repository and a part of URLs, so nothing that could leave the
+# repository (/, ..), hide (a leading .), need quoting (spaces) or differ only in case on some disks.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+NAME_RULE = "lower-case letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64 characters, no '..'"
+
+
+class InvalidName(ValueError):
+    pass
+
+
+def check_name(name: str, field: str = "name") -> str:
+    """`name` if it is a valid served model name; otherwise an error naming the field and the pattern."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise InvalidName(f"{field} {name!r} is not a valid model name: it must match {NAME_PATTERN.pattern} ({NAME_RULE})")
+    return name
+
+
 def default_name(model: str) -> str:
     """A Triton model name from a hub id or folder: its last part, lower case, [a-z0-9-] only."""
     hub_id = ALIASES.get(model.lower(), model)
     last = Path(hub_id.rstrip("/")).name
-    return re.sub(r"[^a-z0-9]+", "-", last.lower()).strip("-") or "model"
+    return re.sub(r"[^a-z0-9]+", "-", last.lower())[:64].strip("-") or "model"
 
 
-SHARED_CODE = ("repository.py", "checkpoints.py")
+def served_name(model: str, name: str | None) -> str:
+    """The name a converter writes under: the one given (checked) or the checkpoint's default. Every
+    converter calls this before it writes anything."""
+    return check_name(name if name is not None else default_name(model))
+
+
+SHARED_CODE = ("repository.py", "checkpoints.py", "device.py")
 
 
 def fingerprint(source: str, options: dict, family: str) -> str:

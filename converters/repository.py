@@ -22,8 +22,13 @@ class Batching:
     max_batch_size: int = 64  # max_batch_size: rows per request and per execution
     preferred_batch_sizes: list[int] = field(default_factory=list)  # dynamic_batching.preferred_batch_size
     max_queue_delay_us: int = 0  # max_queue_delay_microseconds: 0 (DESIGN.md: measured best at low load)
-    max_queue_size: int = 512  # default_queue_policy.max_queue_size: beyond it requests are rejected
-    queue_timeout_us: int = 0  # default_queue_policy.default_timeout_microseconds, 0 = none
+    # Queue bounds (default_queue_policy), 0 = none. Applied to a pipeline's entry step only: any queue
+    # policy turns off Triton's payload prefetching, and without it the dynamic batcher waits for a free
+    # instance through a racy wait (DynamicBatchScheduler::WaitForPayloadSlotAvailable waits on its
+    # condition variable under a local mutex) whose lost wake-ups cost its full 500 ms timeout. On one
+    # core that stalled 1 request in 20 at concurrency 4 (benchmarks/stall_bench.py).
+    max_queue_size: int = 0  # beyond it, requests are rejected (UNAVAILABLE)
+    queue_timeout_us: int = 0  # requests queued longer are rejected
     instance_count: int = 1  # instance_group.count
     intra_op_threads: int = 0  # ONNX Runtime threads per instance, 0 = one per core
 
@@ -32,8 +37,8 @@ class Batching:
 _DTYPES = {"INT64": mc.TYPE_INT64, "FP32": mc.TYPE_FP32, "BYTES": mc.TYPE_STRING}
 
 
-def tensor_in(name: str, dtype: str, dims: list[int], ragged: bool = False) -> mc.ModelInput:
-    return mc.ModelInput(name=name, data_type=_DTYPES[dtype], dims=dims, allow_ragged_batch=ragged)
+def tensor_in(name: str, dtype: str, dims: list[int], ragged: bool = False, optional: bool = False) -> mc.ModelInput:
+    return mc.ModelInput(name=name, data_type=_DTYPES[dtype], dims=dims, allow_ragged_batch=ragged, optional=optional)
 
 
 def tensor_out(name: str, dtype: str, dims: list[int]) -> mc.ModelOutput:
@@ -46,28 +51,27 @@ def with_parameters(config: mc.ModelConfig, params: dict[str, object]) -> mc.Mod
     return config
 
 
-def dynamic_batching(b: Batching) -> mc.ModelDynamicBatching:
-    policy = mc.ModelQueuePolicy(
-        timeout_action=mc.ModelQueuePolicy.REJECT,
-        default_timeout_microseconds=b.queue_timeout_us,
-        allow_timeout_override=True,
-        max_queue_size=b.max_queue_size,
-    )
-    return mc.ModelDynamicBatching(
-        preferred_batch_size=b.preferred_batch_sizes,
-        max_queue_delay_microseconds=b.max_queue_delay_us,
-        default_queue_policy=policy,
-    )
+def dynamic_batching(b: Batching, entry: bool = False) -> mc.ModelDynamicBatching:
+    """`entry`: the step a pipeline's requests reach first, the only one that gets the queue bounds."""
+    batching = mc.ModelDynamicBatching(preferred_batch_size=b.preferred_batch_sizes, max_queue_delay_microseconds=b.max_queue_delay_us)
+    if entry and (b.max_queue_size or b.queue_timeout_us):
+        batching.default_queue_policy.CopyFrom(mc.ModelQueuePolicy(
+            timeout_action=mc.ModelQueuePolicy.REJECT,
+            default_timeout_microseconds=b.queue_timeout_us,
+            allow_timeout_override=True,
+            max_queue_size=b.max_queue_size,
+        ))
+    return batching
 
 
-def python_step(name: str, inputs, outputs, params: dict, b: Batching, instances: int = 1) -> mc.ModelConfig:
+def python_step(name: str, inputs, outputs, params: dict, b: Batching, instances: int = 1, entry: bool = False) -> mc.ModelConfig:
     config = mc.ModelConfig(
         name=name,
         backend="python",
         max_batch_size=b.max_batch_size,
         input=inputs,
         output=outputs,
-        dynamic_batching=dynamic_batching(b),
+        dynamic_batching=dynamic_batching(b, entry),
         instance_group=[mc.ModelInstanceGroup(count=instances, kind=mc.ModelInstanceGroup.KIND_CPU)],
     )
     return with_parameters(config, params)

@@ -1,5 +1,5 @@
-"""Pooling and softmax in numpy: the one torch-free module that converters share with the runtime,
-so a parity check computes exactly what the served postprocess step computes."""
+"""Pooling, softmax and VITS batch padding in numpy: the one torch-free module that converters share
+with the runtime, so a parity check computes (and pads) exactly what the served steps do."""
 
 from __future__ import annotations
 
@@ -19,3 +19,19 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 def softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+# VITS rows are padded with an id inside the embedding table, masked: 0 always is. The tokenizer's own
+# pad id may be an added token past the table (some published voices), which crashed the parity batch.
+VITS_PAD_ID = 0
+
+
+def pad_vits_batch(rows: list, min_tokens: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Token-id rows as one batch (ids, mask), right-padded to the longest row or `min_tokens`: how the
+    served VITS engine pads, and so how the converter's parity batch is padded."""
+    width = max(min_tokens, *(len(r) for r in rows))
+    ids = np.full((len(rows), width), VITS_PAD_ID, np.int64)
+    mask = np.zeros((len(rows), width), np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    return ids, mask

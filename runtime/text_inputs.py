@@ -26,11 +26,14 @@ def decode_texts(raw: np.ndarray, max_text_bytes: int, field: str = "TEXT") -> l
     return texts
 
 
-def pad_rows(rows: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token id rows to the longest (rounded up to `multiple_of`); returns ids and mask."""
+def pad_rows(rows: list[list[int]], pad_id: int, multiple_of: int = 1, max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id rows to the longest, rounded up to `multiple_of` but never past `max_length`
+    (the model's position table, a TensorRT profile's max); returns ids and mask."""
     longest = max(len(r) for r in rows)
     if multiple_of > 1:
         longest = -(-longest // multiple_of) * multiple_of
+        if max_length is not None:
+            longest = min(longest, max(max_length, max(len(r) for r in rows)))
     ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), longest), dtype=np.int64)
     for i, r in enumerate(rows):

@@ -15,6 +15,8 @@ import numpy as np
 class InputError(ValueError):
     """A request that is wrong in a way the caller can fix; the message names the field and the limit."""
 
+    status = "INVALID_ARG"  # Triton's code for it (an exception class may set its own: see stream_error)
+
 
 def pb():
     import triton_python_backend_utils as pb_utils  # only inside Triton
@@ -42,6 +44,12 @@ def input_array(request, name: str) -> np.ndarray:
     return tensor.as_numpy()
 
 
+def optional_input(request, name: str) -> np.ndarray | None:
+    """An input the model config marks `optional: true`; None when the request left it out."""
+    tensor = pb().get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
 def response(outputs: dict[str, np.ndarray]):
     u = pb()
     return u.InferenceResponse(output_tensors=[u.Tensor(k, v) for k, v in outputs.items()])
@@ -51,6 +59,17 @@ def error_response(exc: Exception):
     u = pb()
     code = u.TritonError.INVALID_ARG if isinstance(exc, InputError) else u.TritonError.INTERNAL
     return u.InferenceResponse(output_tensors=[], error=u.TritonError(str(exc), code))
+
+
+def stream_error(exc: Exception):
+    """The error response of a decoupled (streaming) model. A gRPC stream carries only an error's text
+    (Triton 2.51), so the text leads with Triton's code, "[INVALID_ARG] TEXT is empty", which the client
+    reads back into TritonizeError.status (client/status.py). The code: the exception's `status`, else
+    INTERNAL."""
+    u = pb()
+    status = getattr(exc, "status", "INTERNAL")
+    code = getattr(u.TritonError, status, u.TritonError.INTERNAL)
+    return u.InferenceResponse(output_tensors=[], error=u.TritonError(f"[{status}] {exc}", code))
 
 
 class Counter:

@@ -85,6 +85,8 @@ class ServerConfig:
     restricted_key: str = field(default_factory=lambda: secrets.token_hex(16))
     log_verbose: int = 0
     cpus: str | None = None  # pin the server (and its backend stubs) to these cores, e.g. "0" (taskset)
+    # --http-max-input-size (bytes), passed only when set: Triton >= 2.59 (NGC 25.07); the embedded 2.51 lacks it.
+    http_max_input_size: int | None = None
     extra_args: list[str] = field(default_factory=list)
     protocols: tuple[str, ...] = PROTOCOLS  # ("grpc",) turns the HTTP front end off
     # The embedded 2.51 binary predates NVIDIA's 2025-2026 Triton security fixes: loopback only, unless
@@ -170,6 +172,7 @@ class TritonServer:
             f"--grpc-restricted-protocol={restricted}",
             f"--log-verbose={c.log_verbose}",
             f"--log-file={self.log_file}",
+            *([f"--http-max-input-size={c.http_max_input_size}"] if c.http_max_input_size else []),
             *c.extra_args,
         ]
 
@@ -187,6 +190,9 @@ class TritonServer:
                 "Serve a patched NGC release (see the Dockerfile) with --binary path, or accept the risk with "
                 "--allow-insecure-embedded."
             )
+        if self.config.http_max_input_size and self.binary.kind == "embedded":
+            raise ServerStartError("http_max_input_size needs tritonserver >= 2.59 (NGC 25.07); the embedded binary is 2.51 "
+                                   "and has no such flag")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.write_text("")
         env = {**os.environ, **self.binary.env}

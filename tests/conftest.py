@@ -58,7 +58,9 @@ def build_chatbots(repo: Path, work: Path) -> dict:
 
 
 # Each model family adds the function that writes its test models into the shared repository.
-BUILDERS = [build_encoders, build_generators, build_voices, build_chatbots]
+from tests.torch_models import build_torch_flavours  # noqa: E402
+
+BUILDERS = [build_encoders, build_generators, build_voices, build_chatbots, build_torch_flavours]
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +105,25 @@ def raw_grpc(server):
     c = grpcclient.InferenceServerClient(server.grpc_url)
     yield c
     c.close()
+
+
+@pytest.fixture(scope="session")
+def small_plan(built, tmp_path_factory):
+    """`tritonize plan` on a small grid (the classifier at batch <= 4 and 16, 1 and 4 users, 2 s each):
+    its output folder and the CLI result. tests/test_load.py checks the plan, tests/test_deploy.py deploys it."""
+    from typer.testing import CliRunner
+
+    from tritonize.benchmarks.scenarios import Scenario, WordCounts
+    from tritonize.cli import app
+
+    work = tmp_path_factory.mktemp("plan")
+    sc = Scenario(name="test", pipeline="classify", model=CLASSIFIER, words=WordCounts(median=8, sigma=0.5, min=2, max=32),
+                  pool_size=200).save(work / "scenario.json")
+    result = CliRunner().invoke(app, [
+        "plan", "--scenario", str(sc), "--repository", str(built["repository"]), "--max-batch-size", "4,16", "--threads", "1",
+        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--out", str(work / "plan"),
+    ])
+    return work / "plan", result
 
 
 @pytest.fixture()

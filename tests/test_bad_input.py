@@ -7,30 +7,36 @@ from tritonclient.utils import InferenceServerException
 
 from tritonize.client import TritonizeError
 from tests.conftest import EMBEDDER
+from tests.torch_models import EMBEDDER_TORCH
+
+BOTH = pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_TORCH])
 
 pytestmark = pytest.mark.usefixtures("still_serving")
 
 
-def raw_text(raw_grpc, data: np.ndarray, dtype: str = "BYTES"):
+def raw_text(raw_grpc, data: np.ndarray, dtype: str = "BYTES", model: str = EMBEDDER):
     inp = grpcclient.InferInput("TEXT", list(data.shape), dtype)
     inp.set_data_from_numpy(data)
-    return raw_grpc.infer(EMBEDDER, [inp])
+    return raw_grpc.infer(model, [inp])
 
 
-def test_empty_batch_is_rejected(grpc_client, raw_grpc):
-    assert grpc_client.embed([], model=EMBEDDER).shape == (0, 384)  # the client sends nothing
+@BOTH
+def test_empty_batch_is_rejected(grpc_client, raw_grpc, model):
+    assert grpc_client.embed([], model=model).shape == (0, 384)  # the client sends nothing
     with pytest.raises(InferenceServerException, match="TEXT"):
-        raw_text(raw_grpc, np.zeros((0, 1), dtype=object))
+        raw_text(raw_grpc, np.zeros((0, 1), dtype=object), model=model)
 
 
-def test_empty_string_is_a_defined_result(grpc_client):
-    e = grpc_client.embed([""], model=EMBEDDER)
+@BOTH
+def test_empty_string_is_a_defined_result(grpc_client, model):
+    e = grpc_client.embed([""], model=model)
     assert e.shape == (1, 384) and np.isfinite(e).all()
 
 
-def test_huge_text_is_truncated_not_a_crash(grpc_client):
+@BOTH
+def test_huge_text_is_truncated_not_a_crash(grpc_client, model):
     huge = "word " * 20_000  # 100,000 characters, far beyond 256 tokens
-    e = grpc_client.embed([huge, "word " * 300], model=EMBEDDER)
+    e = grpc_client.embed([huge, "word " * 300], model=model)
     assert e.shape == (2, 384)
     np.testing.assert_allclose(e[0], e[1], atol=1e-5)  # both cut to the same first 256 tokens
 
@@ -43,7 +49,7 @@ def test_text_over_the_byte_limit_names_field_and_limit(grpc_client):
 def test_non_utf8_bytes_are_rejected(grpc_client):
     with pytest.raises(TritonizeError, match=r"TEXT\[1\] is not valid UTF-8 \(byte 0xff at offset 3\)") as e:
         grpc_client.embed([b"good", b"bad\xff\xfe"], model=EMBEDDER)
-    assert e.value.status == "StatusCode.INVALID_ARGUMENT"
+    assert e.value.status == "INVALID_ARG"  # Triton's code, the same over HTTP (tests/test_client_errors.py)
 
 
 def test_wrong_datatype_is_rejected_by_name(raw_grpc):
@@ -57,13 +63,15 @@ def test_wrong_shape_is_rejected(raw_grpc):
         raw_text(raw_grpc, np.array([[b"a", b"b"]], dtype=object))
 
 
-def test_more_rows_than_max_batch_size_are_rejected(raw_grpc):
+@BOTH
+def test_more_rows_than_max_batch_size_are_rejected(raw_grpc, model):
     with pytest.raises(InferenceServerException, match="batch") as e:
-        raw_text(raw_grpc, np.array([[b"x"]] * 17, dtype=object))
+        raw_text(raw_grpc, np.array([[b"x"]] * 17, dtype=object), model=model)
     assert "16" in str(e.value)
 
 
-def test_a_bad_request_does_not_fail_its_neighbours(server):
+@BOTH
+def test_a_bad_request_does_not_fail_its_neighbours(server, model):
     """Good and bad requests batched into the same execution: only the bad one fails."""
     import asyncio
 
@@ -71,7 +79,7 @@ def test_a_bad_request_does_not_fail_its_neighbours(server):
 
     async def run():
         async with AsyncClient(server.grpc_url) as c:
-            calls = [c.embed([b"ok \xff" if i % 4 == 0 else f"request {i}".encode()], model=EMBEDDER) for i in range(24)]
+            calls = [c.embed([b"ok \xff" if i % 4 == 0 else f"request {i}".encode()], model=model) for i in range(24)]
             return await asyncio.gather(*calls, return_exceptions=True)
 
     results = asyncio.run(run())

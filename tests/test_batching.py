@@ -6,8 +6,10 @@ import re
 import urllib.request
 
 import numpy as np
+import pytest
 
 from tests.conftest import CLASSIFIER, EMBEDDER
+from tests.torch_models import EMBEDDER_TORCH
 
 WORDS = "latency throughput queue replica padding token batch server model request answer length".split()
 
@@ -36,15 +38,16 @@ async def send_all(url: str, model: str, batches: list[list[str]], embed: bool):
         return await asyncio.gather(*(call(b, model=model) for b in batches))
 
 
-def test_mixed_lengths_are_batched_and_each_answer_is_its_own(server, grpc_client, raw_grpc):
+@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_TORCH])
+def test_mixed_lengths_are_batched_and_each_answer_is_its_own(server, grpc_client, raw_grpc, model):
     texts = mixed_texts(96)
-    solo = grpc_client.embed(texts, model=EMBEDDER)  # reference: rows computed without concurrency
+    solo = grpc_client.embed(texts, model=model)  # reference: rows computed without concurrency
     batches = [texts[i : i + 1 + i % 2] for i in range(0, len(texts), 2)]  # requests of 1 or 2 rows
-    step = f"{EMBEDDER}_model"
+    step = f"{model}_model"
     inf0, exe0 = stats(raw_grpc, step)
     before = counters(server, step)
 
-    results = asyncio.run(send_all(server.grpc_url, EMBEDDER, batches, embed=True))
+    results = asyncio.run(send_all(server.grpc_url, model, batches, embed=True))
 
     inf1, exe1 = stats(raw_grpc, step)
     after = counters(server, step)

@@ -5,6 +5,7 @@ import pytest
 
 from tests.conftest import CLASSIFIER
 from tests.tiny_models import LABELS
+from tests.torch_models import CLASSIFIER_TORCH
 
 TEXTS = ["the quick brown fox", "triton serves models", "hello", "numbers like 42 and 3.14 " * 5, "padding tokens batch queue"]
 LOGIT_TOLERANCE = 1e-4  # max abs difference, fp32 ONNX Runtime vs PyTorch
@@ -36,3 +37,16 @@ def test_served_logits_match_pytorch(client_name, request, reference_logits):
         assert set(p.probabilities) == set(LABELS)
         assert abs(sum(p.probabilities.values()) - 1) < 1e-5
         assert p.score == pytest.approx(max(p.probabilities.values()))
+
+
+def test_torch_engine_logits_match_pytorch(built, reference_logits):
+    """The PyTorch engine's classification head (in process; the served torch encoder is the embedder)."""
+    from transformers import AutoTokenizer
+
+    from tritonize.runtime.encoders.encoder import load_engine
+    from tritonize.runtime.engines import EngineSpec
+
+    enc = AutoTokenizer.from_pretrained(built["tiny_bert_classifier"])(TEXTS, padding=True, truncation=True, return_tensors="np")
+    folder = built["torch_side_repository"] / f"{CLASSIFIER_TORCH}_model" / "1"
+    logits = load_engine(folder, "logits", EngineSpec("torch", "cpu", "float32", 1)).run(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64))
+    assert np.abs(logits - reference_logits).max() <= LOGIT_TOLERANCE

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import EMBEDDER
+from tests.torch_models import EMBEDDER_TORCH
 
 TEXTS = [
     "A man is eating food.",
@@ -31,9 +32,10 @@ def cosines(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_TORCH])
 @pytest.mark.parametrize("client_name", ["grpc_client", "http_client"])
-def test_served_embeddings_match_sentence_transformers(client_name, request, reference):
-    served = request.getfixturevalue(client_name).embed(TEXTS, model=EMBEDDER)
+def test_served_embeddings_match_sentence_transformers(client_name, model, request, reference):
+    served = request.getfixturevalue(client_name).embed(TEXTS, model=model)
     assert served.shape == (len(TEXTS), 384) and served.dtype == np.float32
     assert cosines(served, reference).min() >= 0.9999
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)
@@ -56,9 +58,10 @@ def test_async_client_gives_the_same_embeddings(server, grpc_client):
     np.testing.assert_allclose(rows, grpc_client.embed(TEXTS, model=EMBEDDER), atol=1e-5)
 
 
-def test_more_texts_than_max_batch_size_are_sent_in_chunks(grpc_client, reference):
+@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_TORCH])
+def test_more_texts_than_max_batch_size_are_sent_in_chunks(grpc_client, reference, model):
     texts = TEXTS * 5  # 30 rows > max_batch_size 16
-    served = grpc_client.embed(texts, model=EMBEDDER)
+    served = grpc_client.embed(texts, model=model)
     assert cosines(served, np.tile(reference, (5, 1))).min() >= 0.9999
 
 

@@ -15,6 +15,9 @@ import pytest
 
 from tritonize.client import AsyncGenerationClient, GenerationClient, TritonizeError
 from tests.tiny_generators import GPT2, GPT2_LIMITS, T5
+from tests.torch_models import GPT2_TORCH, T5_TORCH
+
+ALL = [GPT2, T5, GPT2_TORCH, T5_TORCH]  # ONNX Runtime and PyTorch engines, same checkpoints
 
 PROMPTS = [
     "the",
@@ -93,9 +96,9 @@ def test_converter_checked_parity_of_first_and_cached_steps(built, name):
 
 
 # -- parity with Hugging Face -------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["gpt2", "t5"])
-def test_greedy_ids_equal_hugging_face_solo_and_eight_at_once(gen, hf_gpt2, hf_t5, family):
-    model, reference = (GPT2, hf_gpt2) if family == "gpt2" else (T5, hf_t5)
+@pytest.mark.parametrize("model", ALL)
+def test_greedy_ids_equal_hugging_face_solo_and_eight_at_once(gen, hf_gpt2, hf_t5, model):
+    reference = hf_gpt2 if model in (GPT2, GPT2_TORCH) else hf_t5
     expected = [hf_greedy(reference, p, NEW_TOKENS) for p in PROMPTS]
     assert len({tuple(e) for e in expected}) == len(PROMPTS), "the tiny model must answer differently per prompt"
     assert max(len(e) for e in expected) > 5 and any(len(set(e)) > 3 for e in expected), "outputs must vary along the sequence"
@@ -107,7 +110,7 @@ def test_greedy_ids_equal_hugging_face_solo_and_eight_at_once(gen, hf_gpt2, hf_t
     assert together == expected * 2
 
 
-@pytest.mark.parametrize("model", [GPT2, T5])
+@pytest.mark.parametrize("model", ALL)
 def test_eight_concurrent_streams_run_as_one_batch(server, gen, model):
     steps, rows = metric(server, "tritonize_generation_steps_total", model), metric(server, "tritonize_generation_step_rows_total", model)
 
@@ -123,8 +126,9 @@ def test_eight_concurrent_streams_run_as_one_batch(server, gen, model):
 
 
 # -- sampling ---------------------------------------------------------------------------------------
-def test_seeded_sampling_is_reproducible_and_seeds_differ(gen):
-    params = dict(model=GPT2, max_new_tokens=30, temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.1)
+@pytest.mark.parametrize("model", [GPT2, GPT2_TORCH])
+def test_seeded_sampling_is_reproducible_and_seeds_differ(gen, model):
+    params = dict(model=model, max_new_tokens=30, temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.1)
     a = gen.generate_chunk(PROMPTS[1], seed=7, **params).token_ids
     assert gen.generate_chunk(PROMPTS[1], seed=7, **params).token_ids == a
     others = {tuple(gen.generate_chunk(PROMPTS[1], seed=s, **params).token_ids) for s in (8, 9, 10)}
@@ -141,7 +145,7 @@ def test_sampled_stream_equals_sampled_whole_text(gen):
 
 
 # -- streaming --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model", [GPT2, T5])
+@pytest.mark.parametrize("model", ALL)
 def test_stream_equals_whole_text_in_at_least_as_many_pieces_as_tokens(gen, model):
     for prompt in PROMPTS:
         chunks = list(gen.stream_chunks(prompt, model=model, max_new_tokens=NEW_TOKENS))
@@ -175,7 +179,7 @@ def test_async_client_streams_and_generates(server):
 
 
 # -- continuous batching ----------------------------------------------------------------------------
-@pytest.mark.parametrize("model", [GPT2, T5])
+@pytest.mark.parametrize("model", ALL)
 def test_request_arriving_mid_generation_joins_the_batch_and_keeps_its_solo_output(server, gen, model):
     """The late request's cache is shorter than the running one's: they still share decode forwards."""
     late_prompt = PROMPTS[3]
@@ -206,7 +210,7 @@ def test_request_arriving_mid_generation_joins_the_batch_and_keeps_its_solo_outp
     assert d_rows >= d_steps + len(solo) - 1, "the late sequence's decode steps ran in the same forwards as the long one"
 
 
-@pytest.mark.parametrize("model", [GPT2, T5])
+@pytest.mark.parametrize("model", ALL)
 def test_requests_coming_and_going_back_to_back_keep_their_solo_outputs(server, gen, model):
     """Four callers, three requests each, of different lengths: rows are freed and reused constantly."""
     plan = [(PROMPTS[(u + r) % 4], 8 + 11 * ((u * 3 + r) % 4)) for u in range(4) for r in range(3)]
@@ -242,14 +246,15 @@ BAD = [
 
 
 @pytest.mark.usefixtures("still_generating")
+@pytest.mark.parametrize("model", [GPT2, GPT2_TORCH])
 @pytest.mark.parametrize("case,message", BAD, ids=[m.split(" ")[0] + str(i) for i, (_, m) in enumerate(BAD)])
-def test_bad_input_gets_a_clear_error(gen, case, message):
+def test_bad_input_gets_a_clear_error(gen, case, message, model):
     case = dict(case)
     prompt = case.pop("prompt", "the quick")
     with pytest.raises(TritonizeError, match=message):
-        gen.generate(prompt, model=GPT2, **case)
+        gen.generate(prompt, model=model, **case)
     with pytest.raises(TritonizeError, match=message):
-        list(gen.stream(prompt, model=GPT2, **case))
+        list(gen.stream(prompt, model=model, **case))
 
 
 def test_prompt_over_the_encoder_context_is_rejected_for_t5(gen):
@@ -301,9 +306,15 @@ def test_cancelled_stream_frees_its_slot(server, gen):
 
 # -- the runtime's batch bookkeeping, on the served graphs (in process) -------------------------------
 def _model(built, name):
-    from tritonize.runtime.generation.models import CausalLM, Seq2SeqLM
+    from tritonize.runtime.engines import EngineSpec
+    from tritonize.runtime.generation.engine_onnx import CausalLM, Seq2SeqLM
 
     folder = built["repository"] / name / "1"
+    if name in (GPT2_TORCH, T5_TORCH):
+        from tritonize.runtime.generation.engine_torch import TorchCausalLM, TorchSeq2SeqLM
+
+        spec = EngineSpec("torch", "cpu", "float32", 1)
+        return TorchCausalLM(folder, spec) if name == GPT2_TORCH else TorchSeq2SeqLM(folder, spec, decoder_start_token_id=0)
     return CausalLM(folder, 1) if name == GPT2 else Seq2SeqLM(folder, 1, decoder_start_token_id=0)
 
 
@@ -316,7 +327,7 @@ def _solo_logits(built, name, prompt, steps):
     return out
 
 
-@pytest.mark.parametrize("name", [GPT2, T5])
+@pytest.mark.parametrize("name", ALL)
 def test_a_joiner_takes_a_free_row_in_place_and_every_row_stays_exact(built, name):
     import numpy as np
 
@@ -358,3 +369,27 @@ def test_infer_gpt2_stream_prints_the_generated_text(server, gen):
     assert result.output.startswith(expected) and "finish reason: length" in result.output
     bad = CliRunner().invoke(app, ["infer", "generate", GPT2, "hi", "--max-new-tokens", "0", "--url", server.grpc_url])
     assert bad.exit_code == 1 and "max_new_tokens must be between 1 and 400, got 0" in bad.output
+
+
+@pytest.mark.parametrize("onnx,torch_name", [(GPT2, GPT2_TORCH), (T5, T5_TORCH)])
+def test_torch_engine_prefills_prompts_together_as_alone_and_agrees_with_onnx(built, onnx, torch_name):
+    """Several prompts in one (padded) prefill forward give each prompt's solo logits and cache, and the
+    PyTorch engine's logits match the ONNX graphs' on prefill and cached steps."""
+    import numpy as np
+
+    prompts = [[5, 6, 7, 8, 9, 10, 11, 12], [20, 21, 22], [30, 31, 32, 33]]
+    t, o = _model(built, torch_name), _model(built, onnx)
+    together = t.prefill_many(prompts)
+    for prompt, (logits, slot) in zip(prompts, together):
+        solo, solo_slot = t.prefill(prompt)
+        scale = max(1.0, float(np.abs(solo).max()))
+        np.testing.assert_allclose(logits, solo, rtol=0, atol=1e-5 * scale)
+        assert slot.cached == solo_slot.cached and [c.shape for c in slot.own] == [c.shape for c in solo_slot.own]
+        reference, _ = o.prefill(prompt)
+        np.testing.assert_allclose(logits, reference, rtol=0, atol=1e-3 * scale)  # LOGITS_TOLERANCE, as for ONNX vs PyTorch
+    slots = {k: s for k, (_, s) in enumerate(together)}
+    o_slots = {k: o.prefill(p)[1] for k, p in enumerate(prompts)}
+    tokens = [int(lg.argmax()) for lg, _ in together]
+    got, want = t.decode([0, 1, 2], slots, tokens), o.decode([0, 1, 2], o_slots, tokens)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * max(1.0, float(np.abs(want).max())))
+    assert (got.argmax(-1) == want.argmax(-1)).all()

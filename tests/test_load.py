@@ -74,26 +74,22 @@ def test_recommendation_picks_the_best_candidate_and_sizes_replicas():
     assert recommend(pts, 1, 95, 10, 0, ["small"]).system is None
 
 
-def test_plan_runs_end_to_end_on_a_small_grid(built, tmp_path):
+def test_plan_runs_end_to_end_on_a_small_grid(small_plan, tmp_path):
     from tritonize.cli import app
 
-    repo = built["repository"]
-    out = tmp_path / "plan"
-    sc = scenario(tmp_path, pipeline="classify", model=CLASSIFIER)
-    result = CliRunner().invoke(app, [
-        "plan", "--scenario", str(sc), "--repository", str(repo), "--max-batch-size", "4,16", "--threads", "1",
-        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--out", str(out),
-    ])
+    out, result = small_plan
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["points"]) == 4 and all(p["failures"] == 0 and p["rps"] > 0 for p in saved["points"])
     assert f"replica(s) of 'triton {CLASSIFIER} (batch<=" in result.output
+    assert saved["recommendation"]["system"] in saved["candidates"] and saved["recommendation"]["replicas"] >= 1
     for png in ("latency_vs_throughput.png", "batch_sizes.png", "capacity.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     assert "<img" in (out / "report.html").read_text()
     # the plan re-derives from the saved results without running load, for another SLO
     again = CliRunner().invoke(app, ["plan", "--from", str(out / "results.json"), "--slo-ms", "1", "--out", str(tmp_path / "re")])
     assert again.exit_code == 0 and "no configuration meets p95 <= 1 ms" in again.output
+    assert json.loads((tmp_path / "re" / "results.json").read_text())["recommendation"]["system"] is None
 
 
 def test_streaming_generation_records_ttft_and_tokens_per_second(server, tmp_path):

@@ -110,10 +110,11 @@ def _room(module: str) -> str:
 # Who may import whom (DESIGN.md, the floors): the CLI on top; benchmarks under it; converters, client and
 # server side by side; runtime apart. Converters share torch-free helpers with runtime through one module.
 ALLOWED = {
-    "cli": {"cli", "benchmarks", "converters", "client", "server"},
+    "cli": {"cli", "benchmarks", "converters", "client", "server", "gateway"},
     "benchmarks": {"benchmarks", "converters", "client", "server", "runtime"},  # runtime: in-process engine baselines
     "converters": {"converters"},
     "client": {"client"},
+    "gateway": {"gateway", "client"},  # the OpenAI API over the async clients; started by the CLI
     "server": {"server"},
     "runtime": {"runtime"},
 }
@@ -134,13 +135,35 @@ def test_arrows_run_one_way():
 
 
 def test_client_and_runtime_never_import_torch_or_converters():
+    """torch and transformers only in the runtime's PyTorch engine modules (`engine_torch.py`), never elsewhere."""
+    torch_engines = []
     for name, path in MODULES.items():
-        if _room(name) not in ("client", "runtime", "server"):
+        if _room(name) not in ("client", "runtime", "server", "gateway"):
+            continue
+        if _room(name) == "runtime" and path.name == "engine_torch.py":
+            torch_engines.append(name)
             continue
         tree = ast.parse(path.read_text())
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not imported & {"torch", "transformers", "optimum"}, f"{name} imports {imported & {'torch', 'transformers', 'optimum'}}"
+    assert sorted(torch_engines) == sorted(["tritonize.runtime.engine_torch"] + [f"tritonize.runtime.{f}.engine_torch" for f in FAMILIES])
+
+
+def test_each_runtime_family_has_both_engines():
+    for family in FAMILIES:
+        for engine in ("engine_onnx.py", "engine_torch.py"):
+            assert (ROOT / "runtime" / family / engine).exists(), f"runtime/{family}/{engine}"
+
+
+def test_weights_folder_name_agrees_between_converters_and_runtime():
+    def constant(path: Path, name: str) -> str:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+                return node.value.value
+        raise AssertionError(f"{name} not in {path}")
+
+    assert constant(ROOT / "converters/device.py", "WEIGHTS") == constant(ROOT / "runtime/engine_torch.py", "WEIGHTS")
 
 
 def _free_port() -> int:
@@ -185,7 +208,7 @@ def test_wheel_holds_one_top_level_name(wheel_env, tmp_path):
                            check=True, capture_output=True, text=True).stdout
     files = [line.strip() for line in shown.split("Files:", 1)[1].splitlines() if line.strip()]
     assert {f.split("/")[0] for f in files if ".dist-info" not in f and not f.startswith("..")} == {"tritonize"}
-    for generic in ("client", "server", "runtime", "converters", "benchmarks"):
+    for generic in ("client", "server", "runtime", "converters", "benchmarks", "gateway"):
         r = subprocess.run([str(wheel_env / "bin/python"), "-c", f"import {generic}"], cwd=tmp_path, capture_output=True, text=True)
         assert r.returncode != 0 and "ModuleNotFoundError" in r.stderr, f"`import {generic}` works outside the checkout"
 

@@ -38,6 +38,7 @@ def test_pad_rows_pads_to_longest_or_multiple():
     ids, mask = pad_rows([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     ids, _ = pad_rows([[1, 2, 3]], pad_id=9, multiple_of=16)
+    assert pad_rows([[1] * 60], pad_id=0, multiple_of=16, max_length=62)[0].shape == (1, 62)  # never past the model's length
     assert ids.shape == (1, 16) and ids[0, 3] == 9
 
 

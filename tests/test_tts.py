@@ -9,6 +9,9 @@ import pytest
 
 from tritonize.client import AsyncSpeechClient, SpeechClient, TritonizeError
 from tests.conftest import VOICE
+from tests.torch_models import VOICE_TORCH
+
+BOTH = pytest.mark.parametrize("voice", [VOICE, VOICE_TORCH])  # ONNX Runtime and PyTorch engines
 
 PCM_TOLERANCE = 2  # int16 steps: the served audio is PyTorch's waveform (error ~2e-5) rounded to 16 bits
 FIXED = {"noise_scale": 0.667, "noise_scale_duration": 0.8, "speaking_rate": 1.0, "seed": 11}
@@ -44,17 +47,19 @@ def close(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max()) <= PCM_TOLERANCE
 
 
-def test_served_audio_equals_pytorch_for_the_same_noise(speech, reference):
+@BOTH
+def test_served_audio_equals_pytorch_for_the_same_noise(speech, reference, voice):
     for text in ("hello world", "the quick brown fox jumps over the lazy dog"):
-        audio = speech.synthesize(text, model=VOICE, **FIXED)
+        audio = speech.synthesize(text, model=voice, **FIXED)
         assert audio.rate == 8000 and audio.samples.dtype == np.int16
         assert close(audio.samples, reference(text))
-    other_seed = speech.synthesize("hello world", model=VOICE, **{**FIXED, "seed": 12})
+    other_seed = speech.synthesize("hello world", model=voice, **{**FIXED, "seed": 12})
     assert not close(other_seed.samples, reference("hello world"))  # the seed is really used
 
 
-def test_sentences_are_normalised_split_and_joined_with_a_pause(speech, reference):
-    audio = speech.synthesize("Dr. Smith has 3 cats. They sleep!", model=VOICE, **FIXED)
+@BOTH
+def test_sentences_are_normalised_split_and_joined_with_a_pause(speech, reference, voice):
+    audio = speech.synthesize("Dr. Smith has 3 cats. They sleep!", model=voice, **FIXED)
     first, second = reference("doctor smith has three cats", 0), reference("they sleep", 1)
     pause = np.zeros(int(8000 * 0.12), np.int16)
     assert close(audio.samples, np.concatenate([first, pause, second]))
@@ -85,16 +90,17 @@ def test_longer_text_longer_audio_and_faster_rate_shorter_audio(speech):
     assert fast < 0.7 * one
 
 
-def test_concurrent_requests_of_different_lengths_each_get_their_own_audio(server, speech, raw_grpc):
+@BOTH
+def test_concurrent_requests_of_different_lengths_each_get_their_own_audio(server, speech, raw_grpc, voice):
     texts = ["hi", "hello world", "the quick brown fox", "a much longer sentence than the others in this batch", "ok",
              "speech from triton", "dogs and cats", "the lazy dog sleeps all day long in the sun"]
-    solo = [speech.synthesize(t, model=VOICE, **{**FIXED, "seed": i}).samples for i, t in enumerate(texts)]
-    step = f"{VOICE}_model"
+    solo = [speech.synthesize(t, model=voice, **{**FIXED, "seed": i}).samples for i, t in enumerate(texts)]
+    step = f"{voice}_model"
     before = raw_grpc.get_inference_statistics(model_name=step, as_json=True)["model_stats"][0]
 
     async def run():
         async with AsyncSpeechClient(server.grpc_url) as c:
-            return await asyncio.gather(*(c.synthesize(t, model=VOICE, **{**FIXED, "seed": i % len(texts)}) for i, t in enumerate(texts * 3)))
+            return await asyncio.gather(*(c.synthesize(t, model=voice, **{**FIXED, "seed": i % len(texts)}) for i, t in enumerate(texts * 3)))
 
     together = asyncio.run(run())
     after = raw_grpc.get_inference_statistics(model_name=step, as_json=True)["model_stats"][0]
@@ -104,12 +110,13 @@ def test_concurrent_requests_of_different_lengths_each_get_their_own_audio(serve
     assert executions < len(together), "requests were not batched"
 
 
-def test_streaming_gives_the_one_shot_audio_sentence_by_sentence(speech):
+@BOTH
+def test_streaming_gives_the_one_shot_audio_sentence_by_sentence(speech, voice):
     text = "The first sentence is short. The second one is a little longer than that. Third. Fourth comes now. And the fifth ends it."
-    one_shot = speech.synthesize(text, model=VOICE, **FIXED).samples
+    one_shot = speech.synthesize(text, model=voice, **FIXED).samples
     arrivals, parts = [], []
     start = time.perf_counter()
-    for audio in speech.stream(text, model=VOICE, **FIXED):
+    for audio in speech.stream(text, model=voice, **FIXED):
         arrivals.append(time.perf_counter() - start)
         parts.append(audio.samples)
     assert len(parts) == 5
@@ -122,9 +129,10 @@ def test_streaming_gives_the_one_shot_audio_sentence_by_sentence(speech):
     ("?!... --- ,;", "no characters this voice can speak"),
     ("日本語のテキスト", "no characters this voice can speak"),
 ])
-def test_unspeakable_text_is_a_clear_error(speech, server, text, message):
+@BOTH
+def test_unspeakable_text_is_a_clear_error(speech, server, text, message, voice):
     with pytest.raises(TritonizeError, match=message):
-        speech.synthesize(text, model=VOICE)
+        speech.synthesize(text, model=voice)
     assert server.is_ready()
 
 
@@ -133,20 +141,99 @@ def test_unspeakable_text_is_a_clear_error(speech, server, text, message):
     ({"speaking_rate": -1.0}, r"SPEAKING_RATE must be in \(0, 10\], got -1"),
     ({"noise_scale": -0.5}, r"NOISE_SCALE must be in \[0, 5\]"),
 ])
-def test_bad_parameters_name_the_field_and_range(speech, params, message):
+@BOTH
+def test_bad_parameters_name_the_field_and_range(speech, params, message, voice):
     with pytest.raises(TritonizeError, match=message):
-        speech.synthesize("hello", model=VOICE, **params)
-    with pytest.raises(TypeError, match="unknown synthesis parameter"):
-        speech.synthesize("hello", model=VOICE, pitch=2)
-    assert len(speech.synthesize("hello", model=VOICE).samples) > 0  # the server is still serving
+        speech.synthesize("hello", model=voice, **params)
+    with pytest.raises(TritonizeError, match="unknown synthesis parameter"):
+        speech.synthesize("hello", model=voice, pitch=2)
+    assert len(speech.synthesize("hello", model=voice).samples) > 0  # the server is still serving
 
 
-def test_fifty_thousand_characters_are_split_not_a_crash(speech):
-    sentence = "The server splits long texts into sentences and synthesises them in batches. "
-    text = (sentence * (50_000 // len(sentence) + 1))[:50_000]
-    audio = speech.synthesize(text, model=VOICE, seed=3)
-    short = speech.synthesize(sentence, model=VOICE, seed=3)
+LONG_SENTENCE = "The server splits long texts into sentences and synthesises them in batches. "
+
+
+def long_text(chars: int) -> str:
+    return (LONG_SENTENCE * (chars // len(LONG_SENTENCE) + 1))[:chars]
+
+
+def test_twenty_five_thousand_characters_are_split_not_a_crash(speech):
+    audio = speech.synthesize(long_text(25_000), model=VOICE, seed=3)  # ~8 minutes of the tiny voice: within its limit
+    short = speech.synthesize(LONG_SENTENCE, model=VOICE, seed=3)
     assert audio.seconds > 100 * short.seconds
+
+
+# -- the limit on the audio's duration ---------------------------------------------------------------
+def tokens_computed(server, previous: float = -1.0) -> float:
+    """The model step's tritonize_tokens_computed_total, once it differs from `previous` (metrics lag a little)."""
+    import re
+    import urllib.request
+
+    deadline = time.monotonic() + 10
+    while True:
+        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+        m = re.search(rf'^tritonize_tokens_computed_total{{model="{VOICE}_model"}} (\S+)$', text, re.M)
+        value = float(m.group(1)) if m else 0.0
+        if value != previous or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("still_serving")
+def test_text_past_the_voices_audio_limit_is_refused_naming_it(server, speech):
+    """50,000 characters make ~16 minutes of the tiny voice, past its default max_audio_seconds (600);
+    25,000 make ~8 and pass. Synthesis stops at the limit: the refused text costs less than twice the
+    passing one (all of it would cost twice)."""
+    before = tokens_computed(server)
+    speech.synthesize(long_text(25_000), model=VOICE, seed=3)
+    half_cost = tokens_computed(server, before) - before
+    before += half_cost
+    with pytest.raises(TritonizeError, match=r"TEXT makes more audio than this voice's max_audio_seconds=600 s per request") as e:
+        speech.synthesize(long_text(50_000), model=VOICE, seed=3)
+    assert e.value.status == "INVALID_ARG"
+    assert tokens_computed(server, before) - before < 1.6 * half_cost
+    with pytest.raises(TritonizeError, match=r"the request's MAX_AUDIO_SECONDS=5 s"):
+        speech.synthesize(long_text(50_000), model=VOICE, seed=3, max_audio_seconds=5)
+
+
+@pytest.mark.usefixtures("still_serving")
+def test_a_request_may_lower_the_limit_but_not_raise_it(speech):
+    text = "hello world. " * 8
+    full = speech.synthesize(text, model=VOICE, **FIXED)
+    assert speech.synthesize(text, model=VOICE, **FIXED, max_audio_seconds=full.seconds + 0.01).samples.shape == full.samples.shape
+    half = round(full.seconds / 2, 2)
+    with pytest.raises(TritonizeError, match=rf"the request's MAX_AUDIO_SECONDS={half:g} s"):
+        speech.synthesize(text, model=VOICE, **FIXED, max_audio_seconds=half)
+    for bad in (0.0, -1.0, 601.0):
+        with pytest.raises(TritonizeError, match=rf"MAX_AUDIO_SECONDS must be in \(0, 600\] seconds .*got {bad:g}"):
+            speech.synthesize(text, model=VOICE, **FIXED, max_audio_seconds=bad)
+
+
+@pytest.mark.usefixtures("still_serving")
+def test_streams_stop_at_the_limit_with_the_same_error(server, speech):
+    text = "hello world. " * 8
+    full = speech.synthesize(text, model=VOICE, **FIXED)
+    limit = round(full.seconds / 2, 2)
+    parts = []
+    with pytest.raises(TritonizeError, match=rf"the request's MAX_AUDIO_SECONDS={limit:g} s") as e:
+        for audio in speech.stream(text, model=VOICE, **FIXED, max_audio_seconds=limit):
+            parts.append(audio)
+    assert e.value.status == "INVALID_ARG"
+    assert 1 <= len(parts) < 8 and sum(p.seconds for p in parts) <= limit  # what fits came first
+
+    async def run():
+        async with AsyncSpeechClient(server.grpc_url) as c:
+            return [a async for a in c.stream(text, model=VOICE, **FIXED, max_audio_seconds=limit)]
+
+    with pytest.raises(TritonizeError, match="MAX_AUDIO_SECONDS"):
+        asyncio.run(run())
+
+
+def test_long_texts_within_the_limit_still_stream(speech):
+    text = LONG_SENTENCE * 40
+    parts = list(speech.stream(text, model=VOICE, seed=3, max_audio_seconds=600))
+    assert len(parts) == 40 and close(np.concatenate([p.samples for p in parts]),
+                                                    speech.synthesize(text, model=VOICE, seed=3).samples)
 
 
 def test_cli_writes_a_wav(server, tmp_path):

@@ -12,7 +12,7 @@ def test_numbers_and_abbreviations_are_spelled_out():
     assert number_words(1_234_567) == "one million two hundred thirty four thousand five hundred sixty seven"
     assert ordinal_words(1) == "first" and ordinal_words(22) == "twenty second" and ordinal_words(40) == "fortieth"
     assert normalize_english("Dr. Who paid $5.50 for 2 tickets, 1st row; 50% off & more") == (
-        "doctor Who paid five point five zero dollars for two tickets, first row; fifty percent off and more")
+        "doctor Who paid five dollars and fifty cents for two tickets, first row; fifty percent off and more")
     assert normalize_english("It costs 1,000 today") == "It costs one thousand today"
 
 

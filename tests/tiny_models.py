@@ -64,20 +64,27 @@ def build_tiny_distilbert_classifier(path: Path, max_length: int = 64, seed: int
     return path
 
 
-def build_tiny_roberta_embedder(path: Path, max_length: int = 64, seed: int = 0) -> Path:
-    """RoBERTa with a byte-level BPE tokenizer (two position slots reserved for padding, as in the real ones)."""
+def build_tiny_roberta_embedder(path: Path, max_length: int = 64, seed: int = 0, pad_id: int = 1,
+                                max_positions: int | None = None, model_max_length: int | None = None) -> Path:
+    """RoBERTa with a byte-level BPE tokenizer. Positions start after the pad id: with the real ones'
+    pad_id 1 and max_length + 2 positions, max_length tokens fit. `pad_id` moves "<pad>" in the vocabulary."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
+    specials = ["<s>", "</s>", "<unk>", "<mask>"]
+    specials.insert(pad_id, "<pad>")
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(CORPUS * 4, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=300, special_tokens=specials)
     work = path / "bpe"
     work.mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(work))
-    tok = RobertaTokenizerFast(vocab_file=str(work / "vocab.json"), merges_file=str(work / "merges.txt"), model_max_length=max_length)
+    tok = RobertaTokenizerFast(vocab_file=str(work / "vocab.json"), merges_file=str(work / "merges.txt"),
+                               model_max_length=model_max_length or max_length)
+    assert tok.pad_token_id == pad_id, tok.pad_token_id
     config = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                           max_position_embeddings=max_length + 2, pad_token_id=tok.pad_token_id, initializer_range=0.3)
+                           max_position_embeddings=max_positions or max_length + 2, pad_token_id=tok.pad_token_id,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, initializer_range=0.3)
     torch.manual_seed(seed)
     RobertaModel(config).eval().save_pretrained(path)
     tok.save_pretrained(path)

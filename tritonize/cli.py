@@ -1,11 +1,11 @@
-"""The `tritonize` command: convert, serve, infer, demo, bench, plan. Each subcommand is a thin layer over a
-function in converters/, server/, client/ or benchmarks/."""
+"""The `tritonize` command: convert, serve, infer, demo, bench, plan, deploy, gateway. Each subcommand is a thin
+layer over a function in converters/, server/, client/, gateway/, benchmarks/ or deploy/."""
 
 from __future__ import annotations
 
 import typer
 
-from tritonize.commands import chat, demo, encoders, generation, load, serve, speech
+from tritonize.commands import chat, demo, deploy, encoders, gateway, generation, load, serve, speech
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 convert_app = typer.Typer(no_args_is_help=True, help="Convert a checkpoint into the model repository.")
@@ -15,6 +15,8 @@ app.add_typer(infer_app, name="infer")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 load.register(app)
+deploy.register(app)
+gateway.register(app)
 
 # Each model family adds its convert/infer subcommands and its demo step, in this order (the chatbot
 # comes after the encoders and generators it calls).

@@ -17,15 +17,19 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import default_name, fingerprint, resolve
-from tritonize.converters.encoders.repository import EncoderPipeline, write_encoder_pipeline
+from tritonize.converters.checkpoints import fingerprint, resolve, served_name
+from tritonize.converters.encoders.repository import EncoderPipeline, check_engine, write_encoder_pipeline
+from tritonize.converters.encoders.tensorrt import PRECISIONS, to_fp16
 from tritonize.converters.repository import Batching, read_manifest
 
 TASKS = {"embedding": "feature-extraction", "classification": "text-classification"}
 # Max abs error allowed between ONNX Runtime fp32 and PyTorch (hidden states or logits); measured
 # errors are ~4e-6 on all-MiniLM-L6-v2 with the fusions applied.
 FP32_TOLERANCE = 1e-4
-ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert"}  # two position slots are reserved for padding
+# Max abs error of the fp16 graph (TensorRT engine source) vs fp32, relative to the output's scale;
+# all-MiniLM-L6-v2 measured 6e-4 on CPU.
+FP16_RELATIVE_TOLERANCE = 1e-2
+ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert"}  # positions start after the pad id (see position_limit)
 
 VALIDATION_TEXTS = [
     "Hi.",
@@ -56,10 +60,21 @@ class ConversionReport:
     quantized: bool
     int8_accuracy: dict = field(default_factory=dict)
     seconds: float = 0.0
+    engine: str = "onnxruntime"
+    fp16_relative_error: float | None = None  # tensorrt engine, fp16: the graph TensorRT builds vs fp32
+
+
+def position_limit(config) -> int:
+    """Tokens the position table holds. RoBERTa-family models number positions pad_token_id + 1,
+    pad_token_id + 2, ... (padding itself sits at pad_token_id), so they hold
+    max_position_embeddings - pad_token_id - 1: the familiar "- 2" only when pad_token_id is 1."""
+    if config.model_type in ROBERTA_LIKE:
+        return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+    return config.max_position_embeddings
 
 
 def max_sequence_length(tokenizer, config, source: str) -> int:
-    limits = [config.max_position_embeddings - (2 if config.model_type in ROBERTA_LIKE else 0)]
+    limits = [position_limit(config)]
     if tokenizer.model_max_length < 100_000:
         limits.append(tokenizer.model_max_length)
     sbert = Path(source) / "sentence_bert_config.json"  # sentence-transformers' own limit, when present
@@ -123,6 +138,16 @@ def int8_accuracy(fp32, int8, tokenizer, task: str, max_length: int) -> dict:
     return {"label_agreement": float((pa.argmax(-1) == pb.argmax(-1)).mean()), "max_probability_diff": float(np.abs(pa - pb).max())}
 
 
+def fp16_relative_error(fp16, fp32, tokenizer, task: str, max_length: int) -> float:
+    """Max abs difference of the fp16 graph from the fp32 one, over the output's largest magnitude."""
+    worst = 0.0
+    for batch in validation_batches(max_length):
+        mask = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")["attention_mask"]
+        a, b = ort_outputs(fp32, tokenizer, batch, max_length), ort_outputs(fp16, tokenizer, batch, max_length)
+        worst = max(worst, compare(b, a, mask, task) / max(1.0, float(np.abs(a).max())))
+    return worst
+
+
 def ort_session(path: Path):
     import onnxruntime as ort
 
@@ -155,15 +180,26 @@ def convert_bert(
     tolerance: float = FP32_TOLERANCE,
     force: bool = False,
     log: Callable[[str], None] = print,
+    engine: str = "onnxruntime",
+    precision: str = "fp16",
 ) -> ConversionReport:
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
+    name = served_name(model, name)  # checked before anything is written
+    check_engine(flavour, engine)
+    if engine == "tensorrt":
+        if quantize:
+            raise ValueError("quantize makes ONNX Runtime int8 ops, which TensorRT cannot parse: use precision fp16 instead")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        optimize = False  # ORT's fusions emit com.microsoft ops TensorRT cannot parse; TensorRT fuses on its own
     started = time.monotonic()
     source = resolve(model)
-    name = name or default_name(model)
     repository = Path(repository)
     batching = batching or Batching()
     options = {"task": task, "optimize": optimize, "quantize": quantize, "flavour": flavour, "batching": asdict(batching)}
+    if engine != "onnxruntime":  # keeps the reuse key of existing conversions unchanged
+        options |= {"engine": engine, "precision": precision}
     key = fingerprint(source, options, "encoders")
     previous = read_manifest(repository, name)
     if previous and previous.get("key") == key and not force:
@@ -211,6 +247,17 @@ def convert_bert(
             accuracy = int8_accuracy(fp32, ort_session(onnx_path), tokenizer, task, max_length)
             log(f"{name}: int8 dynamic quantisation, accuracy vs fp32 {accuracy}")
 
+        fp16_error = None
+        if engine == "tensorrt" and precision == "fp16":
+            to_fp16(onnx_path, tmp / "model_fp16.onnx")
+            onnx_path = tmp / "model_fp16.onnx"
+            fp16_error = fp16_relative_error(ort_session(onnx_path), fp32, tokenizer, task, max_length)
+            log(f"{name}: fp16 graph for TensorRT, max error vs fp32 {fp16_error:.1e} of the output scale "
+                f"(tolerance {FP16_RELATIVE_TOLERANCE:.0e})")
+            if not fp16_error <= FP16_RELATIVE_TOLERANCE:
+                raise ParityError(f"{name}: the fp16 graph differs from fp32 by {fp16_error:.2e} of the output scale "
+                                  f"> {FP16_RELATIVE_TOLERANCE:.0e}; convert with precision fp32")
+
         tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
         labels = [config.id2label[i] for i in range(config.num_labels)] if task == "classification" else []
         pipeline = EncoderPipeline(
@@ -223,11 +270,13 @@ def convert_bert(
             graph_inputs=[i.name for i in fp32.get_inputs()],
             batching=batching,
             flavour=flavour,
+            engine=engine,
+            precision=precision,
         )
         report = ConversionReport(
             name=name, task=task, source=str(model), repository=str(repository), reused=False, max_abs_error=err,
             tolerance=tolerance, optimized=optimized, quantized=quantize, int8_accuracy=accuracy,
-            seconds=round(time.monotonic() - started, 1),
+            seconds=round(time.monotonic() - started, 1), engine=engine, fp16_relative_error=fp16_error,
         )
         manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
         write_encoder_pipeline(repository, pipeline, onnx_path, tmp / "tokenizer.json", manifest)

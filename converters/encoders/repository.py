@@ -4,8 +4,12 @@ One description of a pipeline (`EncoderPipeline`) becomes either flavour:
 - `python` (embedded default, CPU): every step a Python-backend model; the model step runs ONNX
   Runtime itself and merges ragged requests into length buckets;
 - `native` (NGC container, GPU): the model step is Triton's own `onnxruntime` backend with the
-  TensorRT execution provider; the tokenizer pads to multiples of 16 so the dynamic batcher, which
-  only groups equal shapes there, finds requests to batch.
+  TensorRT execution provider (engine `onnxruntime`, nothing to build), or a `tensorrt_plan` engine with
+  one optimisation profile per length bucket (engine `tensorrt`, built on the serving GPU, see
+  `tensorrt.py`); the tokenizer pads to multiples of 16 so the dynamic batcher, which only groups equal
+  shapes there, finds requests to batch.
+The `python` flavour's model step runs ONNX Runtime (default) or, with a device, the PyTorch engine
+on the stored weights (`tritonize.converters.device`).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonize.converters.encoders.tensorrt import PLAN_FILE, SPEC_FILE, BuildSpec, derive_profiles, length_buckets
+from tritonize.converters.device import Placement
 from tritonize.converters.repository import (
     WARMUP_TOKENS, Batching, dynamic_batching, mc, python_step, shim, tensor_in, tensor_out, warmup, with_parameters, write_model,
 )
 
 FLAVOURS = ("python", "native")
+ENGINES = ("onnxruntime", "tensorrt")  # the native flavour's model step
 NATIVE_PAD_MULTIPLE = 16
 
 
@@ -37,9 +44,17 @@ class EncoderPipeline:
     graph_inputs: list[str] = field(default_factory=lambda: ["input_ids", "attention_mask"])
     batching: Batching = field(default_factory=Batching)
     flavour: str = "python"
+    engine: str = "onnxruntime"  # native flavour only: onnxruntime (TensorRT EP) or tensorrt (a plan)
+    precision: str = "fp16"  # tensorrt engine only
     max_text_bytes: int = 1_000_000
     max_padding_ratio: float = 1.25
     min_padding_tokens: int = 8  # per row; see tritonize.runtime.buckets.plan_buckets
+    device: str | None = None  # None: ONNX Runtime; cpu | cuda: the PyTorch engine (python flavour)
+    dtype: str = "float32"
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.dtype)
 
     @property
     def graph_output(self) -> str:
@@ -63,12 +78,44 @@ def tokenizer_config(p: EncoderPipeline) -> mc.ModelConfig:
         "pad_to_multiple_of": str(NATIVE_PAD_MULTIPLE if native else 1),
         "emit_token_type_ids": "true" if len(outputs) == 3 else "false",
     }
-    return python_step(p.step_names["tokenizer"], [tensor_in("TEXT", "BYTES", [1])], outputs, params, p.batching)
+    return python_step(p.step_names["tokenizer"], [tensor_in("TEXT", "BYTES", [1])], outputs, params, p.batching, entry=True)
+
+
+def tensorrt_build_spec(p: EncoderPipeline) -> BuildSpec:
+    buckets = length_buckets(p.max_length, NATIVE_PAD_MULTIPLE)
+    return BuildSpec(inputs=list(p.graph_inputs), profiles=derive_profiles(p.max_length, p.batching.max_batch_size, NATIVE_PAD_MULTIPLE),
+                     precision=p.precision, extra={"max_length": p.max_length, "bucket_edges": buckets})
+
+
+def bucket_warmups(p: EncoderPipeline) -> list[mc.ModelWarmup]:
+    """One single-row request at each bucket's longest length: every profile is initialised before serving."""
+    inputs = lambda n: {k: mc.ModelWarmup.Input(data_type=mc.TYPE_INT64, dims=[n], input_data_file=f"ones_{n}") for k in p.graph_inputs}
+    return [mc.ModelWarmup(name=f"{n}_tokens", batch_size=1, inputs=inputs(n)) for n in length_buckets(p.max_length, NATIVE_PAD_MULTIPLE)]
+
+
+def tensorrt_model_config(p: EncoderPipeline, out_dims: list[int]) -> mc.ModelConfig:
+    b = p.batching
+    n_profiles = len(tensorrt_build_spec(p).profiles)
+    return mc.ModelConfig(
+        name=p.step_names["model"],
+        platform="tensorrt_plan",
+        default_model_filename=PLAN_FILE,
+        max_batch_size=b.max_batch_size,
+        input=[tensor_in(n, "INT64", [-1]) for n in p.graph_inputs],
+        output=[tensor_out(p.graph_output, "FP32", out_dims)],
+        dynamic_batching=dynamic_batching(b),
+        # Without a profile list Triton gives every instance profile 0 only: list every bucket's.
+        instance_group=[mc.ModelInstanceGroup(count=b.instance_count, kind=mc.ModelInstanceGroup.KIND_GPU,
+                                              profile=[str(i) for i in range(n_profiles)])],
+        model_warmup=bucket_warmups(p),
+    )
 
 
 def model_config(p: EncoderPipeline) -> mc.ModelConfig:
     b = p.batching
     out_dims = [-1, p.hidden_size] if p.task == "embedding" else [len(p.labels)]
+    if p.flavour == "native" and p.engine == "tensorrt":
+        return tensorrt_model_config(p, out_dims)
     if p.flavour == "native":
         config = mc.ModelConfig(
             name=p.step_names["model"],
@@ -82,7 +129,7 @@ def model_config(p: EncoderPipeline) -> mc.ModelConfig:
         trt = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         trt.parameters["precision_mode"] = "FP16"
         trt.parameters["max_workspace_size_bytes"] = str(1 << 30)
-        config.model_warmup.append(warmup({n: f"ones_{WARMUP_TOKENS}" for n in ("input_ids", "attention_mask")}))
+        config.model_warmup.append(warmup({n: f"ones_{WARMUP_TOKENS}" for n in p.graph_inputs}))
         return config
     out_name = "TOKEN_EMBEDDINGS" if p.task == "embedding" else "LOGITS"
     config = python_step(
@@ -101,6 +148,8 @@ def model_config(p: EncoderPipeline) -> mc.ModelConfig:
         b,
         instances=b.instance_count,
     )
+    if p.placement.torch:
+        p.placement.place(config, b.instance_count)
     config.model_warmup.append(warmup({"INPUT_IDS": f"ones_{WARMUP_TOKENS}", "ATTENTION_MASK": f"ones_{WARMUP_TOKENS}"}))
     return config
 
@@ -111,7 +160,8 @@ def postprocess_config(p: EncoderPipeline) -> mc.ModelConfig:
             tensor_in("TOKEN_EMBEDDINGS", "FP32", [-1, p.hidden_size], ragged=True),
             tensor_in("ATTENTION_MASK", "INT64", [-1], ragged=True),
         ]
-        return python_step(p.step_names["postprocess"], inputs, [tensor_out("EMBEDDING", "FP32", [p.hidden_size])], {"normalize": "true"}, p.batching)
+        outputs = [tensor_out("EMBEDDING", "FP32", [p.hidden_size]), tensor_out("TOKEN_COUNT", "INT64", [1])]
+        return python_step(p.step_names["postprocess"], inputs, outputs, {"normalize": "true"}, p.batching)
     n = len(p.labels)
     outputs = [tensor_out("LOGITS", "FP32", [n]), tensor_out("PROBABILITIES", "FP32", [n]), tensor_out("LABEL", "BYTES", [1])]
     return python_step(p.step_names["postprocess"], [tensor_in("LOGITS", "FP32", [n])], outputs, {"labels": p.labels}, p.batching)
@@ -127,7 +177,7 @@ def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
     model_out_name = p.graph_output if native else ("TOKEN_EMBEDDINGS" if p.task == "embedding" else "LOGITS")
     if p.task == "embedding":
         post_in = {"TOKEN_EMBEDDINGS": "model_output", "ATTENTION_MASK": "attention_mask"}
-        outputs = {"EMBEDDING": [p.hidden_size]}
+        outputs = {"EMBEDDING": [p.hidden_size], "TOKEN_COUNT": [1]}
     else:
         post_in = {"LOGITS": "model_output"}
         outputs = {"LOGITS": [len(p.labels)], "PROBABILITIES": [len(p.labels)], "LABEL": [1]}
@@ -141,11 +191,20 @@ def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
         platform="ensemble",
         max_batch_size=p.batching.max_batch_size,
         input=[tensor_in("TEXT", "BYTES", [1])],
-        output=[tensor_out(k, "BYTES" if k == "LABEL" else "FP32", d) for k, d in outputs.items()],
+        output=[tensor_out(k, {"LABEL": "BYTES", "TOKEN_COUNT": "INT64"}.get(k, "FP32"), d) for k, d in outputs.items()],
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
     # Read by the client: what this pipeline does and, for classification, its label names.
     return with_parameters(config, {"task": p.task, "labels": p.labels, "max_length": str(p.max_length)})
+
+
+def check_engine(flavour: str, engine: str) -> None:
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    if engine == "tensorrt" and flavour != "native":
+        raise ValueError("engine 'tensorrt' needs flavour 'native': the embedded server has no TensorRT backend")
 
 
 SHIMS = {
@@ -157,15 +216,22 @@ SHIMS = {
 
 
 
-def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path, tokenizer_json: Path, manifest: dict) -> list[Path]:
-    """Write the four models of an encoder pipeline; the manifest goes last, so it marks a complete write."""
-    if p.flavour not in FLAVOURS:
-        raise ValueError(f"flavour must be one of {FLAVOURS}, not {p.flavour!r}")
+def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | None, tokenizer_json: Path, manifest: dict,
+                           weights: dict[str, Path] | None = None) -> list[Path]:
+    """Write the four models of an encoder pipeline; the manifest goes last, so it marks a complete write.
+    The model step gets `model.onnx`, or for the PyTorch engine the stored `weights`."""
+    check_engine(p.flavour, p.engine)
+    if p.placement.torch and p.flavour != "python":
+        raise ValueError("the PyTorch engine (--device) runs in the python flavour; native is ONNX Runtime/TensorRT")
     repo.mkdir(parents=True, exist_ok=True)
     ones = np.ones(WARMUP_TOKENS, dtype=np.int64).tobytes()
-    model_files: dict[str, Path | str | bytes] = {"model.onnx": onnx_model, f"warmup/ones_{WARMUP_TOKENS}": ones}
+    engine_files = dict(weights) if p.placement.torch else {"model.onnx": onnx_model}
+    model_files: dict[str, Path | str | bytes] = {**engine_files, f"warmup/ones_{WARMUP_TOKENS}": ones}
     if p.flavour == "python":
         model_files["model.py"] = shim(SHIMS["model"])
+    if p.engine == "tensorrt":  # the graph and the build spec; the plan is built on the serving GPU
+        model_files = {"model.onnx": onnx_model, SPEC_FILE: tensorrt_build_spec(p).to_json()}
+        model_files |= {f"warmup/ones_{n}": np.ones(n, dtype=np.int64).tobytes() for n in length_buckets(p.max_length, NATIVE_PAD_MULTIPLE)}
     folders = [
         write_model(repo, tokenizer_config(p), {"model.py": shim(SHIMS["tokenizer"]), "tokenizer.json": tokenizer_json}),
         write_model(repo, model_config(p), model_files),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonize.converters.device import Placement
 from tritonize.converters.repository import read_manifest, shim, tensor_in, tensor_out, with_parameters, write_model
 
 STEP = "tritonize.runtime.generation.step:GenerationStep"
@@ -58,6 +59,9 @@ class GenerationReport:
     max_context: int
     limits: dict = field(default_factory=dict)
     seconds: float = 0.0
+    engine: str = "onnx"  # onnx | torch (then on device, in dtype)
+    device: str = "cpu"
+    dtype: str = "float32"
 
 
 def previous_report(repository: Path, name: str, key: str) -> GenerationReport | None:
@@ -82,7 +86,8 @@ def generator_config(name: str, params: dict[str, object]) -> mc.ModelConfig:
         backend="python",
         max_batch_size=0,  # the engine batches across requests itself (continuous batching)
         input=[tensor_in("TEXT", "BYTES", [1])],
-        output=[tensor_out("TEXT", "BYTES", [1]), tensor_out("TOKEN_IDS", "INT64", [-1]), tensor_out("FINISH_REASON", "BYTES", [1])],
+        output=[tensor_out("TEXT", "BYTES", [1]), tensor_out("TOKEN_IDS", "INT64", [-1]), tensor_out("FINISH_REASON", "BYTES", [1]),
+                tensor_out("PROMPT_TOKENS", "INT64", [1])],
         model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
         instance_group=[mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)],
     )
@@ -106,9 +111,22 @@ def served_parameters(family: str, max_context: int, limits: GenerationLimits, e
     }
 
 
-def write_generator(repository: Path, name: str, params: dict, files: dict[str, Path], report: GenerationReport, key: str) -> Path:
+def chat_parameters(tokenizer) -> dict[str, str]:
+    """The checkpoint's chat template and the special tokens it refers to, for the OpenAI gateway
+    (which renders chat messages into a prompt); empty when the checkpoint has none."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):  # several named templates: the default one
+        template = template.get("default", "")
+    return {"chat_template": template, "bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
+
+
+def write_generator(repository: Path, name: str, params: dict, files: dict[str, Path], report: GenerationReport, key: str,
+                    placement: Placement = Placement()) -> Path:
     """The model folder; the manifest goes last, so it marks a complete write."""
-    folder = write_model(repository, generator_config(name, params), {"model.py": shim(STEP), **files})
+    config = generator_config(name, params)
+    if placement.torch:
+        placement.place(config)
+    folder = write_model(repository, config, {"model.py": shim(STEP), **files})
     manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
     (folder / "tritonize.json").write_text(json.dumps(manifest, indent=2))
     return folder

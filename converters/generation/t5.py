@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.generation.common import (
     LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
-    previous_report, served_parameters, write_generator,
+    chat_parameters, previous_report, served_parameters, write_generator,
 )
 
 TASK = "text2text-generation-with-past"
@@ -67,9 +67,9 @@ def convert_t5(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
+    name = served_name(model, name)  # checked before anything is written
     started = time.monotonic()
     source = resolve(model)
-    name = name or default_name(model)
     repository = Path(repository)
     limits = limits or GenerationLimits()
     key = fingerprint(source, {"family": "t5", "limits": asdict(limits)}, "generation")
@@ -98,7 +98,7 @@ def convert_t5(
         first, cached, scale = parity(out, torch_model, tokenizer, start)
         check_parity(name, first, cached, scale, tolerance, log)
         tokenizer.backend_tokenizer.save(str(Path(tmp) / "tokenizer.json"))
-        params = served_parameters("encoder-decoder", max_context, limits, config.eos_token_id, start)
+        params = {**served_parameters("encoder-decoder", max_context, limits, config.eos_token_id, start), **chat_parameters(tokenizer)}
         report = GenerationReport(
             name=name, family="t5", source=str(model), repository=str(repository), reused=False,
             max_abs_error_first_step=first, max_abs_error_cached_step=cached, tolerance=tolerance, logits_scale=scale,

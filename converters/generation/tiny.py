@@ -20,6 +20,12 @@ CORPUS = [
     "the server stays ready when a request is bad",
 ]
 GPT2_CONTEXT = 512  # long enough that a single generation lasts a while (overload and cancel tests)
+# The tiny GPT-2 carries a chat template (as instruction-tuned checkpoints do) so that the gateway's
+# rendering of it is tested; the tiny T5 has none and gets the gateway's plain template.
+GPT2_CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
 
 
 def train_byte_level_bpe(vocab_size: int = 400):
@@ -29,7 +35,7 @@ def train_byte_level_bpe(vocab_size: int = 400):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)  # no blank lines on stdout
     tok.train_from_iterator(CORPUS * 4, trainer)
     return tok
 
@@ -41,7 +47,8 @@ def train_unigram(vocab_size: int = 120):
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
+                                      show_progress=False)
     tok.train_from_iterator(CORPUS * 4, trainer)
     eos = tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)])
@@ -55,6 +62,7 @@ def build_tiny_gpt2(path: Path, seed: int = 0) -> Path:
     end = "<|endoftext|>"
     tok = GPT2TokenizerFast(tokenizer_object=train_byte_level_bpe(), eos_token=end, bos_token=end, unk_token=end,
                             model_max_length=GPT2_CONTEXT)
+    tok.chat_template = GPT2_CHAT_TEMPLATE
     config = GPT2Config(vocab_size=len(tok), n_positions=GPT2_CONTEXT, n_embd=32, n_layer=2, n_head=4, initializer_range=0.35,
                         bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
     torch.manual_seed(seed)

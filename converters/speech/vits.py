@@ -17,11 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import default_name, fingerprint, resolve
+from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.speech.masking import padding_invariant
 from tritonize.converters.speech.noise import seeded_noise
-from tritonize.converters.speech.repository import SpeechPipeline, write_speech_pipeline
+from tritonize.converters.speech.repository import SpeechLimits, SpeechPipeline, write_speech_pipeline
 from tritonize.converters.repository import Batching, read_manifest
+from tritonize.runtime.pooling import pad_vits_batch  # the served engine's padding
 
 # Max abs difference of waveform samples (range about +-1), ONNX Runtime vs PyTorch, same noise.
 WAVE_TOLERANCE = 1e-3  # -60 dB; measured 2e-5 on the tiny voice, 3.4e-4 at MMS-TTS size
@@ -108,9 +109,11 @@ def frontend_spec(tokenizer, config) -> dict:
 
 
 def validate(model, tokenizer, session, min_tokens: int) -> float:
-    """Max abs sample error, ORT (rows batched together) vs PyTorch (each row alone), same seeds."""
-    enc = tokenizer(PARITY_TEXTS, padding="max_length", max_length=max(min_tokens, *(len(tokenizer(t)["input_ids"]) for t in PARITY_TEXTS)),
-                    return_tensors="np")
+    """Max abs sample error, ORT (rows batched together) vs PyTorch (each row alone), same seeds.
+    The batch is padded as the served engine pads it, never with the tokenizer's pad id, which may be
+    an added token outside the embedding table."""
+    ids, mask = pad_vits_batch([tokenizer(t)["input_ids"] for t in PARITY_TEXTS], min_tokens)
+    enc = {"input_ids": ids, "attention_mask": mask}
     seeds = np.arange(len(PARITY_TEXTS), dtype=np.int64) + 7
     params = [(0.667, 0.8, 1.0), (0.3, 0.5, 1.3), (0.0, 0.0, 0.8), (1.0, 1.0, 1.0)]
     feeds = {
@@ -134,6 +137,7 @@ def convert_tts(
     name: str | None = None,
     batching: Batching | None = None,
     flavour: str = "python",
+    limits: SpeechLimits | None = None,
     tolerance: float = WAVE_TOLERANCE,
     force: bool = False,
     log: Callable[[str], None] = print,
@@ -142,9 +146,10 @@ def convert_tts(
     from transformers import AutoTokenizer, VitsModel
 
     started = time.monotonic()
-    source, name, repository = resolve(model), name or default_name(model), Path(repository)
-    batching = batching or Batching(max_batch_size=16)
-    key = fingerprint(source, {"flavour": flavour, "batching": asdict(batching)}, "speech")
+    name = served_name(model, name)  # checked before anything is written
+    source, repository = resolve(model), Path(repository)
+    batching, limits = batching or Batching(max_batch_size=16), limits or SpeechLimits()
+    key = fingerprint(source, {"flavour": flavour, "batching": asdict(batching), "limits": asdict(limits)}, "speech")
     previous = read_manifest(repository, name)
     if previous and previous.get("key") == key and not force:
         log(f"{name}: reusing {repository / name} (same source and options)")
@@ -168,7 +173,8 @@ def convert_tts(
             raise ParityError(f"{name}: ONNX waveform differs from PyTorch by {err:.3e} > {tolerance:.0e}")
         report = TtsReport(name, str(model), str(repository), False, spec["sampling_rate"], err, tolerance,
                            round(time.monotonic() - started, 1))
-        pipeline = SpeechPipeline(name=name, sampling_rate=spec["sampling_rate"], batching=batching, flavour=flavour, min_tokens=min_tokens)
+        pipeline = SpeechPipeline(name=name, sampling_rate=spec["sampling_rate"], batching=batching, limits=limits, flavour=flavour,
+                                  min_tokens=min_tokens)
         manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
         write_speech_pipeline(repository, pipeline, onnx_path, spec, manifest)
     log(f"{name}: wrote {repository / name} ({spec['sampling_rate']} Hz) in {report.seconds:.0f} s")

@@ -1,4 +1,5 @@
-"""Model step: ONNX Runtime over a batch gathered from many requests, grouped into length buckets.
+"""Model step: one engine (ONNX Runtime, or PyTorch on CUDA/CPU) over a batch gathered from many
+requests, grouped into length buckets.
 
 The Python backend does not batch for us: `execute` gets the requests that Triton's dynamic batcher
 queued (of different sequence lengths, thanks to `allow_ragged_batch`) and must merge them itself.
@@ -11,13 +12,14 @@ counters so that padding waste is visible on /metrics.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from tritonize.runtime.buckets import plan_buckets
+from tritonize.runtime.engines import EngineSpec
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
 
@@ -68,10 +70,25 @@ def read_request(request) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64, copy=False), mask
 
 
+class EncoderEngine(Protocol):
+    """The contract both engines keep: int64 ids and mask [rows, tokens] -> float32 hidden states
+    [rows, tokens, hidden] or logits [rows, labels]."""
+
+    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
+
+
+def load_engine(folder: Path, output_name: str, spec: EngineSpec, args: dict | None = None, allow_spinning: str = "0") -> EncoderEngine:
+    if spec.torch:
+        from tritonize.runtime.encoders.engine_torch import TorchEncoder
+
+        return TorchEncoder(folder, output_name, spec, args)
+    from tritonize.runtime.encoders.engine_onnx import OnnxEncoder
+
+    return OnnxEncoder(folder, output_name, spec, allow_spinning)
+
+
 class EncoderStep:
     def initialize(self, args: dict) -> None:
-        import onnxruntime as ort
-
         p = parameters(args)
         self.output_name = p["output_name"]  # last_hidden_state (embedding) or logits (classification)
         self.output_tensor = p.get("output_tensor", "TOKEN_EMBEDDINGS" if self.output_name == "last_hidden_state" else "LOGITS")
@@ -79,25 +96,15 @@ class EncoderStep:
         self.min_padding_tokens = int(p.get("min_padding_tokens", 0))
         self.max_rows = int(p.get("max_rows_per_run", 64))
         self.pad_id = int(p.get("pad_token_id", 0))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(p.get("intra_op_threads", 0)) or (os.cpu_count() or 1)
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle ORT threads spin by default; in a server they would steal the cores that the
-        # tokenizer, the other steps and Triton's own threads need between engine calls.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", p.get("allow_spinning", "0"))
-        self.session = ort.InferenceSession(str(Path(model_dir(args)) / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        self.graph_inputs = {i.name for i in self.session.get_inputs()}
+        self.spec = EngineSpec.from_params(p)
+        self.engine = load_engine(Path(model_dir(args)), self.output_name, self.spec, args, p.get("allow_spinning", "0"))
         labels = {"model": args["model_name"]}
         self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
         self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)
-        self.engine_runs = Counter("tritonize_engine_runs_total", "ONNX Runtime calls (one per length bucket)", labels)
+        self.engine_runs = Counter("tritonize_engine_runs_total", "Engine calls (one per length bucket)", labels)
 
     def run_engine(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.graph_inputs:
-            feeds["token_type_ids"] = np.zeros_like(ids)
-        return self.session.run([self.output_name], feeds)[0]
+        return self.engine.run(ids, mask)
 
     def execute(self, requests):
         responses: list = [None] * len(requests)
@@ -118,7 +125,12 @@ class EncoderStep:
         rows = Rows(ids_per_request, np.array(owner, dtype=np.int64).reshape(-1, 2), np.array(lengths, dtype=np.int64))
 
         buckets = plan_buckets(rows.lengths, self.max_padding_ratio, self.max_rows, self.min_padding_tokens)
-        results = [(b, self.run_engine(*rows.bucket_inputs(b, self.pad_id))) for b in buckets]
+        try:
+            results = [(b, self.run_engine(*rows.bucket_inputs(b, self.pad_id))) for b in buckets]
+        except Exception as e:  # e.g. GPU out of memory: this execution's requests fail, the step keeps serving
+            for i in good:
+                responses[i] = error_response(e)
+            return responses
         outputs = scatter(rows, results, ids_per_request)
         self.engine_runs.add(len(buckets))
         computed = sum(len(b) * int(rows.lengths[b].max()) for b in buckets)

@@ -28,8 +28,11 @@ class EmbeddingPostprocess(_PerRequest):
         self.normalize = parameters(args).get("normalize", "true") == "true"
 
     def process(self, request) -> dict[str, np.ndarray]:
-        pooled = mean_pool(input_array(request, "TOKEN_EMBEDDINGS"), input_array(request, "ATTENTION_MASK"))
-        return {"EMBEDDING": (l2_normalize(pooled) if self.normalize else pooled).astype(np.float32)}
+        mask = input_array(request, "ATTENTION_MASK")
+        pooled = mean_pool(input_array(request, "TOKEN_EMBEDDINGS"), mask)
+        # TOKEN_COUNT: the tokens each row really had (after truncation), for usage accounting.
+        return {"EMBEDDING": (l2_normalize(pooled) if self.normalize else pooled).astype(np.float32),
+                "TOKEN_COUNT": mask.sum(axis=1, keepdims=True).astype(np.int64)}
 
 
 class ClassificationPostprocess(_PerRequest):

@@ -53,7 +53,7 @@ class TokenizerStep:
             for i, texts in batch:
                 rows = [e.ids for e in encodings[start : start + len(texts)]]
                 start += len(texts)
-                ids, mask = pad_rows(rows, self.pad_id, self.pad_multiple)
+                ids, mask = pad_rows(rows, self.pad_id, self.pad_multiple, self.max_length)
                 outputs = {"INPUT_IDS": ids, "ATTENTION_MASK": mask}
                 if self.token_type_ids:
                     outputs["TOKEN_TYPE_IDS"] = np.zeros_like(ids)

@@ -2,8 +2,9 @@
 
 Each loop iteration is one engine step:
 1. drop cancelled requests (queued or running) and free their slots;
-2. admit queued requests into free slots (at most `max_sequences` run at once) and prefill each:
-   one forward over its prompt gives its first token right away;
+2. admit queued requests into free slots (at most `max_sequences` run at once) and prefill them:
+   a forward over the prompts (one per prompt, or one for all where the model batches prompts)
+   gives each its first token right away;
 3. one decode forward over the newest token of every running sequence (the KV cache holds the rest);
 4. stream each sequence's new text; finished sequences leave and queued ones take their place at the
    next step (continuous batching: nobody waits for the whole batch to end).
@@ -23,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tritonize.runtime.generation.models import CacheSlot
+from tritonize.runtime.generation.cache import CacheSlot
 from tritonize.runtime.generation.params import Limits, Overloaded, SamplingParams
 from tritonize.runtime.generation.sampling import next_token
 from tritonize.runtime.generation.text import TextStream, TokenBytes
@@ -31,7 +32,7 @@ from tritonize.runtime.generation.text import TextStream, TokenBytes
 COUNTERS = {
     "steps": "Decode forwards (one per group of running sequences per engine step)",
     "step_rows": "Sequences summed over decode forwards (rows / steps = mean batch size)",
-    "prefills": "Prompt forwards (one per admitted request)",
+    "prefills": "Prompts prefilled (one per admitted request; several may share a forward)",
     "joined_running": "Requests admitted while other sequences were mid-generation",
     "tokens": "Tokens generated",
     "finished": "Sequences that ended normally (eos, length or stop string)",
@@ -137,13 +138,18 @@ class Engine:
 
     def step(self) -> None:
         self._drop_cancelled()
-        for seq in self._admit():
-            self._prefill(seq)
+        self._prefill(self._admit())
         slots = {i: s.slot for i, s in self.running.items()}
         for members in self.model.groups(slots):
             tokens = [self.running[m].generated[-1] for m in members]
             started = time.perf_counter()
-            logits = self.model.decode(members, slots, tokens)
+            try:
+                logits = self.model.decode(members, slots, tokens)
+            except Exception as exc:  # e.g. GPU out of memory: this forward's sequences fail; the queue is served next
+                self.model.forget()
+                for m in members:
+                    self._end(self.running[m], exc)
+                continue
             self.counters["decode_seconds"].add(time.perf_counter() - started)
             self.counters["steps"].add(1)
             self.counters["step_rows"].add(len(members))
@@ -169,16 +175,26 @@ class Engine:
                 admitted.append(seq)
         return admitted
 
-    def _prefill(self, seq: Sequence) -> None:
-        started = time.perf_counter()
-        try:
-            logits, seq.slot = self.model.prefill(seq.job.prompt)
-        except Exception as exc:
-            self._end(seq, exc)
-            return
-        self.counters["prefill_seconds"].add(time.perf_counter() - started)
-        self.counters["prefills"].add(1)
-        self._advance(seq, logits)
+    def _prefill(self, admitted: list[Sequence]) -> None:
+        """Prompt forwards: all admitted prompts in one forward where the model offers it, else one by one."""
+        many = getattr(self.model, "prefill_many", None)
+        batches = [admitted] if many and len(admitted) > 1 else [[seq] for seq in admitted]
+        for batch in batches:
+            started = time.perf_counter()
+            try:
+                if len(batch) > 1:
+                    results = many([seq.job.prompt for seq in batch])
+                else:
+                    results = [self.model.prefill(batch[0].job.prompt)]
+            except Exception as exc:  # fails these prompts only; the running batch goes on
+                for seq in batch:
+                    self._end(seq, exc)
+                continue
+            self.counters["prefill_seconds"].add(time.perf_counter() - started)
+            self.counters["prefills"].add(len(batch))
+            for seq, (logits, slot) in zip(batch, results):
+                seq.slot = slot
+                self._advance(seq, logits)
 
     def _advance(self, seq: Sequence, logits: np.ndarray) -> None:
         """Choose the next token, deliver the text it completes, end the sequence if it is done."""

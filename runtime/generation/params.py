@@ -22,6 +22,8 @@ MAX_STOP_CHARS = 64
 class Overloaded(RuntimeError):
     """All sequence slots are busy and the waiting queue is full: the caller should retry later."""
 
+    status = "UNAVAILABLE"  # Triton's code (runtime/triton.py: stream_error)
+
 
 @dataclass(frozen=True)
 class Limits:

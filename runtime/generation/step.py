@@ -6,7 +6,8 @@ thread and returns at once; responses are sent from the engine thread as tokens 
 
 Input: TEXT (BYTES [1]). Request parameters: see `tritonize.runtime.generation.params.PARAMETERS`.
 Outputs of every response: TEXT (the new piece, or the whole text for `stream=false`), TOKEN_IDS (ids
-that piece came from), FINISH_REASON ('' until the final response: eos | length | stop | cancelled).
+that piece came from), FINISH_REASON ('' until the final response: eos | length | stop | cancelled),
+PROMPT_TOKENS (the prompt's length in tokens, for usage accounting).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from tritonize.runtime.generation.engine import COUNTERS, Engine, Job
-from tritonize.runtime.generation.models import CausalLM, Seq2SeqLM
-from tritonize.runtime.generation.params import Limits, Overloaded, fit_to_context, parse
+from tritonize.runtime.generation.models import load_model
+from tritonize.runtime.generation.params import Limits, fit_to_context, parse
 from tritonize.runtime.generation.text import TokenBytes
 from tritonize.runtime.text_inputs import decode_texts
-from tritonize.runtime.triton import Counter, InputError, input_array, model_dir, parameters, pb
+from tritonize.runtime.triton import Counter, InputError, input_array, model_dir, parameters, pb, stream_error
 
 
 class Gauge:
@@ -39,8 +40,9 @@ class Gauge:
 class TritonSink:
     """Delivers engine output through a request's decoupled response sender."""
 
-    def __init__(self, sender):
+    def __init__(self, sender, prompt_tokens: int = 0):
         self.sender = sender
+        self.prompt_tokens = np.array([prompt_tokens], dtype=np.int64)
 
     def piece(self, text: str, token_ids: list[int], finish_reason: str | None) -> None:
         u = pb()
@@ -48,26 +50,16 @@ class TritonSink:
             u.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=np.object_)),
             u.Tensor("TOKEN_IDS", np.asarray(token_ids, dtype=np.int64)),
             u.Tensor("FINISH_REASON", np.array([(finish_reason or "").encode()], dtype=np.object_)),
+            u.Tensor("PROMPT_TOKENS", self.prompt_tokens),
         ]
         flags = u.TRITONSERVER_RESPONSE_COMPLETE_FINAL if finish_reason else 0
         self.sender.send(u.InferenceResponse(output_tensors=outputs), flags=flags)
 
     def error(self, exc: Exception) -> None:
-        self.sender.send(error_response(exc), flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        self.sender.send(stream_error(exc), flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def cancelled(self) -> bool:
         return self.sender.is_cancelled()
-
-
-def error_response(exc: Exception):
-    u = pb()
-    if isinstance(exc, InputError):
-        code = u.TritonError.INVALID_ARG
-    elif isinstance(exc, Overloaded):
-        code = getattr(u.TritonError, "UNAVAILABLE", u.TritonError.INTERNAL)
-    else:
-        code = u.TritonError.INTERNAL
-    return u.InferenceResponse(output_tensors=[], error=u.TritonError(str(exc), code))
 
 
 def request_parameters(request) -> dict:
@@ -81,15 +73,11 @@ class GenerationStep:
 
         p = parameters(args)
         folder = Path(model_dir(args))
-        threads = int(p.get("intra_op_threads", "0"))
         self.limits = Limits.from_params(p)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_truncation()  # a prompt over the limit is an error, never silently cut
         self.tokenizer.no_padding()
-        if p["family"] == "decoder":
-            model = CausalLM(folder, threads)
-        else:
-            model = Seq2SeqLM(folder, threads, int(p["decoder_start_token_id"]))
+        model = load_model(folder, p, args)
         labels = {"model": args["model_name"]}
         counters = {k: Counter(f"tritonize_generation_{k}_total", d, labels) for k, d in COUNTERS.items()}
         running = Gauge("tritonize_generation_running_sequences", "Sequences in the running batch", labels)
@@ -110,7 +98,7 @@ class GenerationStep:
             try:
                 self.engine.submit(self._job(request, sender))
             except Exception as exc:  # every request gets its final response, or Triton never releases it
-                sender.send(error_response(exc), flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                sender.send(stream_error(exc), flags=pb().TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         return None
 
     def _job(self, request, sender) -> Job:
@@ -120,7 +108,7 @@ class GenerationStep:
             raise InputError("TEXT is empty: send a non-empty prompt")
         prompt = self.tokenizer.encode(text).ids
         params = fit_to_context(params, explicit, len(prompt), self.limits, self.decoder_only)
-        return Job(prompt, params, TritonSink(sender))
+        return Job(prompt, params, TritonSink(sender, len(prompt)))
 
     def finalize(self) -> None:
         self.engine.stop()

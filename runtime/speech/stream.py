@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.runtime.triton import InputError, input_array, model_dir, parameters, pb
+from tritonize.runtime.triton import InputError, input_array, model_dir, parameters, pb, stream_error
 from tritonize.runtime.speech.audio import to_pcm16
+from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
 from tritonize.runtime.speech.frontend import SpeechFrontend
-from tritonize.runtime.speech.synthesis import Voice, VitsEngine
+from tritonize.runtime.speech.synthesis import Voice, load_engine
 
 
 class StreamingSpeechStep:
@@ -21,9 +22,10 @@ class StreamingSpeechStep:
         p = parameters(args)
         limits = json.loads(p["limits"])
         self.frontend = SpeechFrontend.load(model_dir(args), limits)
-        self.engine = VitsEngine(Path(model_dir(args)) / "model.onnx", int(p.get("intra_op_threads", 0)), int(p["min_tokens"]))
+        self.engine = load_engine(Path(model_dir(args)), p, args)
         self.rate = int(p["sampling_rate"])
         self.pause = np.zeros(int(self.rate * limits["pause_ms"] / 1000), np.float32)
+        self.max_audio_s = voice_limit_s(limits)
 
     def execute(self, requests):
         for request in requests:  # each stream on its own thread: execute returns at once
@@ -36,10 +38,12 @@ class StreamingSpeechStep:
         try:
             voice = Voice.from_request(request)
             rows = self.frontend.sentences(self.frontend_text(request))
+            budget = AudioBudget.from_request(request, self.max_audio_s, self.rate, len(self.pause), len(rows))
             for s, row in enumerate(rows):
                 if sender.is_cancelled():
                     break
                 (w,) = self.engine.run([np.array(row, np.int64)], [voice], [voice.seed + s])
+                budget.spend(len(w))  # past the limit: the sentences sent so far, then the error
                 if s < len(rows) - 1:
                     w = np.concatenate([w, self.pause])
                 outputs = {"AUDIO": to_pcm16(w)[None], "SAMPLE_RATE": np.array([[self.rate]], np.int32),
@@ -47,11 +51,9 @@ class StreamingSpeechStep:
                 sender.send(u.InferenceResponse([u.Tensor(k, v) for k, v in outputs.items()]))
             sender.send(flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except InputError as e:
-            sender.send(u.InferenceResponse(output_tensors=[], error=u.TritonError(str(e), u.TritonError.INVALID_ARG)),
-                        flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            sender.send(stream_error(e), flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as e:  # never leave a stream open
-            sender.send(u.InferenceResponse(output_tensors=[], error=u.TritonError(f"synthesis failed: {e}")),
-                        flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            sender.send(stream_error(RuntimeError(f"synthesis failed: {e}")), flags=u.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def frontend_text(self, request) -> str:
         from tritonize.runtime.text_inputs import decode_texts

@@ -1,4 +1,4 @@
-"""VITS synthesis in ONNX Runtime: sentences of all queued requests, batched by length.
+"""VITS synthesis (ONNX Runtime, or PyTorch on CUDA/CPU): sentences of all queued requests, batched by length.
 
 Each sentence is one row with its own seed (the request's seed + the sentence's index), noise scales
 and speaking rate, so a row's audio is the same whatever else shares its batch; each row's true
@@ -7,90 +7,63 @@ length in samples comes back with it and nothing past it is ever served.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import json
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from tritonize.runtime.buckets import plan_buckets
+from tritonize.runtime.engines import EngineSpec
+from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
+from tritonize.runtime.speech.voice import Voice
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
-PARAM_RANGES = {"SPEAKING_RATE": (0.0, 10.0, False), "NOISE_SCALE": (0.0, 5.0, True), "NOISE_SCALE_DURATION": (0.0, 5.0, True)}
+__all__ = ["SpeechEngine", "SynthesisStep", "Voice", "load_engine"]
 
 
-@dataclass
-class Voice:
-    """One request's synthesis parameters, checked."""
+class SpeechEngine(Protocol):
+    """The contract both VITS engines keep: token-id rows, each with its voice and seed -> each row's
+    float32 waveform at its true length, the same whatever else shares the call."""
 
-    speaking_rate: float
-    noise_scale: float
-    noise_scale_duration: float
-    seed: int
-
-    @classmethod
-    def from_request(cls, request) -> "Voice":
-        values = {}
-        for name, (low, high, low_ok) in PARAM_RANGES.items():
-            v = float(input_array(request, name).reshape(-1)[0])
-            if not (low <= v <= high if low_ok else low < v <= high) or not np.isfinite(v):
-                bound = "[" if low_ok else "("
-                raise InputError(f"{name} must be in {bound}{low:g}, {high:g}], got {v:g}")
-            values[name] = v
-        seed = int(input_array(request, "SEED").reshape(-1)[0])
-        return cls(values["SPEAKING_RATE"], values["NOISE_SCALE"], values["NOISE_SCALE_DURATION"], seed)
+    def run(self, rows: list[np.ndarray], voices: list[Voice], seeds: list[int]) -> list[np.ndarray]: ...
 
 
-class VitsEngine:
-    def __init__(self, onnx_path: str | Path, threads: int = 0, min_tokens: int = 1):
-        import onnxruntime as ort
+def load_engine(folder: Path, params: dict[str, str], args: dict | None = None) -> SpeechEngine:
+    spec = EngineSpec.from_params(params)
+    if spec.torch:
+        from tritonize.runtime.speech.engine_torch import TorchVitsEngine
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see runtime/encoders/encoder.py
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        self.min_tokens = min_tokens  # padding is masked, so extra width never changes the audio
+        return TorchVitsEngine(folder, spec, int(params["min_tokens"]), args)
+    from tritonize.runtime.speech.engine_onnx import VitsEngine
 
-    def run(self, rows: list[np.ndarray], voices: list[Voice], seeds: list[int]) -> list[np.ndarray]:
-        """Waveforms (float32, true length) of token-id rows, one engine call."""
-        width = max(self.min_tokens, *(len(r) for r in rows))
-        ids = np.zeros((len(rows), width), np.int64)
-        mask = np.zeros((len(rows), width), np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)], mask[i, : len(r)] = r, 1
-        feeds = {
-            "input_ids": ids, "attention_mask": mask, "seed": np.array(seeds, np.int64),
-            "noise_scale": np.array([v.noise_scale for v in voices], np.float32),
-            "noise_scale_duration": np.array([v.noise_scale_duration for v in voices], np.float32),
-            "speaking_rate": np.array([v.speaking_rate for v in voices], np.float32),
-        }
-        waves, lengths = self.session.run(None, feeds)
-        return [waves[i, : int(n)] for i, n in enumerate(lengths)]
+    return VitsEngine(Path(folder) / "model.onnx", spec.threads, int(params["min_tokens"]))
 
 
 class SynthesisStep:
     def initialize(self, args: dict) -> None:
         p = parameters(args)
-        self.engine = VitsEngine(Path(model_dir(args)) / "model.onnx", int(p.get("intra_op_threads", 0)), int(p["min_tokens"]))
+        self.engine = load_engine(Path(model_dir(args)), p, args)
         self.max_rows = int(p.get("max_rows_per_run", 16))
         # On CPU a padded VITS batch costs more than its rows run one by one (measured at MMS-TTS size:
         # real-time factor 0.38 batched vs 0.24 sentence by sentence; with a 1.05 cap still 0.33), so by
         # default only rows of equal length share a run. Raise it for the GPU, where batching pays.
         self.max_padding_ratio = float(p.get("max_padding_ratio", 1.0))
+        limits, self.rate = json.loads(p["limits"]), int(p["sampling_rate"])
+        self.max_audio_s, self.pause = voice_limit_s(limits), int(self.rate * limits["pause_ms"] / 1000)
         labels = {"model": args["model_name"]}
         self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
         self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)
-        self.engine_runs = Counter("tritonize_engine_runs_total", "ONNX Runtime calls (one per length bucket)", labels)
+        self.engine_runs = Counter("tritonize_engine_runs_total", "Engine calls (one per length bucket)", labels)
 
     def execute(self, requests):
         responses: list = [None] * len(requests)
-        rows, owners, voices, seeds = [], [], [], []
+        rows, owners, voices, seeds, budgets = [], [], [], [], {}
         for i, request in enumerate(requests):
             try:
                 voice = Voice.from_request(request)
                 ids, mask = input_array(request, "INPUT_IDS")[0], input_array(request, "ATTENTION_MASK")[0]
+                budgets[i] = AudioBudget.from_request(request, self.max_audio_s, self.rate, self.pause, len(ids))
             except InputError as e:
                 responses[i] = error_response(e)
                 continue
@@ -99,23 +72,46 @@ class SynthesisStep:
                 owners.append((i, s))
                 voices.append(voice)
                 seeds.append(voice.seed + s)
-        waves: list = [None] * len(rows)
-        lengths = np.array([len(r) for r in rows], np.int64)
-        if rows:
-            buckets = plan_buckets(lengths, self.max_padding_ratio, self.max_rows)
-            for bucket in buckets:
-                out = self.engine.run([rows[k] for k in bucket], [voices[k] for k in bucket], [seeds[k] for k in bucket])
-                for k, w in zip(bucket, out):
-                    waves[k] = w
-            self.engine_runs.add(len(buckets))
-            self.tokens_real.add(int(lengths.sum()))
-            self.tokens_computed.add(sum(len(b) * int(lengths[b].max()) for b in buckets))
+        try:
+            waves = self.synthesize(rows, owners, voices, seeds, budgets, responses)
+        except Exception as e:  # e.g. GPU out of memory: this execution's requests fail, the step keeps serving
+            for i in {i for i, _ in owners}:
+                responses[i] = responses[i] or error_response(e)
+            return responses
         per_request: dict[int, list[np.ndarray]] = {}
         for (i, s), w in zip(owners, waves):
-            per_request.setdefault(i, []).append(w)
+            if responses[i] is None:
+                per_request.setdefault(i, []).append(w)
         for i, ws in per_request.items():
             wave = np.zeros((1, len(ws), max(len(w) for w in ws)), np.float32)
             for s, w in enumerate(ws):
                 wave[0, s, : len(w)] = w
             responses[i] = response({"WAVEFORM": wave, "AUDIO_LENGTHS": np.array([[len(w) for w in ws]], np.int64)})
         return responses
+
+    def synthesize(self, rows, owners, voices, seeds, budgets: dict[int, AudioBudget], responses: list) -> list:
+        """Every row's waveform, length bucket by bucket; a request past its audio budget gets its error
+        in `responses` and none of its remaining rows is run."""
+        waves: list = [None] * len(rows)
+        if not rows:
+            return waves
+        lengths = np.array([len(r) for r in rows], np.int64)
+        runs = computed = 0
+        for bucket in plan_buckets(lengths, self.max_padding_ratio, self.max_rows):
+            bucket = [k for k in bucket if responses[owners[k][0]] is None]
+            if not bucket:
+                continue
+            out = self.engine.run([rows[k] for k in bucket], [voices[k] for k in bucket], [seeds[k] for k in bucket])
+            runs, computed = runs + 1, computed + len(bucket) * int(lengths[bucket].max())
+            for k, w in zip(bucket, out):
+                waves[k] = w
+                i = owners[k][0]
+                try:
+                    if responses[i] is None:
+                        budgets[i].spend(len(w))
+                except InputError as e:
+                    responses[i] = error_response(e)
+        self.engine_runs.add(runs)
+        self.tokens_real.add(int(lengths.sum()))
+        self.tokens_computed.add(computed)
+        return waves

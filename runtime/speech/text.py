@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from tritonize.runtime.speech.currency import spell_currency
+
 _ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 _SCALES = [(10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred")]
@@ -37,27 +39,28 @@ def ordinal_words(n: int) -> str:
 
 
 def _number(match: re.Match) -> str:
-    text = match.group(0)
-    currency = text.startswith("$")
-    text = text.lstrip("$").replace(",", "")
+    text = match.group(0).replace(",", "")
     if re.fullmatch(r"\d+(st|nd|rd|th)", text):
         return " " + ordinal_words(int(text[:-2])) + " "
     whole, _, frac = text.partition(".")
     words = number_words(int(whole)) if len(whole) <= 15 else " ".join(_ONES[int(d)] for d in whole)
     if frac:
         words += " point " + " ".join(_ONES[int(d)] for d in frac)
-    return f" {words}{' dollars' if currency else ''} "
+    return f" {words} "
 
 
 def normalize_english(text: str) -> str:
-    """Numbers, currency, ordinals, abbreviations and symbols spelled out; quotes and dashes simplified."""
+    """Numbers, currency (see currency.py), ordinals, abbreviations and symbols spelled out; quotes and
+    dashes simplified."""
     text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     text = re.sub(r"[\u2013\u2014]", ", ", text)
     text = re.sub(r"\b(" + "|".join(re.escape(a) for a in ABBREVIATIONS) + r")\.", lambda m: ABBREVIATIONS[m.group(1).lower()],
                   text, flags=re.IGNORECASE)
-    text = re.sub(r"\$?\d[\d,]*(\.\d+)?(st|nd|rd|th)?", _number, text)
+    text = spell_currency(text, number_words)
+    text = re.sub(r"(?:\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(st|nd|rd|th)?", _number, text)
     for sym, word in SYMBOLS.items():
         text = text.replace(sym, word)
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text)  # "five dollars ," -> "five dollars,"
     return re.sub(r"\s+", " ", text).strip()
 
 

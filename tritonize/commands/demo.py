@@ -12,18 +12,23 @@ import typer
 
 from tritonize.server import ServerConfig, ServerStartError, TritonServer
 from tritonize.commands import demo_steps
+from tritonize.commands.conversion import Verbose, run_conversion
 from tritonize.console import console, err
 from tritonize.options import Repository
 
 
-def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002) -> None:
+def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
+         verbose: bool = Verbose,
+         convert_only: bool = typer.Option(False, "--convert-only", help="Only write the demo models (the Dockerfile's build stage).")) -> None:
     """Convert, serve, call and stop: the whole path on the embedded default."""
     from tritonize.commands.serve import describe
 
     plan = list(demo_steps.STEPS)
     for step in plan:
         console.rule(f"convert: {step.title}")
-        step.convert(repository)
+        run_conversion(step.title, lambda: step.convert(repository), verbose)
+    if convert_only:
+        return
     console.rule("serve")
     server = TritonServer(ServerConfig(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port))
     try:

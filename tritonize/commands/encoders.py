@@ -8,9 +8,10 @@ from typing import List
 import typer
 
 from tritonize.commands import demo_steps
+from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
-from tritonize.console import console, err
-from tritonize.options import Protocol, Repository, Url
+from tritonize.console import console
+from tritonize.options import Device, Dtype, Protocol, Repository, Url, placement
 
 
 def convert_bert(
@@ -21,32 +22,44 @@ def convert_bert(
     optimize: bool = typer.Option(True, help="Apply ONNX Runtime's transformer fusions."),
     quantize: bool = typer.Option(False, help="Dynamic int8 quantisation (reports the accuracy drop)."),
     flavour: str = typer.Option("python", help="python (embedded CPU server) or native (onnxruntime/TensorRT backend, GPU container)."),
+    engine: str = typer.Option("onnxruntime", help="With --flavour native: onnxruntime (TensorRT EP, nothing to build) or tensorrt "
+                               "(a plan with one profile per length bucket, built on the serving GPU by `serve --engine-cache`)."),
+    precision: str = typer.Option("fp16", help="With --engine tensorrt: fp16 (checked against fp32 on CPU) or fp32."),
     max_batch_size: int = typer.Option(64, help="Rows per request and per model execution."),
     max_queue_delay_us: int = typer.Option(0, help="Dynamic batcher delay; 0 still batches whatever queued."),
     preferred_batch_size: List[int] = typer.Option([], help="Preferred batch sizes (repeatable)."),
-    max_queue_size: int = typer.Option(512, help="Queued requests beyond this are rejected."),
-    queue_timeout_us: int = typer.Option(0, help="Reject requests queued longer than this (0: never)."),
+    max_queue_size: int = typer.Option(0, help="Requests queued at the pipeline's first step beyond this are rejected (0: no bound). "
+                                                 "A bound costs Triton's batch prefetching: see the README."),
+    queue_timeout_us: int = typer.Option(0, help="Reject requests queued at the first step longer than this (0: never)."),
     instances: int = typer.Option(1, help="Model step instances."),
-    threads: int = typer.Option(0, help="ONNX Runtime threads per instance (0: one per core)."),
+    threads: int = typer.Option(0, help="ONNX Runtime (or PyTorch CPU) threads per instance (0: one per core)."),
+    device: str = Device,
+    dtype: str = Dtype,
     force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
+    verbose: bool = Verbose,
 ) -> None:
-    """Export a BERT-family checkpoint and write its Triton ensemble."""
-    from tritonize.converters.encoders.bert import ParityError
+    """Export a BERT-family checkpoint and write its Triton ensemble (ONNX Runtime, or --device for PyTorch)."""
     from tritonize.converters.encoders.bert import convert_bert as convert
     from tritonize.converters.repository import Batching
 
+    target = placement(device, dtype)
     batching = Batching(
         max_batch_size, preferred_batch_size, max_queue_delay_us, max_queue_size, queue_timeout_us, instances, threads
     )
-    try:
-        with console.status(f"converting {model} ..."):
-            report = convert(
-                model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print
-            )
-    except ParityError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(1)
-    console.print_json(data={k: v for k, v in report.__dict__.items()})
+    if target.torch and (quantize or flavour != "python"):
+        raise fail("--device selects the PyTorch engine (python flavour, no --quantize); leave it out for ONNX Runtime")
+    if target.torch:
+        from tritonize.converters.encoders.weights import convert_bert_torch
+
+        def run():
+            return convert_bert_torch(model, task, repository, name, target, batching, force=force, log=console.print)
+    else:
+        def run():
+            return convert(model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print,
+                           engine=engine, precision=precision)
+    report = run_conversion(model, run, verbose)
+    if verbose:
+        console.print_json(data=dict(report.__dict__))
 
 
 def _call(url: str | None, protocol: str, fn):
@@ -57,8 +70,7 @@ def _call(url: str | None, protocol: str, fn):
         with Client(url, protocol) as c:
             return fn(c)
     except TritonizeError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
+        raise fail(str(exc)) from None
 
 
 def embed(

@@ -8,9 +8,10 @@ from typing import List
 import typer
 
 from tritonize.commands import demo_steps
+from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
-from tritonize.console import console, err
-from tritonize.options import Repository, Url
+from tritonize.console import console
+from tritonize.options import Device, Dtype, Repository, Url, placement
 
 
 def _limits(max_new_tokens: int, default_max_new_tokens: int, max_sequences: int, max_queue: int, threads: int):
@@ -28,23 +29,27 @@ def _convert(family: str):
         default_max_new_tokens: int = typer.Option(32, help="max_new_tokens when a request does not say."),
         max_sequences: int = typer.Option(16, help="Sequences generated together (the running batch)."),
         max_queue: int = typer.Option(64, help="Requests waiting for a slot; beyond it requests get an 'overloaded' error."),
-        threads: int = typer.Option(0, help="ONNX Runtime threads (0: one per core)."),
+        threads: int = typer.Option(0, help="ONNX Runtime (or PyTorch CPU) threads (0: one per core)."),
+        device: str = Device,
+        dtype: str = Dtype,
         force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
+        verbose: bool = Verbose,
     ) -> None:
-        from tritonize.converters.generation.common import ParityError
+        target = placement(device, dtype)
+        if target.torch:
+            from functools import partial
 
-        if family == "gpt2":
+            from tritonize.converters.generation.weights import convert_generator_torch
+
+            convert = partial(convert_generator_torch, family, placement=target)
+        elif family == "gpt2":
             from tritonize.converters.generation.gpt2 import convert_gpt2 as convert
         else:
             from tritonize.converters.generation.t5 import convert_t5 as convert
         limits = _limits(max_new_tokens, default_max_new_tokens, max_sequences, max_queue, threads)
-        try:
-            with console.status(f"converting {model} ..."):
-                report = convert(model, repository, name, limits, force=force, log=console.print)
-        except ParityError as e:
-            err.print(f"[red]{e}[/red]")
-            raise typer.Exit(1)
-        console.print_json(data=dict(report.__dict__))
+        report = run_conversion(model, lambda: convert(model, repository, name, limits, force=force, log=console.print), verbose)
+        if verbose:
+            console.print_json(data=dict(report.__dict__))
 
     command.__doc__ = f"Export a {'GPT-2' if family == 'gpt2' else 'T5'} checkpoint with its KV cache and write a streaming generator."
     return command
@@ -67,8 +72,7 @@ def run_generation(url: str | None, model: str, prompt: str, stream: bool, param
                 console.out(result.text, highlight=False)
                 console.print(f"[dim]{len(result.token_ids)} tokens, finish reason: {result.finish_reason}[/dim]")
     except TritonizeError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
+        raise fail(str(exc)) from None
 
 
 def _infer(default_model: str | None):

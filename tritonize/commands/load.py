@@ -66,6 +66,7 @@ def bench(
     http_url: str = typer.Option(None, help="With --url: its HTTP host:port, for Triton's statistics."),
     metrics_url: str = typer.Option(None, help="With --url: its metrics URL."),
     protocol: str = typer.Option("grpc", help="grpc or http."),
+    via: str = typer.Option("direct", help="direct (tritonclient) or openai (through `tritonize gateway`, the OpenAI API)."),
     processes: int = typer.Option(1, help="Locust processes (one master + N workers) for more load than one core makes."),
     pin: bool = typer.Option(False, help="Pin the server to core 0 and Locust to core 1."),
     out: Path = typer.Option(None, help="Output folder (default: bench_results/bench-TIMESTAMP)."),
@@ -74,8 +75,10 @@ def bench(
     from tritonize.benchmarks.report import write_report
     from tritonize.benchmarks.scenarios import Scenario
     from tritonize.benchmarks.sweep import sweep
-    from tritonize.benchmarks.systems import TritonVariant, Variant
+    from tritonize.benchmarks.systems import TritonVariant, Variant, ViaGateway
 
+    if via not in ("direct", "openai"):
+        raise typer.BadParameter(f"--via must be direct or openai, not {via!r}")
     sc = Scenario.load(scenario)
     sc.model = model or sc.model
     server_cpus, locust_cpus = _pinning(pin)
@@ -84,6 +87,9 @@ def bench(
         system = Attached(url, protocol, http_url, metrics_url)
     else:
         system = TritonVariant(repository, sc.model, Variant(), out / "repository", cpus=server_cpus)
+    if via == "openai":
+        system = ViaGateway(system, cpus=server_cpus)  # the gateway shares the server's cores
+        protocol = "openai"
     setup = {"scenario": sc.name, "seconds per level": seconds, "protocol": protocol, "locust processes": processes,
              "pinning": f"server cores {server_cpus}, Locust cores {locust_cpus}" if pin else "none"}
     results = sweep([system], sc, _ints(users), seconds, out, locust_cpus, processes, setup, protocol=protocol)
@@ -161,6 +167,7 @@ def plan(
         confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
         results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
         console.print(results.setup["confirmation"])
+    results.recommendation = asdict(rec)
     results.save(out / "results.json")
     _print_points(results)
     t = Table(title=f"max req/s with p{percentile} <= {slo_ms:g} ms")

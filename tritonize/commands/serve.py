@@ -38,12 +38,16 @@ def serve(
     log_file: Path = typer.Option(None, help="Server log file (default: a temporary file, printed at start)."),
     startup_timeout: float = typer.Option(180.0, help="Seconds to wait for the server to become ready."),
     exit_timeout: int = typer.Option(30, help="Seconds in-flight requests may run on after SIGTERM."),
+    http_max_input_size: int = typer.Option(None, help="Largest HTTP request body in bytes (Triton >= 2.59; not the embedded binary)."),
+    engine_cache: Path = typer.Option(None, help="Build the repository's missing TensorRT engines on this GPU first, cached in this folder."),
 ) -> None:
     """Serve a model repository with the real Triton server until Ctrl-C or SIGTERM."""
+    if engine_cache:
+        _prepare_engines(repository, engine_cache)
     try:
         config = ServerConfig(
             repository, host, http_port, grpc_port, metrics_port, binary, log_file,
-            startup_timeout_s=startup_timeout, exit_timeout_s=exit_timeout,
+            startup_timeout_s=startup_timeout, exit_timeout_s=exit_timeout, http_max_input_size=http_max_input_size,
             protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()), allow_insecure_embedded=allow_insecure_embedded,
         )
     except ValueError as e:
@@ -86,6 +90,17 @@ def serve(
     health.shutdown()
     restarts = sum(supervisor.restarts.values())
     console.print(f"tritonserver stopped (exit code {code}){f'; {restarts} step restart(s)' if restarts else ''}")
+
+
+def _prepare_engines(repository: Path, cache: Path) -> None:
+    """TensorRT plans are GPU-specific, so they are built where they run (a no-op without tensorrt_plan steps)."""
+    from tritonize.converters.encoders.tensorrt import EngineBuildError, prepare_engines
+
+    try:
+        prepare_engines(repository, cache, log=console.print)
+    except EngineBuildError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1)
 
 
 def describe(server: TritonServer, health_port: int | None = None) -> None:

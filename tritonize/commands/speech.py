@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 
 from tritonize.commands import demo_steps
+from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
-from tritonize.console import console, err
-from tritonize.options import Repository, Url
+from tritonize.console import console
+from tritonize.options import Device, Dtype, Repository, Url, placement
 
 
 def convert_tts(
@@ -19,21 +20,32 @@ def convert_tts(
     repository: Path = Repository,
     max_batch_size: int = typer.Option(16, help="Requests per model-step execution."),
     threads: int = typer.Option(0, help="ONNX Runtime threads (0: one per core)."),
+    max_audio_seconds: float = typer.Option(600.0, help="The longest audio one request may get (a request may ask for less)."),
+    device: str = Device,
+    dtype: str = Dtype,
     force: bool = typer.Option(False, help="Convert again even if the repository has this voice."),
+    verbose: bool = Verbose,
 ) -> None:
-    """Export a VITS voice to ONNX and write its speech pipeline (one-shot ensemble + streaming model)."""
+    """Export a VITS voice (ONNX, or --device for PyTorch) and write its speech pipeline (one-shot ensemble + streaming model)."""
     from tritonize.converters.repository import Batching
-    from tritonize.converters.speech.vits import ParityError
+    from tritonize.converters.speech.repository import SpeechLimits
     from tritonize.converters.speech.vits import convert_tts as convert
 
-    try:
-        with console.status(f"converting {model} ..."):
-            report = convert(model, repository, name, Batching(max_batch_size=max_batch_size, intra_op_threads=threads),
-                             force=force, log=console.print)
-    except ParityError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(1)
-    console.print_json(data=report.__dict__)
+    if not max_audio_seconds > 0:
+        raise fail(f"--max-audio-seconds must be > 0, got {max_audio_seconds:g}")
+    target = placement(device, dtype)
+    batching, limits = Batching(max_batch_size=max_batch_size, intra_op_threads=threads), SpeechLimits(max_audio_seconds=max_audio_seconds)
+    if target.torch:
+        from tritonize.converters.speech.weights import convert_tts_torch
+
+        def run():
+            return convert_tts_torch(model, repository, name, target, batching, limits=limits, force=force, log=console.print)
+    else:
+        def run():
+            return convert(model, repository, name, batching, limits=limits, force=force, log=console.print)
+    report = run_conversion(model, run, verbose)
+    if verbose:
+        console.print_json(data=report.__dict__)
 
 
 def infer_tts(
@@ -41,8 +53,9 @@ def infer_tts(
     text: str = typer.Argument(..., help="Text to speak."),
     out: Path = typer.Option(Path("speech.wav"), "--out", "-o", help="WAV file to write."),
     stream: bool = typer.Option(False, help="Sentence by sentence from the streaming model (gRPC)."),
-    speaking_rate: float = typer.Option(None, help="> 1 speaks faster."),
+    speaking_rate: float = typer.Option(None, help="In (0, 10]; > 1 speaks faster (default: the voice's own)."),
     seed: int = typer.Option(0, help="Same seed, same waveform."),
+    max_audio_seconds: float = typer.Option(None, help="Refuse audio longer than this (default and most: the voice's limit)."),
     url: str = Url,
 ) -> None:
     """Synthesize speech and write it as a WAV file."""
@@ -50,7 +63,9 @@ def infer_tts(
 
     from tritonize.client import Audio, SpeechClient, TritonizeError
 
-    params = {"seed": seed} | ({"speaking_rate": speaking_rate} if speaking_rate else {})
+    # None means "not given" (the voice's default); any given value, 0 included, goes to the server's check.
+    given = {"speaking_rate": speaking_rate, "max_audio_seconds": max_audio_seconds}
+    params = {"seed": seed, **{k: v for k, v in given.items() if v is not None}}
     start = time.perf_counter()
     try:
         with SpeechClient(url) as c:
@@ -63,8 +78,7 @@ def infer_tts(
             else:
                 audio = c.synthesize(text, model=model, **params)
     except TritonizeError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1)
+        raise fail(str(exc)) from None
     audio.to_wav(out)
     console.print(f"wrote {out}: {audio.seconds:.2f} s at {audio.rate} Hz in {time.perf_counter() - start:.2f} s")
 

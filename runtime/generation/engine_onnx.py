@@ -1,0 +1,126 @@
+"""The generation models on ONNX Runtime (CPU): the exported graphs behind the engine, one forward over a
+prompt (prefill) and one forward over the newest token of many sequences at once (decode, reading and
+extending the KV cache).
+
+GPT-2's graph takes an attention mask and position ids, so shorter caches are left-padded and masked.
+T5 runs its cached step through a graph exported with a decoder mask (see
+converters/generation/t5_step.py); its relative position bias only sees distances, so left padding
+works there too, and the encoder outputs (cross-attention keys/values) are right-padded and masked.
+A batch's cache stays in the arrays ORT returned from one step to the next (see `RowBatch`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from tritonize.runtime.generation.cache import CacheSlot, RowBatch, batch_for
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # No busy-waiting between steps: the cores are shared with Triton's own threads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class CausalLM:
+    """A decoder-only graph from Optimum's `text-generation-with-past` export (GPT-2)."""
+
+    decoder_only = True
+
+    def __init__(self, folder: Path, threads: int):
+        self.session = ort_session(folder / "model.onnx", threads)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.past_names = sorted((n for n in inputs if n.startswith("past_key_values.")), key=_layer_order)
+        self.present_names = [n.replace("past_key_values", "present") for n in self.past_names]
+        shape = inputs[self.past_names[0]].shape
+        self.heads, self.head_dim = int(shape[1]), int(shape[3])
+        self.uses_positions = "position_ids" in inputs
+        self._batch: RowBatch | None = None
+
+    def _run(self, ids: np.ndarray, past: list[np.ndarray], mask: np.ndarray, positions: np.ndarray):
+        feed = {"input_ids": ids, "attention_mask": mask, **dict(zip(self.past_names, past))}
+        if self.uses_positions:
+            feed["position_ids"] = positions
+        out = self.session.run(["logits", *self.present_names], feed)
+        return out[0], out[1:]
+
+    def prefill(self, prompt: list[int]) -> tuple[np.ndarray, CacheSlot]:
+        n = len(prompt)
+        empty = [np.zeros((1, self.heads, 0, self.head_dim), np.float32)] * len(self.past_names)
+        ids = np.asarray([prompt], np.int64)
+        logits, present = self._run(ids, empty, np.ones((1, n), np.int64), np.arange(n, dtype=np.int64)[None])
+        return logits[0, -1], CacheSlot(own=present, cached=n)
+
+    def groups(self, slots: dict[int, CacheSlot]) -> list[list[int]]:
+        return [list(slots)] if slots else []
+
+    def decode(self, members: list[int], slots: dict[int, CacheSlot], tokens: list[int]) -> np.ndarray:
+        b = self._batch = batch_for(self._batch, members, slots)
+        ids, mask, positions = b.inputs(dict(zip(members, tokens)), slots)
+        logits, present = self._run(ids, b.past, mask, positions)
+        b.advance(present, mask, slots)
+        return logits[[b.rows.index(m) for m in members], -1]
+
+    def forget(self) -> None:
+        self._batch = None
+
+
+class Seq2SeqLM:
+    """T5: Optimum's encoder and first decoder step, and the masked cached step that
+    `tritonize.converters.generation.t5_step` exports (Optimum's own cached step has no decoder mask)."""
+
+    decoder_only = False
+
+    def __init__(self, folder: Path, threads: int, decoder_start_token_id: int):
+        self.encoder = ort_session(folder / "encoder_model.onnx", threads)
+        self.first = ort_session(folder / "decoder_model.onnx", threads)
+        self.step = ort_session(folder / "decoder_step.onnx", threads)
+        self.start = decoder_start_token_id
+        names = [i.name for i in self.step.get_inputs()]
+        self.self_names = sorted((n for n in names if n.endswith((".decoder.key", ".decoder.value"))), key=_layer_order)
+        self.cross_names = sorted((n for n in names if n.endswith((".encoder.key", ".encoder.value"))), key=_layer_order)
+        self.first_outputs = [n.replace("past_key_values", "present") for n in self.self_names + self.cross_names]
+        self.step_outputs = [n.replace("past_key_values", "present") for n in self.self_names]
+        self._batch: RowBatch | None = None
+
+    def prefill(self, prompt: list[int]) -> tuple[np.ndarray, CacheSlot]:
+        ids = np.asarray([prompt], np.int64)
+        mask = np.ones_like(ids)
+        hidden = self.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0]
+        feed = {"input_ids": np.asarray([[self.start]], np.int64), "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
+        out = self.first.run(["logits", *self.first_outputs], feed)
+        n_self = len(self.self_names)
+        return out[0][0, -1], CacheSlot(own=out[1 : 1 + n_self], cached=1, cross=out[1 + n_self :], encoder_length=len(prompt))
+
+    def groups(self, slots: dict[int, CacheSlot]) -> list[list[int]]:
+        return [list(slots)] if slots else []
+
+    def decode(self, members: list[int], slots: dict[int, CacheSlot], tokens: list[int]) -> np.ndarray:
+        b = self._batch = batch_for(self._batch, members, slots)
+        ids, mask, _ = b.inputs(dict(zip(members, tokens)), slots)
+        feed = {
+            "input_ids": ids,
+            "decoder_attention_mask": mask,
+            "encoder_attention_mask": b.encoder_mask,
+            **dict(zip(self.self_names, b.past)),
+            **dict(zip(self.cross_names, b.cross)),
+        }
+        out = self.step.run(["logits", *self.step_outputs], feed)
+        b.advance(out[1:], mask, slots)
+        return out[0][[b.rows.index(m) for m in members], -1]
+
+    def forget(self) -> None:
+        self._batch = None
+
+
+def _layer_order(name: str) -> tuple[int, str]:
+    m = re.search(r"\.(\d+)\.", name)
+    return (int(m.group(1)) if m else 0, name)

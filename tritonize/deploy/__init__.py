@@ -1,0 +1,1 @@
+"""`tritonize deploy`: deployment manifests generated from a capacity plan (`tritonize plan` results)."""
