@@ -68,13 +68,12 @@ class TritonUser(User):
         self.client = mod.InferenceServerClient(self.host)
         self.outputs = [mod.InferRequestedOutput(o) for o in self.sc.outputs]
 
-    def on_stop(self) -> None:
-        self.client.close()
-
     @task
     def call(self) -> None:
         if self.sc.pipeline == "generate":
             return self.generate()
+        if self.sc.pipeline == "chat":
+            return self.chat()
         data = np.array(self.rows.next(), dtype=object).reshape(-1, 1)
         text = self.mod.InferInput("TEXT", list(data.shape), "BYTES")
         text.set_data_from_numpy(data)
@@ -113,6 +112,28 @@ class TritonUser(User):
             if tokens > 1:
                 self.record("generate: ms per token", (time.perf_counter() - first) * 1e3 / (tokens - 1))
             self.record("generate: tokens/s", tokens / total)
+
+
+    def chat(self) -> None:
+        """One question to a chatbot, recorded as 'chat: faq', 'chat: generated' or 'chat: no-match' (one
+        entry per call, so Locust's aggregate counts calls); size = answer bytes."""
+        from tritonize.client.chat import ChatClient
+
+        if not hasattr(self, "chat_client"):
+            self.chat_client = ChatClient(self.host)
+        question = self.rows.next()[0].decode("utf-8", errors="replace")
+        start, name, size, error = time.perf_counter(), "chat", 0, None
+        try:
+            answer = self.chat_client.ask(question, model=self.sc.model, **self.sc.params)
+            name, size = "chat: " + ("faq" if answer.matched else answer.source), len(answer.text.encode())
+        except Exception as e:
+            error = TritonizeError.wrap(e, self.sc.model)
+        self.record(name, (time.perf_counter() - start) * 1e3, size, error)
+
+    def on_stop(self) -> None:
+        self.client.close()
+        if hasattr(self, "chat_client"):
+            self.chat_client.close()
 
 
 class TritonGrpcUser(TritonUser):

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from tritonize.benchmarks.workloads import WORDS
 
-# pipeline -> the outputs a unary call asks for; "generate" streams over gRPC instead (TTFT, tokens/s).
-PIPELINES = {"embed": ["EMBEDDING"], "classify": ["LABEL", "PROBABILITIES"], "generate": []}
+# pipeline -> the outputs a unary call asks for; "generate" streams over gRPC instead (TTFT, tokens/s);
+# "chat" asks a chatbot (ChatClient) and records each call under the way it was answered.
+PIPELINES = {"embed": ["EMBEDDING"], "classify": ["LABEL", "PROBABILITIES"], "generate": [], "chat": []}
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_ENV = "TRITONIZE_SCENARIO"  # how the Locust process learns which scenario to run
 
@@ -47,6 +48,7 @@ class Scenario:
     pool_size: int = 2000
     bad_every: int = 0  # every Nth request of a user sends invalid UTF-8 (a failure to count), 0 = never
     params: dict = field(default_factory=dict)  # generation parameters, e.g. {"max_new_tokens": 32}
+    questions: list = field(default_factory=list)  # a fixed pool (chat-mix: paraphrases, near misses, unrelated)
 
     def __post_init__(self):
         if self.pipeline not in PIPELINES:
@@ -72,4 +74,6 @@ class Scenario:
     def texts(self) -> list[str]:
         """The pool every user draws from: the same texts for the same seed, in every run."""
         rng = random.Random(self.seed)
+        if self.questions:  # the scenario's own questions, shuffled, repeated to the pool's size
+            return [self.questions[i % len(self.questions)] for i in rng.sample(range(self.pool_size), self.pool_size)]
         return [" ".join(rng.choices(WORDS, k=self.words.draw(rng))).capitalize() + "." for _ in range(self.pool_size)]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -50,8 +51,16 @@ def read_config(path: Path) -> mc.ModelConfig:
 
 
 def pipeline_models(repo: Path, ensemble: str) -> list[str]:
+    """The models a pipeline needs: an ensemble's steps; for a BLS model (a chatbot, which names what it
+    calls in `tritonize_calls`) its streaming twin and the pipelines it calls."""
     config = read_config(repo / ensemble / "config.pbtxt")
-    return [ensemble] + [s.model_name for s in config.ensemble_scheduling.step]
+    models = [ensemble] + [s.model_name for s in config.ensemble_scheduling.step]
+    if "tritonize_calls" in config.parameters:
+        if (repo / f"{ensemble}_stream").is_dir():
+            models.append(f"{ensemble}_stream")
+        for callee in json.loads(config.parameters["tritonize_calls"].string_value):
+            models += [m for m in pipeline_models(repo, callee) if m not in models]
+    return models
 
 
 def apply_variant(config: mc.ModelConfig, v: Variant) -> mc.ModelConfig:

@@ -8,6 +8,8 @@ import time
 
 import tritonclient.grpc as grpcclient
 
+CALLS_PARAMETER = "tritonize_calls"  # written by converters/chat/repository.py (server/ imports no converter)
+
 
 class ModelControl:
     def __init__(self, grpc_url: str, headers: dict[str, str]):
@@ -25,13 +27,24 @@ class ModelControl:
     def entry_models(self) -> list[str]:
         """Loaded models that no ensemble uses as a step: what clients call (ensembles, generators,
         streaming voices). Unloading these first lets ensembles' in-flight requests finish their steps."""
+        return [m for wave in self.drain_waves() for m in wave]
+
+    def drain_waves(self) -> list[list[str]]:
+        """The entry models in the order a drain unloads them: first the models that call others through
+        BLS (a chatbot names its callees in the `tritonize_calls` parameter), then the rest. BLS calls are
+        not ensemble steps, so without this order the embedder and generator a chatbot calls would refuse
+        its in-flight requests' sub-requests."""
         ready = self.ready_models()
-        steps = set()
+        steps, callers = set(), set()
         for name in ready:
             config = self.client.get_model_config(name, as_json=True)["config"]
             for step in config.get("ensemble_scheduling", {}).get("step", []):
                 steps.add(step["model_name"])
-        return [m for m in ready if m not in steps]
+            if config.get("parameters", {}).get(CALLS_PARAMETER, {}).get("string_value"):
+                callers.add(name)
+        entry = [m for m in ready if m not in steps]
+        waves = [[m for m in entry if m in callers], [m for m in entry if m not in callers]]
+        return [w for w in waves if w]
 
     def reload(self, model: str, generation: int) -> None:
         """Load `model` anew: new instances (and stubs) replace the old ones. Triton skips a load whose

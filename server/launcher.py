@@ -124,7 +124,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self.binary: TritonBinary | None = None
         self.control: ModelControl | None = None
-        self.entry_models: list[str] = []
+        self.drain_waves: list[list[str]] = []  # entry models, BLS callers first (see ModelControl.drain_waves)
         self.log_file = Path(config.log_file) if config.log_file else Path(tempfile.mkdtemp(prefix="tritonize-")) / "tritonserver.log"
         spare = iter(free_ports(3, config.host))
         self.http_port, self.grpc_port, self.metrics_port = (
@@ -205,7 +205,7 @@ class TritonServer:
         try:  # a signal or Ctrl-C during start-up lands here too: nothing may be left running
             self.wait_ready(self.config.startup_timeout_s)
             self.control = ModelControl(self.grpc_url, self.restricted_headers("grpc"))
-            self.entry_models = self.control.entry_models()  # known now, so a drain starts refusing at once
+            self.drain_waves = self.control.drain_waves()  # known now, so a drain starts refusing at once
         except BaseException:
             self.stop(drain=False)
             raise
@@ -251,11 +251,14 @@ class TritonServer:
         the time ran out."""
         if self.control is None or self.process is None or self.process.poll() is not None:
             return []
-        timeout_s = self.config.exit_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + (self.config.exit_timeout_s if timeout_s is None else timeout_s)
+        busy: list[str] = []
         try:
-            return self.control.unload(self.entry_models, timeout_s)
+            for wave in self.drain_waves:  # a wave's in-flight requests finish before the models they call go
+                busy += self.control.unload(wave, max(0.0, deadline - time.monotonic()))
         except Exception:  # the server is going down anyway; SIGTERM follows
-            return []
+            pass
+        return busy
 
     def stop(self, drain: bool = True, kill_after_s: float | None = None) -> int | None:
         """Drain (see `drain`), SIGTERM, then SIGKILL the whole group if it has not exited after

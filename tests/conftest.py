@@ -42,10 +42,25 @@ def build_voices(repo: Path, work: Path) -> dict:
     convert_tts(str(checkpoint), repo, VOICE, Batching(max_batch_size=8, intra_op_threads=1), log=lambda m: None)
     return {"tiny_vits": checkpoint}
 
-from tests.torch_models import build_torch_flavours  # noqa: E402
+CHATBOT = "faq-bot"  # the demo FAQ over MiniLM and the tiny GPT-2; exact index (and NAME_stream)
+CHATBOT_FAISS = "faq-bot-faiss"  # the same with an HNSW index
+
+
+def build_chatbots(repo: Path, work: Path) -> dict:
+    """After build_encoders and build_generators: the chatbot embeds its FAQ with their files."""
+    from tritonize.converters.chat.convert import convert_chatbot
+    from tritonize.converters.chat.faq import demo_faq
+    from tests.tiny_generators import GPT2
+
+    for name, index in ((CHATBOT, "exact"), (CHATBOT_FAISS, "faiss")):
+        convert_chatbot(demo_faq(), EMBEDDER, GPT2, repo, name, threshold=0.5, top_k=3, index=index, log=lambda m: None)
+    return {}
+
 
 # Each model family adds the function that writes its test models into the shared repository.
-BUILDERS = [build_encoders, build_generators, build_voices, build_torch_flavours]
+from tests.torch_models import build_torch_flavours  # noqa: E402
+
+BUILDERS = [build_encoders, build_generators, build_voices, build_chatbots, build_torch_flavours]
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 PACKAGE_DIR = PYPROJECT["tool"]["setuptools"]["package-dir"]
-FAMILIES = ("encoders", "generation", "speech")
+FAMILIES = ("chat", "encoders", "generation", "speech")
 
 
 def _modules() -> dict[str, Path]:

@@ -227,6 +227,52 @@ def test_sigterm_drains_ensembles_and_streams_with_nothing_lost(small_repo):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.fixture(scope="module")
+def chat_repo(built, tmp_path_factory) -> Path:
+    """small_repo's models and the chatbot (NAME and NAME_stream) that calls them through BLS."""
+    from tests.conftest import CHATBOT
+
+    return _copy_models(built["repository"], tmp_path_factory.mktemp("chat_repo"), [EMBEDDER, GPT2, CHATBOT])
+
+
+def test_drain_finishes_in_flight_chat_requests_before_unloading_what_they_call(chat_repo):
+    """BLS calls are not ensemble steps: the drain unloads the chatbot first (its in-flight questions still
+    reach the embedder and the generator), then the models it calls."""
+    from tritonize.client import ChatClient
+    from tests.conftest import CHATBOT
+
+    question, unrelated = "What command launches Triton with my models?", "What is a good recipe for banana bread?"
+    server = TritonServer(ServerConfig(chat_repo, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=60)).start()
+    try:
+        assert server.drain_waves[0] == [CHATBOT, f"{CHATBOT}_stream"]
+        assert {EMBEDDER, GPT2} <= set(server.drain_waves[1])
+        with ChatClient(server.grpc_url) as c:
+            retrieved = c.ask(question, model=CHATBOT)
+            generated = c.ask(unrelated, model=CHATBOT, max_new_tokens=150, repetition_penalty=1.3)
+        assert retrieved.matched and generated.generated
+
+        def ask(i):
+            with ChatClient(server.grpc_url) as c:
+                if i % 10 == 0:
+                    return c.ask(unrelated, model=CHATBOT, max_new_tokens=150, repetition_penalty=1.3)
+                if i % 10 == 1:
+                    return "".join(c.stream(unrelated, model=CHATBOT, max_new_tokens=150, repetition_penalty=1.3))
+                return c.ask(question, model=CHATBOT)
+
+        with ThreadPoolExecutor(60) as pool:
+            calls = [pool.submit(ask, i) for i in range(60)]
+            time.sleep(0.3)
+            assert not all(f.done() for f in calls), "the load ended before the drain: make it longer"
+            stopping = pool.submit(server.stop)
+            for i, f in enumerate(calls):
+                result = f.result(timeout=120)  # raises if a question failed
+                expected = generated.text if i % 10 in (0, 1) else retrieved.text
+                assert (result if isinstance(result, str) else result.text) == expected
+            assert stopping.result(timeout=120) == 0
+    finally:
+        server.stop(drain=False)
+
+
 def test_sigterm_during_startup_leaves_no_process(small_repo):
     proc, _ = _serve(small_repo)
     try:

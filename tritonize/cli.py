@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tritonize.commands import demo, deploy, encoders, gateway, generation, load, serve, speech
+from tritonize.commands import chat, demo, deploy, encoders, gateway, generation, load, serve, speech
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 convert_app = typer.Typer(no_args_is_help=True, help="Convert a checkpoint into the model repository.")
@@ -18,6 +18,7 @@ load.register(app)
 deploy.register(app)
 gateway.register(app)
 
-# Each model family adds its convert/infer subcommands and its demo step, in this order.
-for family in (encoders, generation, speech):
+# Each model family adds its convert/infer subcommands and its demo step, in this order (the chatbot
+# comes after the encoders and generators it calls).
+for family in (encoders, generation, speech, chat):
     family.register(convert_app, infer_app)

@@ -1,0 +1,202 @@
+"""The FAQ chatbot (`tritonize convert chatbot`), over gRPC: `ask` returns one `Answer`; `stream` yields a
+generated answer piece by piece from the decoupled twin NAME_stream (a retrieved answer is one piece).
+
+    with ChatClient("127.0.0.1:8001") as chat:
+        a = chat.ask("How do I start the server?", model="faq-bot")        # mode="auto"
+        a.text, a.source, a.score, a.candidates                              # source: FAQ id | generated | no-match
+        for piece in chat.stream("Tell me a story", model="faq-bot", mode="generative", max_new_tokens=40):
+            print(piece, end="")
+
+`mode`: auto (the FAQ answer when the best score >= threshold, otherwise generate with the top-k entries as
+context), retrieval (FAQ only: source 'no-match' under the threshold) or generative. `threshold` and `top_k`
+override the chatbot's defaults; other keyword arguments are generation parameters (max_new_tokens,
+temperature, top_k is `gen_top_k` here, top_p, repetition_penalty, seed, stop), checked by the generator.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import AsyncIterator, Iterator
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+from tritonize.client.generation import request_parameters
+from tritonize.client.streams import aio_stream, final_flag, grpc_stream
+from tritonize.client.types import TritonizeError
+
+DEFAULT_URL = "127.0.0.1:8001"
+MODES = ("auto", "retrieval", "generative")
+OUTPUTS = ("ANSWER", "SOURCE", "SCORE", "CANDIDATES", "FINISH_REASON")
+GENERATED, NO_MATCH = "generated", "no-match"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    score: float  # cosine of the question's and the entry's embedder vectors
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer (or, from `stream_answers`, one piece of it: `text` is the new piece)."""
+
+    text: str
+    source: str  # the FAQ entry's id, 'generated' or 'no-match'
+    score: float  # the best candidate's score
+    candidates: tuple[Candidate, ...]
+    finish_reason: str  # retrieved | no-match | eos | length | stop | '' (a piece before the last)
+
+    def __post_init__(self):
+        if not isinstance(self.text, str) or not isinstance(self.source, str):
+            raise TypeError("Answer.text and Answer.source must be str")
+        if not self.source:
+            raise ValueError("Answer.source is empty")
+
+    @property
+    def generated(self) -> bool:
+        return self.source == GENERATED
+
+    @property
+    def matched(self) -> bool:
+        return self.source not in (GENERATED, NO_MATCH)
+
+
+def _inputs(text: str, mode: str | None, threshold: float | None, top_k: int | None) -> list:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str, not {type(text).__name__}")
+    tensors = [("TEXT", np.array([text.encode("utf-8")], dtype=object), "BYTES")]
+    if mode is not None:
+        tensors.append(("MODE", np.array([str(mode).encode()], dtype=object), "BYTES"))
+    if threshold is not None:
+        tensors.append(("THRESHOLD", np.array([threshold], dtype=np.float32), "FP32"))
+    if top_k is not None:
+        tensors.append(("TOP_K", np.array([top_k], dtype=np.int64), "INT64"))
+    out = []
+    for name, data, dtype in tensors:
+        t = grpcclient.InferInput(name, [1], dtype)
+        t.set_data_from_numpy(data)
+        out.append(t)
+    return out
+
+
+def _parameters(gen: dict) -> dict:
+    gen = dict(gen)
+    if "gen_top_k" in gen:  # top_k names the candidates here; the generator's top-k sampling is gen_top_k
+        gen["top_k"] = gen.pop("gen_top_k")
+    return request_parameters(gen)
+
+
+def _answer(result) -> Answer:
+    def text(name: str) -> str:
+        return result.as_numpy(name)[0].decode("utf-8")
+
+    candidates = tuple(Candidate(c["id"], float(c["score"])) for c in json.loads(text("CANDIDATES")))
+    return Answer(text("ANSWER"), text("SOURCE"), float(result.as_numpy("SCORE")[0]), candidates, text("FINISH_REASON"))
+
+
+def _stream_request(model: str, text: str, mode, threshold, top_k, gen: dict) -> dict:
+    return {"model_name": f"{model}_stream", "inputs": _inputs(text, mode, threshold, top_k), "parameters": _parameters(gen),
+            "enable_empty_final_response": True}
+
+
+def _piece(result) -> Answer | None:
+    return None if result.as_numpy("ANSWER") is None else _answer(result)  # None: an empty final response
+
+
+def join(pieces: list[Answer]) -> Answer:
+    """One Answer from streamed pieces."""
+    if not pieces:
+        raise TritonizeError("the stream ended without an answer")
+    last = pieces[-1]
+    return Answer("".join(p.text for p in pieces), last.source, last.score, last.candidates, last.finish_reason)
+
+
+class ChatClient:
+    """Blocking chat client; safe from many threads (gRPC channels are)."""
+
+    def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
+        self.url = url or DEFAULT_URL
+        self.timeout_s = timeout_s
+        self.headers = headers
+        self._client = grpcclient.InferenceServerClient(self.url)
+
+    def ask(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None, top_k: int | None = None,
+            **gen) -> Answer:
+        try:
+            result = self._client.infer(model, _inputs(text, mode, threshold, top_k), outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS],
+                                        parameters=_parameters(gen) or None, headers=self.headers, client_timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise TritonizeError.wrap(e, model) from None
+        return _answer(result)
+
+    def stream_answers(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
+                       top_k: int | None = None, **gen) -> Iterator[Answer]:
+        """Each response of NAME_stream as an Answer whose text is the new piece."""
+        request = _stream_request(model, text, mode, threshold, top_k, gen)
+        for result in grpc_stream(self.url, request, model=f"{model}_stream", timeout_s=self.timeout_s, headers=self.headers,
+                                  done=final_flag):
+            piece = _piece(result)
+            if piece is not None:
+                yield piece
+
+    def stream(self, text: str, *, model: str, **kwargs) -> Iterator[str]:
+        """The answer's text, piece by piece (a piece never ends inside a UTF-8 character)."""
+        for piece in self.stream_answers(text, model=model, **kwargs):
+            if piece.text:
+                yield piece.text
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> "ChatClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncChatClient:
+    """asyncio chat client with the same methods, awaited (`stream`/`stream_answers` are async iterators)."""
+
+    def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
+        self.url = url or DEFAULT_URL
+        self.timeout_s = timeout_s
+        self.headers = headers
+        self._client = grpcaio.InferenceServerClient(self.url)
+
+    async def ask(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
+                  top_k: int | None = None, **gen) -> Answer:
+        try:
+            result = await self._client.infer(model, _inputs(text, mode, threshold, top_k),
+                                              outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS],
+                                              parameters=_parameters(gen) or None, headers=self.headers, client_timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise TritonizeError.wrap(e, model) from None
+        return _answer(result)
+
+    async def stream_answers(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
+                             top_k: int | None = None, **gen) -> AsyncIterator[Answer]:
+        request = _stream_request(model, text, mode, threshold, top_k, gen)
+        async for result in aio_stream(self._client, request, model=f"{model}_stream", timeout_s=self.timeout_s,
+                                       headers=self.headers, done=final_flag):
+            piece = _piece(result)
+            if piece is not None:
+                yield piece
+
+    async def stream(self, text: str, *, model: str, **kwargs) -> AsyncIterator[str]:
+        async for piece in self.stream_answers(text, model=model, **kwargs):
+            if piece.text:
+                yield piece.text
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncChatClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,169 @@
+"""`tritonize convert chatbot`: an FAQ, a served embedder and a served generator -> the chatbot models.
+
+The FAQ is read and checked (`faq.py`), its questions embedded once with the embedder's own files
+(`embed.py`), the vectors stored with the FAQ, and an index built: exact cosine in numpy by default, an
+HNSW graph (FAISS) for large FAQs. A second run with the same FAQ, options, embedder and generator
+reuses the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from google.protobuf import text_format
+
+from tritonize.converters.chat.embed import PipelineEmbedder
+from tritonize.converters.chat.faq import FaqEntry, read_faq
+from tritonize.converters.chat.repository import GENERATOR_LIMITS, ChatbotSpec, write_chatbot
+from tritonize.converters.checkpoints import fingerprint
+from tritonize.converters.repository import mc, read_manifest
+
+DEFAULT_TEMPLATE = "{context}Question: {question}\nAnswer:"
+TEMPLATE_FIELDS = ("question", "context")  # tritonize.runtime.chat.prompt fills them
+HNSW_NEIGHBOURS = 32  # graph degree (M): recall vs memory
+HNSW_EF_CONSTRUCTION = 80
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class ChatbotReport:
+    name: str
+    stream_name: str
+    entries: int
+    embedder: str
+    generator: str
+    index: str
+    threshold: float
+    top_k: int
+    repository: str
+    reused: bool = False
+    embed_seconds: float = 0.0
+    index_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def check_template(template: str) -> str:
+    import string
+
+    try:
+        names = {n for _, n, _, _ in string.Formatter().parse(template) if n is not None}
+    except ValueError as e:
+        raise ValueError(f"prompt template: {e} (write literal braces as {{{{ and }}}})") from None
+    unknown = sorted(names - set(TEMPLATE_FIELDS))
+    if unknown:
+        raise ValueError(f"prompt template: unknown field(s) {', '.join('{' + n + '}' for n in unknown)}; allowed: {{question}}, {{context}}")
+    if "question" not in names:
+        raise ValueError("prompt template: {question} is missing")
+    return template
+
+
+def generator_settings(repository: Path, name: str) -> tuple[str, dict]:
+    """The generator's family and limits, from its config.pbtxt (what it serves now, edits included)."""
+    path = repository / name / "config.pbtxt"
+    manifest = read_manifest(repository, name)
+    if not path.exists() or manifest is None:
+        raise ValueError(f"generator {name!r} is not in {repository}; convert it first: tritonize convert gpt2|t5 --model CHECKPOINT --name {name}")
+    config = text_format.Parse(path.read_text(), mc.ModelConfig())
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    if params.get("task") != "generation":
+        raise ValueError(f"{name!r} is not a generator (task {params.get('task')!r}); the chatbot needs a GPT-2 or T5 generator")
+    return params["family"], {k: int(params[k]) for k in GENERATOR_LIMITS if params.get(k, "") != ""}
+
+
+def build_faiss(vectors: np.ndarray) -> bytes:
+    try:
+        import faiss
+    except ImportError:
+        raise RuntimeError("--index faiss needs faiss-cpu: pip install 'tritonize[chat]'") from None
+    index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return faiss.serialize_index(index).tobytes()
+
+
+def faq_lines(entries: list[FaqEntry]) -> str:
+    return "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in entries)
+
+
+def write_from_vectors(repository: Path, spec: ChatbotSpec, entries: list[FaqEntry], vectors: np.ndarray, template: str) -> float:
+    """Both models with the FAQ, vectors, index, template and the generator's tokenizer; returns the index
+    build time. The caller writes the manifest (`write_manifest`) last. `benchmarks/chat_bench.py` calls
+    this with synthetic vectors for its 100,000-entry FAQ."""
+    if vectors.shape[0] != len(entries) or vectors.ndim != 2:
+        raise ValueError(f"{len(entries)} entries but vectors of shape {list(vectors.shape)}")
+    buffer = io.BytesIO()
+    np.save(buffer, vectors.astype(np.float32))
+    files: dict[str, Path | str | bytes] = {
+        "faq.jsonl": faq_lines(entries),
+        "embeddings.npy": buffer.getvalue(),
+        "prompt.txt": check_template(template),
+        "generator_tokenizer.json": repository / spec.generator / "1" / "tokenizer.json",
+    }
+    started = time.monotonic()
+    if spec.index == "faiss":
+        files["index.faiss"] = build_faiss(vectors)
+    index_seconds = time.monotonic() - started
+    stale = repository / spec.name / "1" / "index.faiss"
+    if spec.index == "exact" and stale.exists():
+        stale.unlink()
+    write_chatbot(repository, spec, files)
+    return index_seconds
+
+
+def write_manifest(repository: Path, spec: ChatbotSpec, key: str, report: ChatbotReport) -> None:
+    """Written last: a manifest marks a complete write (and lets a second run reuse it)."""
+    manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}, "chatbot": asdict(spec)}
+    (repository / spec.name / "tritonize.json").write_text(json.dumps(manifest, indent=2))
+
+
+def convert_chatbot(
+    faq: str | Path,
+    embedder: str,
+    generator: str,
+    repository: Path = Path("model_repository"),
+    name: str | None = None,
+    threshold: float = 0.5,
+    top_k: int = 3,
+    prompt_template: str | Path | None = None,
+    index: str = "exact",
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> ChatbotReport:
+    started = time.monotonic()
+    repository = Path(repository)
+    name = name or f"{Path(faq).stem}-bot"
+    if not MODEL_NAME.match(name):
+        raise ValueError(f"name {name!r}: use letters, digits, '-', '_' and '.' only")
+    entries = read_faq(faq)
+    template = check_template(Path(prompt_template).read_text(encoding="utf-8") if prompt_template else DEFAULT_TEMPLATE)
+    family, limits = generator_settings(repository, generator)
+    spec = ChatbotSpec(name, embedder, generator, family, limits, index, threshold, top_k)
+    options = {"faq": hashlib.sha256(faq_lines(entries).encode()).hexdigest(), "template": template, "spec": asdict(spec),
+               "embedder_key": (read_manifest(repository, embedder) or {}).get("key"),
+               "generator_key": (read_manifest(repository, generator) or {}).get("key")}
+    key = fingerprint(str(faq), options, "chat")
+    previous = read_manifest(repository, name)
+    if previous and previous.get("key") == key and not force:
+        log(f"{name}: reusing {repository / name} (same FAQ, options, embedder and generator)")
+        return ChatbotReport(**previous["report"], reused=True)
+
+    model = PipelineEmbedder(repository, embedder)
+    t0 = time.monotonic()
+    vectors = model.embed([e.question for e in entries])
+    embed_seconds = time.monotonic() - t0
+    log(f"{name}: embedded {len(entries)} FAQ questions with {embedder}'s own files in {embed_seconds:.1f} s")
+    report = ChatbotReport(name, spec.stream_name, len(entries), embedder, generator, index, threshold, top_k, str(repository),
+                           embed_seconds=round(embed_seconds, 2))
+    report.index_seconds = round(write_from_vectors(repository, spec, entries, vectors, template), 2)
+    report.seconds = round(time.monotonic() - started, 1)
+    write_manifest(repository, spec, key, report)
+    log(f"{name}: wrote {repository / name} and {spec.stream_name} ({index} index) in {report.seconds:.0f} s")
+    return report
