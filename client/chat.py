@@ -22,10 +22,10 @@ from typing import AsyncIterator, Iterator
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
-from tritonclient.utils import InferenceServerException
 
 from tritonize.client.generation import request_parameters
-from tritonize.client.streams import aio_stream, final_flag, grpc_stream
+from tritonize.client.errors import calling
+from tritonize.client.streams import aio_stream, grpc_stream
 from tritonize.client.types import TritonizeError
 
 DEFAULT_URL = "127.0.0.1:8001"
@@ -126,19 +126,16 @@ class ChatClient:
 
     def ask(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None, top_k: int | None = None,
             **gen) -> Answer:
-        try:
+        with calling(model, self.url):
             result = self._client.infer(model, _inputs(text, mode, threshold, top_k), outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS],
                                         parameters=_parameters(gen) or None, headers=self.headers, client_timeout=self.timeout_s)
-        except InferenceServerException as e:
-            raise TritonizeError.wrap(e, model) from None
         return _answer(result)
 
     def stream_answers(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
                        top_k: int | None = None, **gen) -> Iterator[Answer]:
         """Each response of NAME_stream as an Answer whose text is the new piece."""
         request = _stream_request(model, text, mode, threshold, top_k, gen)
-        for result in grpc_stream(self.url, request, model=f"{model}_stream", timeout_s=self.timeout_s, headers=self.headers,
-                                  done=final_flag):
+        for result in grpc_stream(self.url, request, model=f"{model}_stream", timeout_s=self.timeout_s, headers=self.headers):
             piece = _piece(result)
             if piece is not None:
                 yield piece
@@ -170,19 +167,17 @@ class AsyncChatClient:
 
     async def ask(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
                   top_k: int | None = None, **gen) -> Answer:
-        try:
+        with calling(model, self.url):
             result = await self._client.infer(model, _inputs(text, mode, threshold, top_k),
                                               outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS],
                                               parameters=_parameters(gen) or None, headers=self.headers, client_timeout=self.timeout_s)
-        except InferenceServerException as e:
-            raise TritonizeError.wrap(e, model) from None
         return _answer(result)
 
     async def stream_answers(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
                              top_k: int | None = None, **gen) -> AsyncIterator[Answer]:
         request = _stream_request(model, text, mode, threshold, top_k, gen)
         async for result in aio_stream(self._client, request, model=f"{model}_stream", timeout_s=self.timeout_s,
-                                       headers=self.headers, done=final_flag):
+                                       headers=self.headers, url=self.url):
             piece = _piece(result)
             if piece is not None:
                 yield piece

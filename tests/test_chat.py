@@ -177,7 +177,7 @@ BAD = [
 def test_bad_requests_name_the_field_and_the_limit(chat, kwargs, message, still_serving):
     with pytest.raises(TritonizeError) as e:
         chat.ask(PARAPHRASES[0]["question"], model=CHATBOT, **kwargs)
-    assert message in e.value.message and e.value.status == "StatusCode.INVALID_ARGUMENT"
+    assert message in e.value.message and e.value.status == "INVALID_ARG"
     with pytest.raises(TritonizeError) as e:  # the streaming twin checks the same way
         list(chat.stream(PARAPHRASES[0]["question"], model=CHATBOT, **kwargs))
     assert message in e.value.message
@@ -199,7 +199,7 @@ def test_bad_text_and_generator_limits(chat, raw_grpc, still_serving):
     with pytest.raises(TritonizeError) as e:
         chat.ask(long_question, model=CHATBOT, mode="generative")
     assert "prompt is" in e.value.message and "the limit is 511 tokens (the model's context is 512)" in e.value.message
-    assert e.value.status == "StatusCode.INVALID_ARGUMENT"
+    assert e.value.status == "INVALID_ARG"
     with pytest.raises(TritonizeError, match=r"exceeds the model's context of 512 tokens; ask for at most \d+ new tokens"):
         chat.ask("tokens " * 150, model=CHATBOT, mode="generative", max_new_tokens=400)  # ~300 prompt tokens
 

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -159,8 +160,17 @@ def test_the_image_entrypoint_serves_a_repository_and_answers(built, tmp_path):
                 time.sleep(0.5)
         assert preds is not None, f"no answer from {shlex.join(command)} (exit code {proc.poll()})"
         assert len(preds) == 2 and all(p.label in ("negative", "neutral", "positive") and 0 < p.score <= 1 for p in preds)
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}/v2/health/ready", timeout=5) as r:
-            assert r.status == 200  # what the HEALTHCHECK and the Kubernetes probes ask
+        # What the HEALTHCHECK and the Kubernetes probes ask (the endpoint starts just after Triton is ready).
+        health = f"http://127.0.0.1:{ports['health']}/v2/health/ready"
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(health, timeout=5) as r:
+                    assert r.status == 200
+                    break
+            except urllib.error.URLError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(f"{health} never answered")
     finally:
         proc.send_signal(signal.SIGTERM)  # what `docker stop` sends to PID 1
         try:

@@ -76,7 +76,9 @@ def chatbot_config(spec: ChatbotSpec, streaming: bool) -> mc.ModelConfig:
         instance_group=[mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)],
     )
     params = {
-        "task": "chat",
+        # What the pipeline is, for clients and the gateway's model list: on NAME only, as for the
+        # speech pipeline (NAME_stream is its streaming twin, not a pipeline of its own).
+        **({} if streaming else {"task": "chat"}),
         "embedder": spec.embedder,
         "generator": spec.generator,
         "generator_family": spec.generator_family,
