@@ -29,7 +29,7 @@ from tritonize.benchmarks.workloads import mixed_lengths
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SERVED = "minilm"
 STALL_MS = 300
-console = Console()
+console = Console(width=120)  # the table stays readable in a log (no terminal)
 
 
 def with_queue_policy_everywhere(repo: Path) -> Path:
