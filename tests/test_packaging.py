@@ -167,14 +167,6 @@ def test_weights_folder_name_agrees_between_converters_and_runtime():
     assert constant(ROOT / "converters/device.py", "WEIGHTS") == constant(ROOT / "runtime/engine_torch.py", "WEIGHTS")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def wheel_env(tmp_path_factory) -> Path:
     """A fresh venv with only the built wheel installed; the dev environment's dependencies are reached
@@ -231,24 +223,30 @@ def test_wheel_converts_serves_and_embeds_outside_the_checkout(wheel_env, tmp_pa
                            check=True, capture_output=True, text=True).stdout
     assert where.startswith(str(wheel_env)), f"the served code would come from {where}, not the installed wheel"
 
-    grpc = _free_port()
+    from tritonize.server.launcher import free_ports
+
+    grpc, health = free_ports(2)  # distinct: both held while chosen
     serve = subprocess.Popen([str(bin_ / "tritonize"), "serve", "-r", "repo", "--http-port", "0", "--grpc-port", str(grpc),
-                              "--metrics-port", "0"], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
+                              "--metrics-port", "0", "--health-port", str(health)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
+        # Wait for `tritonize serve`'s own readiness (the health endpoint), as a load balancer would:
+        # Triton may answer a moment before the supervisor has finished starting.
         code = f"""
-import time
+import time, urllib.request
 from tritonize.client import Client
-for _ in range(600):
+for _ in range(900):
     try:
-        with Client("127.0.0.1:{grpc}") as c:
-            v = c.embed(["first text", "second text"], model="tiny")
-        break
+        with urllib.request.urlopen("http://127.0.0.1:{health}/v2/health/ready", timeout=2) as r:
+            if r.status == 200:
+                break
     except Exception:
         time.sleep(0.2)
+with Client("127.0.0.1:{grpc}") as c:
+    v = c.embed(["first text", "second text"], model="tiny")
 print(v.shape, round(float((v * v).sum(axis=1).min()), 4))
 """
-        r = subprocess.run([str(bin_ / "python"), "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+        r = subprocess.run([str(bin_ / "python"), "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
         assert r.returncode == 0, r.stdout + r.stderr
         rows, norm = r.stdout.split(") ")
         assert rows.startswith("(2,") and float(norm) == pytest.approx(1.0, abs=1e-3)
