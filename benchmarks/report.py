@@ -39,7 +39,8 @@ def plot_batch_histograms(results: PlanResults, path: Path) -> Path | None:
     """For each served system, at its highest load: how many rows each model-step execution carried."""
     rows = []
     for run in results.runs:
-        steps = {k: v for k, v in run.get("triton", {}).items() if k.endswith("_model")}
+        engine = run.get("engine")  # the model running the engine: NAME_model, or a fused pipeline itself
+        steps = {k: v for k, v in run.get("triton", {}).items() if k == engine or (not engine and k.endswith("_model"))}
         if steps:
             rows.append((run["system"], run["users"], next(iter(steps.values()))["batch_histogram"]))
     top = {}

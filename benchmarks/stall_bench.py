@@ -86,7 +86,7 @@ def main() -> None:
     from tritonize.converters.repository import Batching
     from tritonize.server import ServerConfig, TritonServer
 
-    convert_bert(MODEL, "embedding", args.repository, SERVED, batching=Batching(max_batch_size=64, intra_op_threads=1), log=console.print)
+    convert_bert(MODEL, "embedding", args.repository, SERVED, flavour="python", batching=Batching(max_batch_size=64, intra_op_threads=1), log=console.print)
     os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
     texts = mixed_lengths(1000, seed=3)
     scratch = Path(".tritonize/stall_bench")

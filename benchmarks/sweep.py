@@ -48,10 +48,10 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
                     r = run_locust(scenario_path, host, user, n, seconds, out_dir / "locust" / f"{slug}_u{n}", system.name,
                                    processes=processes, cpus=locust_cpus, triton_http=http, triton_metrics=metrics,
                                    progress=lambda: progress.refresh())
-                    step = next((v for k, v in r.triton.items() if k.endswith("_model")), None)
+                    step = r.triton.get(getattr(system, "engine", None) or "")
                     results.points.append(Point(system.name, n, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.requests, r.failures,
                                                 step["avg_batch"] if step else None))
-                    results.runs.append(r.to_dict())
+                    results.runs.append({**r.to_dict(), "engine": getattr(system, "engine", None)})
                     progress.advance(task)
                     time.sleep(0.5)  # let queues drain between levels
             finally:

@@ -23,6 +23,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonize.converters.repository import engine_model, read_config
 from tritonize.server import ServerConfig, TritonServer
 from tritonize.server.launcher import free_port
 
@@ -44,10 +45,6 @@ class Variant:
         short = {"max_batch_size": "batch<={}", "max_queue_delay_us": "delay {}us", "instances": "{} inst", "threads": "{} thr"}
         parts = [short[k].format(v) for k, v in asdict(self).items() if v is not None and k in short]
         return ", ".join(parts) or "as converted"
-
-
-def read_config(path: Path) -> mc.ModelConfig:
-    return text_format.Parse(path.read_text(), mc.ModelConfig())
 
 
 def pipeline_models(repo: Path, ensemble: str) -> list[str]:
@@ -83,6 +80,7 @@ def apply_variant(config: mc.ModelConfig, v: Variant) -> mc.ModelConfig:
 def write_variant(repo: Path, ensemble: str, v: Variant, scratch: Path) -> Path:
     """A scratch repository holding only this pipeline, its model step changed by the variant."""
     shutil.rmtree(scratch, ignore_errors=True)
+    engine = engine_model(repo, ensemble)
     for name in pipeline_models(repo, ensemble):
         src, dst = (repo / name).resolve(), scratch / name
         for f in src.rglob("*"):
@@ -91,7 +89,7 @@ def write_variant(repo: Path, ensemble: str, v: Variant, scratch: Path) -> Path:
                 os.symlink(f, dst / f.relative_to(src))
         (dst / "1").mkdir(parents=True, exist_ok=True)
         config = read_config(src / "config.pbtxt")
-        if name == f"{ensemble}_model":
+        if name == engine:
             config = apply_variant(config, v)
         (dst / "config.pbtxt").write_text(text_format.MessageToString(config))
     return scratch
@@ -99,7 +97,7 @@ def write_variant(repo: Path, ensemble: str, v: Variant, scratch: Path) -> Path:
 
 def write_back(repo: Path, ensemble: str, v: Variant) -> Path:
     """Apply the chosen variant to the repository itself (`tritonize plan --apply`)."""
-    path = repo / f"{ensemble}_model" / "config.pbtxt"
+    path = repo / engine_model(repo, ensemble) / "config.pbtxt"
     path.write_text(text_format.MessageToString(apply_variant(read_config(path), v)))
     return path
 
@@ -110,6 +108,7 @@ class TritonVariant:
     def __init__(self, repo: Path, ensemble: str, variant: Variant, scratch: Path, cpus: str | None = None):
         self.repo, self.ensemble, self.variant, self.scratch, self.cpus = repo, ensemble, variant, scratch, cpus
         self.model = ensemble
+        self.engine = engine_model(repo, ensemble)  # whose Triton statistics show the engine's batches
         self.name = f"triton {ensemble} ({variant.label})"
         self.server: TritonServer | None = None
 

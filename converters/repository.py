@@ -116,3 +116,24 @@ def write_model(repo: Path, config: mc.ModelConfig, files: dict[str, Path | str 
 def read_manifest(repo: Path, name: str) -> dict | None:
     path = repo / name / "tritonize.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def engine_model(repo: Path, pipeline: str) -> str | None:
+    """The model of a pipeline that runs its engine (the one batching settings and the planner's
+    variants apply to): an ensemble's `NAME_model` step, or the pipeline itself when it is one fused
+    Python-backend model (it has the engine's `max_rows_per_run`); None for pipelines without one."""
+    config = read_config(Path(repo) / pipeline / "config.pbtxt")
+    steps = [s.model_name for s in config.ensemble_scheduling.step]
+    if f"{pipeline}_model" in steps:
+        return f"{pipeline}_model"
+    return pipeline if "max_rows_per_run" in config.parameters else None
+
+
+def model_files(repo: Path, pipeline: str) -> Path:
+    """The version folder holding a pipeline's engine file (`model.onnx`) and, for a fused pipeline,
+    its tokenizer; for an ensemble the tokenizer is in the `NAME_tokenizer` step's folder."""
+    return Path(repo) / (engine_model(repo, pipeline) or pipeline) / "1"

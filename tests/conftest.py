@@ -12,8 +12,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tritonize.server import ServerConfig, TritonServer  # noqa: E402
 
-EMBEDDER = "minilm"
+EMBEDDER = "minilm"  # the three-step ensemble (flavour python): tests that watch its steps use it
 CLASSIFIER = "tiny-bert-cls"
+EMBEDDER_FUSED = "minilm-fused"  # the default flavour on CPU: one Python-backend model
+CLASSIFIER_FUSED = "tiny-bert-cls-fused"
 
 
 def build_encoders(repo: Path, work: Path) -> dict:
@@ -23,8 +25,9 @@ def build_encoders(repo: Path, work: Path) -> dict:
 
     checkpoint = build_tiny_bert_classifier(work / "tiny-bert-cls")
     batching = Batching(max_batch_size=16, intra_op_threads=1)
-    convert_bert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repo, EMBEDDER, batching=batching, log=lambda m: None)
-    convert_bert(str(checkpoint), "classification", repo, CLASSIFIER, batching=batching, log=lambda m: None)
+    for flavour, embedder, classifier in (("python", EMBEDDER, CLASSIFIER), ("fused", EMBEDDER_FUSED, CLASSIFIER_FUSED)):
+        convert_bert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repo, embedder, batching=batching, flavour=flavour, log=lambda m: None)
+        convert_bert(str(checkpoint), "classification", repo, classifier, batching=batching, flavour=flavour, log=lambda m: None)
     return {"tiny_bert_classifier": checkpoint}
 
 

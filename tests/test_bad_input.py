@@ -6,10 +6,11 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tritonize.client import TritonizeError
-from tests.conftest import EMBEDDER
+from tests.conftest import EMBEDDER, EMBEDDER_FUSED
 from tests.torch_models import EMBEDDER_TORCH
 
-BOTH = pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_TORCH])
+BOTH = pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_FUSED, EMBEDDER_TORCH])
+FLAVOURS = pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_FUSED])
 
 pytestmark = pytest.mark.usefixtures("still_serving")
 
@@ -41,26 +42,30 @@ def test_huge_text_is_truncated_not_a_crash(grpc_client, model):
     np.testing.assert_allclose(e[0], e[1], atol=1e-5)  # both cut to the same first 256 tokens
 
 
-def test_text_over_the_byte_limit_names_field_and_limit(grpc_client):
+@FLAVOURS
+def test_text_over_the_byte_limit_names_field_and_limit(grpc_client, model):
     with pytest.raises(TritonizeError, match=r"TEXT\[1\] is 1,500,000 bytes; the limit is 1,000,000"):
-        grpc_client.embed(["fine", "x" * 1_500_000], model=EMBEDDER)
+        grpc_client.embed(["fine", "x" * 1_500_000], model=model)
 
 
-def test_non_utf8_bytes_are_rejected(grpc_client):
+@FLAVOURS
+def test_non_utf8_bytes_are_rejected(grpc_client, model):
     with pytest.raises(TritonizeError, match=r"TEXT\[1\] is not valid UTF-8 \(byte 0xff at offset 3\)") as e:
-        grpc_client.embed([b"good", b"bad\xff\xfe"], model=EMBEDDER)
+        grpc_client.embed([b"good", b"bad\xff\xfe"], model=model)
     assert e.value.status == "INVALID_ARG"  # Triton's code, the same over HTTP (tests/test_client_errors.py)
 
 
-def test_wrong_datatype_is_rejected_by_name(raw_grpc):
+@FLAVOURS
+def test_wrong_datatype_is_rejected_by_name(raw_grpc, model):
     with pytest.raises(InferenceServerException, match="TEXT") as e:
-        raw_text(raw_grpc, np.ones((1, 1), dtype=np.float32), dtype="FP32")
+        raw_text(raw_grpc, np.ones((1, 1), dtype=np.float32), dtype="FP32", model=model)
     assert "data-type" in str(e.value) or "datatype" in str(e.value).lower()
 
 
-def test_wrong_shape_is_rejected(raw_grpc):
+@FLAVOURS
+def test_wrong_shape_is_rejected(raw_grpc, model):
     with pytest.raises(InferenceServerException, match="TEXT"):
-        raw_text(raw_grpc, np.array([[b"a", b"b"]], dtype=object))
+        raw_text(raw_grpc, np.array([[b"a", b"b"]], dtype=object), model=model)
 
 
 @BOTH

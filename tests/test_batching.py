@@ -8,7 +8,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSIFIER, EMBEDDER
+from tritonize.converters.repository import engine_model
+
+from tests.conftest import CLASSIFIER, CLASSIFIER_FUSED, EMBEDDER, EMBEDDER_FUSED
 from tests.torch_models import EMBEDDER_TORCH
 
 WORDS = "latency throughput queue replica padding token batch server model request answer length".split()
@@ -38,12 +40,13 @@ async def send_all(url: str, model: str, batches: list[list[str]], embed: bool):
         return await asyncio.gather(*(call(b, model=model) for b in batches))
 
 
-@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_TORCH])
-def test_mixed_lengths_are_batched_and_each_answer_is_its_own(server, grpc_client, raw_grpc, model):
+@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_FUSED, EMBEDDER_TORCH])
+def test_mixed_lengths_are_batched_and_each_answer_is_its_own(built, server, grpc_client, raw_grpc, model):
     texts = mixed_texts(96)
     solo = grpc_client.embed(texts, model=model)  # reference: rows computed without concurrency
     batches = [texts[i : i + 1 + i % 2] for i in range(0, len(texts), 2)]  # requests of 1 or 2 rows
-    step = f"{model}_model"
+    step = engine_model(built["repository"], model)  # NAME_model, or the fused pipeline itself
+    assert step == (model if model == EMBEDDER_FUSED else f"{model}_model")
     inf0, exe0 = stats(raw_grpc, step)
     before = counters(server, step)
 
@@ -65,9 +68,10 @@ def test_mixed_lengths_are_batched_and_each_answer_is_its_own(server, grpc_clien
     assert computed / real <= 1.5
 
 
-def test_classifier_rows_do_not_cross_talk_under_concurrency(server, grpc_client):
+@pytest.mark.parametrize("model", [CLASSIFIER, CLASSIFIER_FUSED])
+def test_classifier_rows_do_not_cross_talk_under_concurrency(server, grpc_client, model):
     texts = mixed_texts(40, seed=3)
-    solo = np.stack([p.logits for p in grpc_client.classify(texts, model=CLASSIFIER)])
-    results = asyncio.run(send_all(server.grpc_url, CLASSIFIER, [[t] for t in texts], embed=False))
+    solo = np.stack([p.logits for p in grpc_client.classify(texts, model=model)])
+    results = asyncio.run(send_all(server.grpc_url, model, [[t] for t in texts], embed=False))
     got = np.stack([r[0].logits for r in results])
     np.testing.assert_allclose(got, solo, atol=1e-5)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import CLASSIFIER
+from tests.conftest import CLASSIFIER, CLASSIFIER_FUSED
 from tests.tiny_models import LABELS
 from tests.torch_models import CLASSIFIER_TORCH
 
@@ -27,9 +27,10 @@ def test_reference_varies_across_inputs(reference_logits):
     assert np.ptp(reference_logits, axis=0).max() > 0.1
 
 
+@pytest.mark.parametrize("model", [CLASSIFIER, CLASSIFIER_FUSED])
 @pytest.mark.parametrize("client_name", ["grpc_client", "http_client"])
-def test_served_logits_match_pytorch(client_name, request, reference_logits):
-    preds = request.getfixturevalue(client_name).classify(TEXTS, model=CLASSIFIER)
+def test_served_logits_match_pytorch(client_name, model, request, reference_logits):
+    preds = request.getfixturevalue(client_name).classify(TEXTS, model=model)
     served = np.stack([p.logits for p in preds])
     assert np.abs(served - reference_logits).max() <= LOGIT_TOLERANCE
     for p, ref in zip(preds, reference_logits):

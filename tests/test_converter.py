@@ -4,7 +4,7 @@ import pytest
 
 from tritonize.converters.encoders.bert import ParityError, convert_bert
 from tritonize.converters.checkpoints import default_name, resolve
-from tritonize.converters.repository import read_manifest
+from tritonize.converters.repository import engine_model, model_files, read_manifest
 from tests.conftest import CLASSIFIER
 
 
@@ -27,7 +27,7 @@ def test_int8_conversion_reports_its_accuracy(built, tmp_path):
     assert report.int8_accuracy["max_probability_diff"] >= 0.0
     manifest = read_manifest(tmp_path, "cls-int8")
     assert manifest["pipeline"]["labels"] == ["negative", "neutral", "positive"]
-    assert (tmp_path / "cls-int8_model" / "1" / "model.onnx").stat().st_size > 0
+    assert (model_files(tmp_path, "cls-int8") / "model.onnx").stat().st_size > 0
 
 
 def test_parity_failure_stops_the_conversion(built, tmp_path):
@@ -56,3 +56,37 @@ def test_other_bert_family_architectures_convert_within_tolerance(arch, tmp_path
     assert report.max_abs_error <= report.tolerance  # checked against PyTorch on several lengths and batch sizes
     pipeline = read_manifest(tmp_path / "repo", arch)["pipeline"]
     assert pipeline["max_length"] == 64 and pipeline["hidden_size"] == 32
+
+
+def test_a_flavour_change_replaces_the_previous_pipeline(built, tmp_path):
+    """Converting again in another flavour leaves no step of the old one to be loaded; the planner and
+    deploy find the engine's model in either."""
+    checkpoint = str(built["tiny_bert_classifier"])
+    convert_bert(checkpoint, "classification", tmp_path, "cls", flavour="python", log=lambda m: None)
+    assert engine_model(tmp_path, "cls") == "cls_model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls", "cls_model", "cls_postprocess", "cls_tokenizer"]
+    convert_bert(checkpoint, "classification", tmp_path, "cls", flavour="fused", log=lambda m: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls"]
+    assert engine_model(tmp_path, "cls") == "cls"
+    assert sorted(p.name for p in (tmp_path / "cls" / "1").iterdir()) == ["model.onnx", "model.py", "tokenizer.json"]
+    convert_bert(checkpoint, "classification", tmp_path, "cls", flavour="python", log=lambda m: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls", "cls_model", "cls_postprocess", "cls_tokenizer"]
+    assert list((tmp_path / "cls" / "1").iterdir()) == []  # the ensemble's version folder: nothing left from the fused model
+    (tmp_path / "other_model").mkdir()  # a folder no conversion of ours wrote is never touched
+    convert_bert(checkpoint, "classification", tmp_path, "other", flavour="fused", log=lambda m: None)
+    assert (tmp_path / "other_model").is_dir()
+
+
+def test_cli_default_flavour_is_fused_on_onnx_runtime_and_python_with_a_device(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from tritonize.cli import app
+
+    checkpoint = str(built["tiny_bert_classifier"])
+    r = CliRunner().invoke(app, ["convert", "bert", "-m", checkpoint, "--task", "classification", "-r", str(tmp_path), "--name", "a"])
+    assert r.exit_code == 0, r.output
+    assert read_manifest(tmp_path, "a")["pipeline"]["flavour"] == "fused" and engine_model(tmp_path, "a") == "a"
+    r = CliRunner().invoke(app, ["convert", "bert", "-m", checkpoint, "--task", "classification", "-r", str(tmp_path), "--name", "b",
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert read_manifest(tmp_path, "b")["pipeline"]["flavour"] == "python" and engine_model(tmp_path, "b") == "b_model"

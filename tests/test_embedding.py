@@ -1,11 +1,11 @@
-"""The real all-MiniLM-L6-v2, served through the ensemble, against sentence-transformers in PyTorch."""
+"""The real all-MiniLM-L6-v2, served in each flavour (ensemble, fused, PyTorch engine), against sentence-transformers in PyTorch."""
 
 import asyncio
 
 import numpy as np
 import pytest
 
-from tests.conftest import EMBEDDER
+from tests.conftest import EMBEDDER, EMBEDDER_FUSED
 from tests.torch_models import EMBEDDER_TORCH
 
 TEXTS = [
@@ -32,7 +32,7 @@ def cosines(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_TORCH])
+@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_FUSED, EMBEDDER_TORCH])
 @pytest.mark.parametrize("client_name", ["grpc_client", "http_client"])
 def test_served_embeddings_match_sentence_transformers(client_name, model, request, reference):
     served = request.getfixturevalue(client_name).embed(TEXTS, model=model)
@@ -58,7 +58,7 @@ def test_async_client_gives_the_same_embeddings(server, grpc_client):
     np.testing.assert_allclose(rows, grpc_client.embed(TEXTS, model=EMBEDDER), atol=1e-5)
 
 
-@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_TORCH])
+@pytest.mark.parametrize("model", [EMBEDDER, EMBEDDER_FUSED, EMBEDDER_TORCH])
 def test_more_texts_than_max_batch_size_are_sent_in_chunks(grpc_client, reference, model):
     texts = TEXTS * 5  # 30 rows > max_batch_size 16
     served = grpc_client.embed(texts, model=model)
@@ -77,3 +77,40 @@ def test_cli_infer_embed_and_classify(server):
     assert out.exit_code == 0 and any(label in out.output for label in ("negative", "neutral", "positive"))
     out = CliRunner().invoke(app, ["infer", "embed", "no-such-model", "x", "--url", server.grpc_url])
     assert out.exit_code == 1 and "no-such-model" in out.output
+
+
+def test_fused_flavour_is_one_model_with_the_ensembles_contract(built, raw_grpc):
+    """The fused pipeline is a single Python-backend model under the pipeline's name, with the same
+    inputs, outputs and client-facing parameters as the ensemble; no step models exist."""
+    repo = built["repository"]
+    fused, ensemble = raw_grpc.get_model_config(EMBEDDER_FUSED).config, raw_grpc.get_model_config(EMBEDDER).config
+    assert fused.backend == "python" and not fused.ensemble_scheduling.step
+    assert not any((repo / f"{EMBEDDER_FUSED}_{s}").exists() for s in ("tokenizer", "model", "postprocess"))
+    assert [(i.name, i.data_type, list(i.dims)) for i in fused.input] == [(i.name, i.data_type, list(i.dims)) for i in ensemble.input]
+    assert [(o.name, o.data_type, list(o.dims)) for o in fused.output] == [(o.name, o.data_type, list(o.dims)) for o in ensemble.output]
+    for key in ("task", "labels", "max_length"):
+        assert fused.parameters[key].string_value == ensemble.parameters[key].string_value
+    assert fused.HasField("dynamic_batching") and fused.max_batch_size == ensemble.max_batch_size
+
+
+def test_flavours_serve_identical_embeddings_and_token_counts(grpc_client, raw_grpc):
+    texts = TEXTS + ["word " * 400]  # truncated at the model's limit in both
+    a, b = grpc_client.embed(texts, model=EMBEDDER), grpc_client.embed(texts, model=EMBEDDER_FUSED)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    import tritonclient.grpc as grpcclient
+
+    def token_counts(model):
+        inp = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=object))
+        return raw_grpc.infer(model, [inp]).as_numpy("TOKEN_COUNT")
+
+    np.testing.assert_array_equal(token_counts(EMBEDDER), token_counts(EMBEDDER_FUSED))
+
+
+def test_chatbot_embedder_reads_either_flavour(built):
+    """The chatbot converter embeds its FAQ with a pipeline's own files, wherever the flavour keeps them."""
+    from tritonize.converters.chat.embed import PipelineEmbedder
+
+    a = PipelineEmbedder(built["repository"], EMBEDDER, threads=1).embed(TEXTS)
+    b = PipelineEmbedder(built["repository"], EMBEDDER_FUSED, threads=1).embed(TEXTS)
+    np.testing.assert_allclose(a, b, atol=1e-6)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.converters.repository import read_manifest
+from tritonize.converters.repository import model_files, read_manifest
 from tritonize.runtime.pooling import l2_normalize, mean_pool
 
 
@@ -32,12 +32,16 @@ class PipelineEmbedder:
         self.name, self.key = name, manifest.get("key", "")
         self.dims = int(pipeline["hidden_size"])
         self.pad_id = int(pipeline["pad_token_id"])
-        self.tokenizer = Tokenizer.from_file(str(repository / f"{name}_tokenizer" / "1" / "tokenizer.json"))
+        files = model_files(repository, name)  # model.onnx, and tokenizer.json when fused
+        tokenizer_json = files / "tokenizer.json"
+        if not tokenizer_json.exists():
+            tokenizer_json = repository / f"{name}_tokenizer" / "1" / "tokenizer.json"
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
         self.tokenizer.enable_truncation(max_length=int(pipeline["max_length"]))
         self.tokenizer.no_padding()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(repository / f"{name}_model" / "1" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(files / "model.onnx"), opts, providers=["CPUExecutionProvider"])
         self.inputs = {i.name for i in self.session.get_inputs()}
 
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:

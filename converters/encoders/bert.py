@@ -176,7 +176,7 @@ def convert_bert(
     optimize: bool = True,
     quantize: bool = False,
     batching: Batching | None = None,
-    flavour: str = "python",
+    flavour: str = "fused",
     tolerance: float = FP32_TOLERANCE,
     force: bool = False,
     log: Callable[[str], None] = print,

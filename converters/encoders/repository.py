@@ -1,8 +1,11 @@
 """An encoder pipeline's Triton configs: TEXT -> NAME_tokenizer -> NAME_model -> NAME_postprocess.
 
-One description of a pipeline (`EncoderPipeline`) becomes either flavour:
-- `python` (embedded default, CPU): every step a Python-backend model; the model step runs ONNX
-  Runtime itself and merges ragged requests into length buckets;
+One description of a pipeline (`EncoderPipeline`) becomes one of three flavours, all with the same
+request/response contract (TEXT in; EMBEDDING, TOKEN_COUNT or LOGITS, PROBABILITIES, LABEL out):
+- `fused` (embedded default, CPU): one Python-backend model NAME does all three steps (see
+  `tritonize.runtime.encoders.fused`), so a request crosses one IPC boundary instead of three;
+- `python` (CPU, or a GPU with the PyTorch engine): every step a Python-backend model; the model step
+  runs ONNX Runtime itself and merges ragged requests into length buckets;
 - `native` (NGC container, GPU): the model step is Triton's own `onnxruntime` backend with the
   TensorRT execution provider (engine `onnxruntime`, nothing to build), or a `tensorrt_plan` engine with
   one optimisation profile per length bucket (engine `tensorrt`, built on the serving GPU, see
@@ -15,6 +18,8 @@ on the stored weights (`tritonize.converters.device`).
 from __future__ import annotations
 
 import json
+import shutil
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +31,7 @@ from tritonize.converters.repository import (
     WARMUP_TOKENS, Batching, dynamic_batching, mc, python_step, shim, tensor_in, tensor_out, warmup, with_parameters, write_model,
 )
 
-FLAVOURS = ("python", "native")
+FLAVOURS = ("fused", "python", "native")
 ENGINES = ("onnxruntime", "tensorrt")  # the native flavour's model step
 NATIVE_PAD_MULTIPLE = 16
 
@@ -43,7 +48,7 @@ class EncoderPipeline:
     labels: list[str] = field(default_factory=list)  # classification only
     graph_inputs: list[str] = field(default_factory=lambda: ["input_ids", "attention_mask"])
     batching: Batching = field(default_factory=Batching)
-    flavour: str = "python"
+    flavour: str = "fused"
     engine: str = "onnxruntime"  # native flavour only: onnxruntime (TensorRT EP) or tensorrt (a plan)
     precision: str = "fp16"  # tensorrt engine only
     max_text_bytes: int = 1_000_000
@@ -198,6 +203,41 @@ def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
     return with_parameters(config, {"task": p.task, "labels": p.labels, "max_length": str(p.max_length)})
 
 
+# Warm-up text for the fused step: a BYTES input file holds each string as a 4-byte little-endian
+# length and its bytes (Triton's serialised string tensor).
+_WARMUP_STRING = b"A short sentence that warms up the tokenizer and the engine."
+WARMUP_TEXT = struct.pack("<I", len(_WARMUP_STRING)) + _WARMUP_STRING
+WARMUP_TEXT_FILE = "text"
+
+
+def fused_config(p: EncoderPipeline) -> mc.ModelConfig:
+    """The whole pipeline as one Python-backend model under the pipeline's own name, with the
+    ensemble's inputs, outputs and client-facing parameters."""
+    b = p.batching
+    ensemble = ensemble_config(p)
+    params = {
+        # read by the client, as from the ensemble
+        "task": p.task, "labels": p.labels, "max_length": str(p.max_length),
+        # tokenizer
+        "max_text_bytes": str(p.max_text_bytes),
+        # engine and length buckets
+        "pad_token_id": str(p.pad_token_id),
+        "max_padding_ratio": str(p.max_padding_ratio),
+        "min_padding_tokens": str(p.min_padding_tokens),
+        "max_rows_per_run": str(b.max_batch_size),
+        "intra_op_threads": str(b.intra_op_threads),
+        # postprocess
+        "normalize": "true",
+    }
+    config = python_step(p.name, list(ensemble.input), list(ensemble.output), params, b, instances=b.instance_count, entry=True)
+    if p.placement.torch:
+        p.placement.place(config, b.instance_count)
+    config.model_warmup.append(mc.ModelWarmup(
+        name="one_text", batch_size=1,
+        inputs={"TEXT": mc.ModelWarmup.Input(data_type=mc.TYPE_STRING, dims=[1], input_data_file=WARMUP_TEXT_FILE)}))
+    return config
+
+
 def check_engine(flavour: str, engine: str) -> None:
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
@@ -210,22 +250,38 @@ def check_engine(flavour: str, engine: str) -> None:
 SHIMS = {
     "tokenizer": "tritonize.runtime.encoders.tokenizer:TokenizerStep",
     "model": "tritonize.runtime.encoders.encoder:EncoderStep",
+    "fused": "tritonize.runtime.encoders.fused:FusedEncoderStep",
     "embedding": "tritonize.runtime.encoders.postprocess:EmbeddingPostprocess",
     "classification": "tritonize.runtime.encoders.postprocess:ClassificationPostprocess",
 }
 
 
 
+def remove_previous(repo: Path, name: str) -> None:
+    """A conversion replaces the pipeline it converted before, whichever flavour that was: no step of
+    the old one stays behind to be loaded. Only folders of a pipeline we wrote (it has a manifest)."""
+    if not (repo / name / "tritonize.json").exists():
+        return
+    for folder in [repo / name, *(repo / f"{name}_{s}" for s in ("tokenizer", "model", "postprocess"))]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | None, tokenizer_json: Path, manifest: dict,
                            weights: dict[str, Path] | None = None) -> list[Path]:
-    """Write the four models of an encoder pipeline; the manifest goes last, so it marks a complete write.
-    The model step gets `model.onnx`, or for the PyTorch engine the stored `weights`."""
+    """Write the models of an encoder pipeline (four, or one when fused); the manifest goes last, so it
+    marks a complete write. The engine gets `model.onnx`, or for the PyTorch engine the stored `weights`."""
     check_engine(p.flavour, p.engine)
     if p.placement.torch and p.flavour != "python":
         raise ValueError("the PyTorch engine (--device) runs in the python flavour; native is ONNX Runtime/TensorRT")
     repo.mkdir(parents=True, exist_ok=True)
+    remove_previous(repo, p.name)
     ones = np.ones(WARMUP_TOKENS, dtype=np.int64).tobytes()
     engine_files = dict(weights) if p.placement.torch else {"model.onnx": onnx_model}
+    if p.flavour == "fused":
+        files = {**engine_files, "model.py": shim(SHIMS["fused"]), "tokenizer.json": tokenizer_json, f"warmup/{WARMUP_TEXT_FILE}": WARMUP_TEXT}
+        folders = [write_model(repo, fused_config(p), files)]
+        (repo / p.name / "tritonize.json").write_text(json.dumps({**manifest, "pipeline": asdict(p)}, indent=2))
+        return folders
     model_files: dict[str, Path | str | bytes] = {**engine_files, f"warmup/ones_{WARMUP_TOKENS}": ones}
     if p.flavour == "python":
         model_files["model.py"] = shim(SHIMS["model"])

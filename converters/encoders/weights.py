@@ -82,7 +82,7 @@ def convert_bert_torch(
             name=name, task=task, hidden_size=getattr(config, "hidden_size", getattr(config, "dim", 0)), max_length=max_length,
             pad_token_id=tokenizer.pad_token_id or 0,
             labels=[config.id2label[i] for i in range(config.num_labels)] if task == "classification" else [],
-            batching=batching, device=placement.device, dtype=placement.dtype,
+            batching=batching, device=placement.device, dtype=placement.dtype, flavour="python",
         )
         report = TorchConversionReport(
             name=name, task=task, source=str(model), repository=str(repository), reused=False, max_abs_error=err, tolerance=tolerance,

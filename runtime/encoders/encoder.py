@@ -87,24 +87,43 @@ def load_engine(folder: Path, output_name: str, spec: EngineSpec, args: dict | N
     return OnnxEncoder(folder, output_name, spec, allow_spinning)
 
 
-class EncoderStep:
-    def initialize(self, args: dict) -> None:
-        p = parameters(args)
-        self.output_name = p["output_name"]  # last_hidden_state (embedding) or logits (classification)
-        self.output_tensor = p.get("output_tensor", "TOKEN_EMBEDDINGS" if self.output_name == "last_hidden_state" else "LOGITS")
+class BucketRunner:
+    """The engine over one execution's rows: cut into length buckets, one engine call each, with the
+    padding counters. Shared by the model step of the ensemble and by the fused step."""
+
+    def __init__(self, args: dict, p: dict[str, str], output_name: str):
         self.max_padding_ratio = float(p.get("max_padding_ratio", 1.25))
         self.min_padding_tokens = int(p.get("min_padding_tokens", 0))
         self.max_rows = int(p.get("max_rows_per_run", 64))
         self.pad_id = int(p.get("pad_token_id", 0))
         self.spec = EngineSpec.from_params(p)
-        self.engine = load_engine(Path(model_dir(args)), self.output_name, self.spec, args, p.get("allow_spinning", "0"))
+        self.engine = load_engine(Path(model_dir(args)), output_name, self.spec, args, p.get("allow_spinning", "0"))
         labels = {"model": args["model_name"]}
         self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
         self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)
         self.engine_runs = Counter("tritonize_engine_runs_total", "Engine calls (one per length bucket)", labels)
 
-    def run_engine(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self.engine.run(ids, mask)
+    def run(self, rows: Rows) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(row indices, mask, engine output) per bucket; an engine error (e.g. GPU out of memory) raises."""
+        buckets = plan_buckets(rows.lengths, self.max_padding_ratio, self.max_rows, self.min_padding_tokens)
+        results = []
+        for b in buckets:
+            ids, mask = rows.bucket_inputs(b, self.pad_id)
+            results.append((b, mask, self.engine.run(ids, mask)))
+        self.engine_runs.add(len(buckets))
+        self.tokens_real.add(int(rows.lengths.sum()))
+        self.tokens_computed.add(sum(len(b) * int(rows.lengths[b].max()) for b in buckets))
+        return results
+
+
+class EncoderStep:
+    """The ensemble's model step: INPUT_IDS, ATTENTION_MASK -> per-token hidden states or logits."""
+
+    def initialize(self, args: dict) -> None:
+        p = parameters(args)
+        output_name = p["output_name"]  # last_hidden_state (embedding) or logits (classification)
+        self.output_tensor = p.get("output_tensor", "TOKEN_EMBEDDINGS" if output_name == "last_hidden_state" else "LOGITS")
+        self.runner = BucketRunner(args, p, output_name)
 
     def execute(self, requests):
         responses: list = [None] * len(requests)
@@ -123,19 +142,13 @@ class EncoderStep:
         if not good:
             return responses
         rows = Rows(ids_per_request, np.array(owner, dtype=np.int64).reshape(-1, 2), np.array(lengths, dtype=np.int64))
-
-        buckets = plan_buckets(rows.lengths, self.max_padding_ratio, self.max_rows, self.min_padding_tokens)
         try:
-            results = [(b, self.run_engine(*rows.bucket_inputs(b, self.pad_id))) for b in buckets]
+            results = self.runner.run(rows)
         except Exception as e:  # e.g. GPU out of memory: this execution's requests fail, the step keeps serving
             for i in good:
                 responses[i] = error_response(e)
             return responses
-        outputs = scatter(rows, results, ids_per_request)
-        self.engine_runs.add(len(buckets))
-        computed = sum(len(b) * int(rows.lengths[b].max()) for b in buckets)
-        self.tokens_real.add(int(rows.lengths.sum()))
-        self.tokens_computed.add(computed)
+        outputs = scatter(rows, [(b, out) for b, _, out in results], ids_per_request)
         for k, i in enumerate(good):
             responses[i] = response({self.output_tensor: outputs[k]})
         return responses

@@ -1,4 +1,5 @@
-"""Postprocess steps: pooling for embeddings, softmax and label names for classification."""
+"""Postprocess: pooling for embeddings, softmax and label names for classification. The functions
+serve both the ensemble's postprocess step and the fused step (`fused.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,23 @@ import numpy as np
 
 from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
 from tritonize.runtime.triton import InputError, error_response, input_array, parameters, response
+
+
+def embedding_outputs(token_embeddings: np.ndarray, mask: np.ndarray, normalize: bool) -> dict[str, np.ndarray]:
+    pooled = mean_pool(token_embeddings, mask)
+    # TOKEN_COUNT: the tokens each row really had (after truncation), for usage accounting.
+    return {"EMBEDDING": (l2_normalize(pooled) if normalize else pooled).astype(np.float32),
+            "TOKEN_COUNT": mask.sum(axis=1, keepdims=True).astype(np.int64)}
+
+
+def classification_outputs(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    logits = logits.astype(np.float32)
+    return {"LOGITS": logits, "PROBABILITIES": softmax(logits), "LABEL": labels[logits.argmax(axis=-1)].reshape(-1, 1)}
+
+
+def label_array(params: dict[str, str]) -> np.ndarray:
+    """The `labels` parameter (a JSON list) as the BYTES array LABEL is drawn from."""
+    return np.array([s.encode() for s in json.loads(params["labels"])], dtype=object)
 
 
 class _PerRequest:
@@ -28,21 +46,12 @@ class EmbeddingPostprocess(_PerRequest):
         self.normalize = parameters(args).get("normalize", "true") == "true"
 
     def process(self, request) -> dict[str, np.ndarray]:
-        mask = input_array(request, "ATTENTION_MASK")
-        pooled = mean_pool(input_array(request, "TOKEN_EMBEDDINGS"), mask)
-        # TOKEN_COUNT: the tokens each row really had (after truncation), for usage accounting.
-        return {"EMBEDDING": (l2_normalize(pooled) if self.normalize else pooled).astype(np.float32),
-                "TOKEN_COUNT": mask.sum(axis=1, keepdims=True).astype(np.int64)}
+        return embedding_outputs(input_array(request, "TOKEN_EMBEDDINGS"), input_array(request, "ATTENTION_MASK"), self.normalize)
 
 
 class ClassificationPostprocess(_PerRequest):
     def initialize(self, args: dict) -> None:
-        self.labels = np.array([s.encode() for s in json.loads(parameters(args)["labels"])], dtype=object)
+        self.labels = label_array(parameters(args))
 
     def process(self, request) -> dict[str, np.ndarray]:
-        logits = input_array(request, "LOGITS").astype(np.float32)
-        return {
-            "LOGITS": logits,
-            "PROBABILITIES": softmax(logits),
-            "LABEL": self.labels[logits.argmax(axis=-1)].reshape(-1, 1),
-        }
+        return classification_outputs(input_array(request, "LOGITS"), self.labels)

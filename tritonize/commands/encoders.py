@@ -21,7 +21,8 @@ def convert_bert(
     repository: Path = Repository,
     optimize: bool = typer.Option(True, help="Apply ONNX Runtime's transformer fusions."),
     quantize: bool = typer.Option(False, help="Dynamic int8 quantisation (reports the accuracy drop)."),
-    flavour: str = typer.Option("python", help="python (embedded CPU server) or native (onnxruntime/TensorRT backend, GPU container)."),
+    flavour: str = typer.Option(None, help="fused (default on CPU: one Python-backend step), python (three-step ensemble; the "
+                                "default with --device) or native (onnxruntime/TensorRT backend, GPU container)."),
     engine: str = typer.Option("onnxruntime", help="With --flavour native: onnxruntime (TensorRT EP, nothing to build) or tensorrt "
                                "(a plan with one profile per length bucket, built on the serving GPU by `serve --engine-cache`)."),
     precision: str = typer.Option("fp16", help="With --engine tensorrt: fp16 (checked against fp32 on CPU) or fp32."),
@@ -43,6 +44,7 @@ def convert_bert(
     from tritonize.converters.repository import Batching
 
     target = placement(device, dtype)
+    flavour = flavour or ("python" if target.torch else "fused")
     batching = Batching(
         max_batch_size, preferred_batch_size, max_queue_delay_us, max_queue_size, queue_timeout_us, instances, threads
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from tritonize.benchmarks.systems import apply_variant, read_config
+from tritonize.converters.repository import engine_model
 from tritonize.converters.repository import render
 from tritonize.deploy.plan import DeployError, DeployPlan
 
@@ -88,7 +89,8 @@ def quantity(value: float) -> str:
 
 def step_config(repository: Path, plan: DeployPlan) -> tuple[str, str]:
     """The model step's name and its config.pbtxt with the plan's settings applied."""
-    step = f"{plan.pipeline}_model"
+    pipeline_config = Path(repository) / plan.pipeline / "config.pbtxt"
+    step = (engine_model(repository, plan.pipeline) if pipeline_config.exists() else None) or f"{plan.pipeline}_model"
     path = Path(repository) / step / "config.pbtxt"
     if not path.exists():
         raise DeployError(f"{path} not found: pass --repository, the repository the image was built from "
