@@ -51,6 +51,7 @@ class Result:
     texts_per_s: float
     p50_ms: float
     p99_ms: float
+    server_cpu_ms: float | None = None  # served: CPU time of tritonserver and its stubs per text
 
 
 def summarize(system, workload, setting, texts: int, seconds: float, latencies: list[float]) -> Result:
@@ -72,7 +73,7 @@ def run_inprocess(system: str, encode: Callable[[list[str]], np.ndarray], worklo
     return summarize(system, workload, f"batch={batch}", done, time.perf_counter() - start, latencies)
 
 
-async def _served(url: str, model: str, texts: list[str], concurrency: int, seconds: float):
+async def _served(url: str, model: str, texts: list[str], concurrency: int, seconds: float, on_start: Callable[[], None] = lambda: None):
     import tritonclient.grpc.aio as aio
     from tritonclient.grpc import InferInput, InferRequestedOutput
 
@@ -91,6 +92,7 @@ async def _served(url: str, model: str, texts: list[str], concurrency: int, seco
 
     await asyncio.gather(*(worker(time.perf_counter() + 1.0) for _ in range(concurrency)))  # warm
     latencies.clear()
+    on_start()
     start = time.perf_counter()
     await asyncio.gather(*(worker(start + seconds) for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
@@ -102,9 +104,31 @@ def served_system(flavour: str) -> str:
     return f"served {flavour}"
 
 
-def run_served(url: str, flavour: str, workload: str, texts: list[str], concurrency: int, seconds: float) -> Result:
-    latencies, elapsed = asyncio.run(_served(url, served_name(flavour), texts, concurrency, seconds))
-    return summarize(served_system(flavour), workload, f"conc={concurrency}", len(latencies), elapsed, latencies)
+def server_cpu_seconds(server_pid: int) -> float:
+    """User + system CPU time of tritonserver and its stub processes so far. Unlike throughput on a
+    shared machine, the CPU a request costs barely depends on what else runs."""
+    from tritonize.server.stubs import stubs_of
+
+    total = 0
+    for pid in [server_pid, *(s.pid for s in stubs_of(server_pid))]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_served(url: str, server_pid: int, flavour: str, workload: str, texts: list[str], concurrency: int, seconds: float) -> Result:
+    cpu = []
+
+    async def measured():  # the CPU window opens after _served's warm-up second
+        return await _served(url, served_name(flavour), texts, concurrency, seconds, on_start=lambda: cpu.append(server_cpu_seconds(server_pid)))
+
+    latencies, elapsed = asyncio.run(measured())
+    result = summarize(served_system(flavour), workload, f"conc={concurrency}", len(latencies), elapsed, latencies)
+    result.server_cpu_ms = (server_cpu_seconds(server_pid) - cpu[0]) * 1e3 / max(len(latencies), 1)
+    return result
 
 
 def padding_counters(metrics_url: str, flavour: str) -> tuple[float, float]:
@@ -178,7 +202,7 @@ def main() -> None:
             for flavour in flavours:  # side by side, per workload, so drift hits both alike
                 before = padding_counters(server.metrics_url, flavour)
                 for conc in (1, 8, 32):
-                    results.append(run_served(server.grpc_url, flavour, name, texts, conc, args.seconds))
+                    results.append(run_served(server.grpc_url, server.process.pid, flavour, name, texts, conc, args.seconds))
                     console.print(results[-1])
                 after = padding_counters(server.metrics_url, flavour)
                 padding[(flavour, name)] = (after[1] - before[1]) / max(after[0] - before[0], 1)
@@ -192,10 +216,11 @@ def main() -> None:
 
 def report(results: list[Result], padding: dict[tuple[str, str], float], flavours: list[str]) -> None:
     table = Table(title="all-MiniLM-L6-v2 embeddings: texts/s and latency per call")
-    for col in ("workload", "system", "setting", "texts/s", "p50 ms", "p99 ms"):
+    for col in ("workload", "system", "setting", "texts/s", "p50 ms", "p99 ms", "server CPU ms/text"):
         table.add_column(col, justify="right" if col not in ("workload", "system") else "left")
     for r in results:
-        table.add_row(r.workload, r.system, r.setting, f"{r.texts_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}")
+        cpu = "" if r.server_cpu_ms is None else f"{r.server_cpu_ms:.2f}"
+        table.add_row(r.workload, r.system, r.setting, f"{r.texts_per_s:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", cpu)
     console.print(table)
 
     def pick(system, workload, setting):
@@ -220,6 +245,9 @@ def report(results: list[Result], padding: dict[tuple[str, str], float], flavour
             checks.append((f"{wl}: served fused / python, conc=32 texts/s", f.texts_per_s / p.texts_per_s, "", True))
             f, p = pick(served_system("fused"), wl, "conc=1"), pick(served_system("python"), wl, "conc=1")
             checks.append((f"{wl}: served fused - python, conc=1 p50 (ms)", f.p50_ms - p.p50_ms, "", True))
+            for conc in ("conc=1", "conc=32"):
+                f, p = pick(served_system("fused"), wl, conc), pick(served_system("python"), wl, conc)
+                checks.append((f"{wl}: server CPU per text, fused / python, {conc}", f.server_cpu_ms / p.server_cpu_ms, "", True))
     for flavour in flavours:
         checks.append((f"mix: tokens computed / real tokens (served {flavour})", padding[(flavour, "mix")], "<= 1.25",
                        padding[(flavour, "mix")] <= 1.25))

@@ -217,7 +217,7 @@ def test_wheel_converts_serves_and_embeds_outside_the_checkout(wheel_env, tmp_pa
     convert = subprocess.run([str(bin_ / "tritonize"), "convert", "bert", "--model", str(checkpoint), "--task", "embedding",
                               "--name", "tiny", "-r", "repo"], cwd=cwd, env=env, capture_output=True, text=True)
     assert convert.returncode == 0, convert.stdout + convert.stderr
-    shim = (cwd / "repo/tiny_model/1/model.py").read_text()
+    shim = (cwd / "repo/tiny/1/model.py").read_text()  # the default (fused) flavour: one model
     assert "from tritonize.runtime." in shim
     where = subprocess.run([str(bin_ / "python"), "-c", "import tritonize.runtime as r; print(r.__file__)"], cwd=cwd, env=env,
                            check=True, capture_output=True, text=True).stdout
