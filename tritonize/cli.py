@@ -14,7 +14,6 @@ app.add_typer(convert_app, name="convert")
 app.add_typer(infer_app, name="infer")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
-load.register(app)
 deploy.register(app)
 gateway.register(app)
 
@@ -22,3 +21,4 @@ gateway.register(app)
 # comes after the encoders and generators it calls).
 for family in (encoders, generation, speech, chat):
     family.register(convert_app, infer_app)
+load.register(app)  # after the families: its demo step load-tests the encoders' demo model, last

@@ -1,4 +1,5 @@
-"""`tritonize demo`: convert the default models, serve them on the embedded server, call them, stop.
+"""`tritonize demo`: convert the default models, serve them on the embedded server, call them, load-test
+the embedder, stop.
 
 Each family registers a `DemoStep` (see `demo_steps`); a second run reuses the converted models (the converters
 skip a model whose source and options have not changed).
@@ -20,11 +21,11 @@ from tritonize.options import Repository
 def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
          verbose: bool = Verbose,
          convert_only: bool = typer.Option(False, "--convert-only", help="Only write the demo models (the Dockerfile's build stage).")) -> None:
-    """Convert, serve, call and stop: the whole path on the embedded default."""
+    """Convert, serve, call, load-test and stop: the whole path on the embedded default."""
     from tritonize.commands.serve import describe
 
     plan = list(demo_steps.STEPS)
-    for step in plan:
+    for step in (s for s in plan if s.convert):
         console.rule(f"convert: {step.title}")
         run_conversion(step.title, lambda: step.convert(repository), verbose)
     if convert_only:

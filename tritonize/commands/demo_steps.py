@@ -11,7 +11,7 @@ from typing import Callable
 @dataclass(frozen=True)
 class DemoStep:
     title: str
-    convert: Callable[[Path], None]  # write the family's default model(s) into the repository
+    convert: Callable[[Path], None] | None  # write the family's default model(s) into the repository (None: nothing to write)
     show: Callable[[object], None]  # call them on the running server (a TritonServer) and print what came back
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from tritonize.commands import demo_steps
+from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console
 from tritonize.options import Repository
 
@@ -199,6 +201,34 @@ def _hub_id(repository: Path, model: str) -> str:
     return manifest["report"]["source"]
 
 
+# -- demo ------------------------------------------------------------------------------------------
+DEMO_USERS, DEMO_SECONDS = 4, 5
+
+
+def _demo_load(server) -> None:
+    """A short Locust run (embed-mix texts, 4 users) against the demo's embedder on the running server."""
+    import tempfile
+
+    from tritonize.benchmarks.load import run_locust
+    from tritonize.benchmarks.scenarios import Scenario
+
+    sc = Scenario.load("embed-mix")  # its model is the demo's all-minilm-l6-v2
+    with tempfile.TemporaryDirectory(prefix="tritonize-demo-load-") as tmp:
+        path = sc.save(Path(tmp) / "scenario.json")
+        with console.status(f"Locust: {DEMO_USERS} users for {DEMO_SECONDS} s ..."):
+            r = run_locust(path, server.grpc_url, "grpc", DEMO_USERS, DEMO_SECONDS, Path(tmp) / "demo", "demo",
+                           triton_http=server.http_url, triton_metrics=server.metrics_url)
+    batch = r.triton.get(sc.model, r.triton.get(f"{sc.model}_model", {})).get("avg_batch")
+    console.print(f"Locust, {DEMO_USERS} users for {DEMO_SECONDS} s, {sc.name} texts to {sc.model} over gRPC: "
+                  f"{r.rps:.0f} req/s, p50 {r.p50_ms:.0f} ms, p95 {r.p95_ms:.0f} ms, {r.failures} failures"
+                  + (f", {batch:.1f} texts per engine run (dynamic batching)" if batch else ""))
+    console.print("More: `tritonize bench` (load levels, report) and `tritonize plan` (capacity), see the README.")
+
+
+DEMO = DemoStep("load test: Locust against the served embedder", None, _demo_load)
+
+
 def register(app: typer.Typer) -> None:
+    demo_steps.add(DEMO)
     app.command("bench")(bench)
     app.command("plan")(plan)
