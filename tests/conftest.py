@@ -46,7 +46,7 @@ def build_voices(repo: Path, work: Path) -> dict:
     return {"tiny_vits": checkpoint}
 
 CHATBOT = "faq-bot"  # the demo FAQ over MiniLM and the tiny GPT-2; exact index (and NAME_stream)
-CHATBOT_FAISS = "faq-bot-faiss"  # the same with an HNSW index
+CHATBOT_FAISS = "faq-bot-faiss"  # the same with an HNSW index, over the fused embedder
 
 
 def build_chatbots(repo: Path, work: Path) -> dict:
@@ -55,8 +55,9 @@ def build_chatbots(repo: Path, work: Path) -> dict:
     from tritonize.converters.chat.faq import demo_faq
     from tests.tiny_generators import GPT2
 
-    for name, index in ((CHATBOT, "exact"), (CHATBOT_FAISS, "faiss")):
-        convert_chatbot(demo_faq(), EMBEDDER, GPT2, repo, name, threshold=0.5, top_k=3, index=index, log=lambda m: None)
+    # The HNSW one calls the fused embedder: its answers are compared with the exact one's (test_chat.py).
+    for name, index, embedder in ((CHATBOT, "exact", EMBEDDER), (CHATBOT_FAISS, "faiss", EMBEDDER_FUSED)):
+        convert_chatbot(demo_faq(), embedder, GPT2, repo, name, threshold=0.5, top_k=3, index=index, log=lambda m: None)
     return {}
 
 
