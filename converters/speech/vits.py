@@ -21,6 +21,7 @@ from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.speech.masking import padding_invariant
 from tritonize.converters.speech.noise import seeded_noise
 from tritonize.converters.speech.repository import SpeechLimits, SpeechPipeline, write_speech_pipeline
+from tritonize.converters.speech.unit_height import conv1d_as_conv2d
 from tritonize.converters.repository import Batching, read_manifest
 from tritonize.runtime.pooling import pad_vits_batch  # the served engine's padding
 
@@ -79,6 +80,8 @@ def torch_waveform(model, ids: list[int], seed: int, noise_scale: float, noise_s
 
 
 def export_onnx(model, path: Path) -> None:
+    """The graph, with its 1-D Convs as unit-height 2-D ones (unit_height.py: ORT's fast CPU Conv kernels)."""
+    import onnx
     import torch
 
     ids = torch.tensor([[0, 5, 0, 7, 0, 9, 0], [0, 5, 0, 8, 0, 0, 0]])
@@ -90,6 +93,9 @@ def export_onnx(model, path: Path) -> None:
             **{n: {0: "batch"} for n in names[2:]}, "waveform": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}}
     torch.onnx.export(export_module(model), args, str(path), input_names=names, output_names=["waveform", "lengths"],
                       dynamic_axes=axes, opset_version=17, dynamo=False)
+    graph = onnx.load(str(path))
+    conv1d_as_conv2d(graph)
+    onnx.save(graph, str(path))
 
 
 def frontend_spec(tokenizer, config) -> dict:
