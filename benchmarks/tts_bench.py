@@ -22,7 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=120)  # the table stays readable in a log (no terminal)
 TEXT = ("Serving speech is mostly a question of latency. The first sentence should start playing quickly. "
         "Longer texts are split into sentences, and each one is synthesised on its own. "
         "Batching helps when many people ask at once. The last sentence ends this short paragraph.")

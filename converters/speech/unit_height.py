@@ -74,7 +74,8 @@ def _rewrite_graph(graph: onnx.GraphProto, weights: dict[str, onnx.TensorProto])
 
 
 def _prune_unused_initializers(graph: onnx.GraphProto, used: set[str]) -> None:
-    keep = [t for t in graph.initializer if t.name in used or t.name in {i.name for i in graph.input}]
+    used = used | {i.name for i in graph.input}
+    keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(keep)
 
