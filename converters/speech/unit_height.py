@@ -2,17 +2,20 @@
 
 Why: ONNX Runtime's CPU provider turns 4-D float Convs into NCHWc convolutions (MLAS direct kernels,
 blocked channels) at ORT_ENABLE_ALL; 1-D Convs stay on im2col + SGEMM. VITS spends ~85% of its ORT
-time in HiFi-GAN's Convs, so on the MMS-TTS-sized bench voice (one thread, shared machine) the rewrite
-took the whole graph from 0.85x PyTorch's time to 0.55-0.7x, within the parity tolerance (2.5e-4).
+time in HiFi-GAN's Convs, so on the MMS-TTS-sized bench voice (shared 2-core machine) the rewrite took
+the whole graph from 0.85x PyTorch's time to 0.55-0.7x (1 thread; tts_bench, 2 threads: 0.50-0.63x),
+within the parity tolerance (2.4e-4 max abs vs PyTorch).
 
 [batch, C, T] -> Unsqueeze(axis 2) -> Conv([1, k] kernel) -> Squeeze(axis 2) -> [batch, C, T]: the same
-arithmetic, each kernel's taps in the same order. The Unsqueeze/Squeeze pairs alias their input
-(0.3% of the time), so the elementwise ops between Convs (masks, LeakyReLU, residual adds) are untouched.
+convolution (up to float summation order). The Unsqueeze/Squeeze pairs are cheap (0.3% of the time),
+so the elementwise ops between Convs (masks, LeakyReLU, residual adds) stay as exported.
 
 Measured and left out (profile of the bench voice after the rewrite): the Pad/Slice/Where chains of the
 flow and duration predictor cost <0.5% together; ConvTranspose (no NCHWc kernel) 4%; the NCHWc reorders
-around the masked elementwise ops 7%. Weight norm is already folded: the export's constant folding
-leaves every Conv weight an initializer, which this rewrite requires (others are left as they are).
+around the masked elementwise ops 7%; MatMul, LayerNorm and attention <0.5%, so no transformer fusions
+(`optimize_model`). Spinning ORT threads: slower on a shared machine (0.88x vs 0.57x, 2 threads), so off.
+Weight norm is already folded: the export's constant folding leaves every Conv weight an initializer,
+which this rewrite requires (other Convs are left as they are).
 """
 
 from __future__ import annotations
