@@ -21,7 +21,6 @@ from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.speech.masking import padding_invariant
 from tritonize.converters.speech.noise import seeded_noise
 from tritonize.converters.speech.repository import SpeechLimits, SpeechPipeline, write_speech_pipeline
-from tritonize.converters.speech.unit_height import conv1d_as_conv2d
 from tritonize.converters.repository import Batching, read_manifest
 from tritonize.runtime.pooling import pad_vits_batch  # the served engine's padding
 
@@ -83,6 +82,8 @@ def export_onnx(model, path: Path) -> None:
     """The graph, with its 1-D Convs as unit-height 2-D ones (unit_height.py: ORT's fast CPU Conv kernels)."""
     import onnx
     import torch
+
+    from tritonize.converters.speech.unit_height import conv1d_as_conv2d  # onnx only where a graph is exported
 
     ids = torch.tensor([[0, 5, 0, 7, 0, 9, 0], [0, 5, 0, 8, 0, 0, 0]])
     mask = torch.tensor([[1] * 7, [1] * 5 + [0, 0]])
