@@ -1,0 +1,94 @@
+"""The VITS export's graph rewrite (1-D Convs as unit-height 2-D ones) and the rewritten graph's parity."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from tritonize.converters.speech.unit_height import conv1d_as_conv2d, one_d_convs
+from tests.conftest import VOICE
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # NCHWc included, as served
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _export(module, x, path, opset: int = 17) -> onnx.ModelProto:
+    import torch
+
+    torch.onnx.export(module.eval(), (x,), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch", 2: "time"}, "y": {0: "batch", 2: "time"}}, opset_version=opset, dynamo=False)
+    return onnx.load(str(path))
+
+
+def _convs_of_every_kind():
+    """Dilation, stride, groups, no bias, a transposed conv with output padding, channels that do and
+    do not fit ORT's NCHWc blocks (16 and 3)."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv1d(3, 16, 5, padding=6, dilation=3), nn.LeakyReLU(0.1),
+        nn.Conv1d(16, 32, 4, stride=2, padding=1, groups=2, bias=False),
+        nn.ConvTranspose1d(32, 16, 8, stride=4, padding=2, output_padding=1), nn.Tanh(),
+        nn.Conv1d(16, 1, 7, padding=3),
+    )
+
+
+def test_rewrite_leaves_no_1d_conv_and_the_same_outputs(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    model = _export(_convs_of_every_kind(), torch.randn(2, 3, 40), tmp_path / "convs.onnx")
+    assert len(one_d_convs(model)) == 4
+    x = np.random.default_rng(0).standard_normal((3, 3, 57)).astype(np.float32)  # other batch and length than exported
+    before = _session(model).run(None, {"x": x})[0]
+    assert conv1d_as_conv2d(model) == 4
+    onnx.checker.check_model(model)
+    assert one_d_convs(model) == []
+    assert all(len(t.dims) != 3 for t in model.graph.initializer)  # the 1-D weights are gone, not kept twice
+    after = _session(model).run(None, {"x": x})[0]
+    assert after.shape == before.shape == (3, 1, 4 * 28 + 1)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+def test_rewrite_refuses_opsets_without_squeeze_axes_inputs(tmp_path):
+    import torch
+
+    model = _export(torch.nn.Conv1d(2, 2, 3), torch.randn(1, 2, 8), tmp_path / "old.onnx", opset=11)
+    with pytest.raises(ValueError, match="opset >= 13.*opset 11"):
+        conv1d_as_conv2d(model)
+
+
+def test_served_vits_graph_is_2d_and_equals_pytorch_for_a_padded_batch(built):
+    """The voice's model.onnx, a batch of different lengths padded as the engine pads it, vs VitsModel
+    one sentence at a time with the same seeds: the converter's tolerance, each row's own length."""
+    import torch
+    from transformers import AutoTokenizer, VitsModel
+
+    from tritonize.converters.speech.vits import WAVE_TOLERANCE, torch_waveform
+    from tritonize.runtime.pooling import pad_vits_batch
+
+    repo = built["repository"]
+    graph = onnx.load(str(repo / f"{VOICE}_model" / "1" / "model.onnx"))
+    assert one_d_convs(graph) == [] and sum(n.op_type == "Conv" for n in graph.graph.node) > 10
+    min_tokens = json.loads((repo / VOICE / "tritonize.json").read_text())["pipeline"]["min_tokens"]
+    model = VitsModel.from_pretrained(built["tiny_vits"]).eval()
+    tok = AutoTokenizer.from_pretrained(built["tiny_vits"])
+    texts = ["a much longer sentence than the other ones in this batch", "hi", "speech from triton", "ok then"]
+    rows = [tok(t)["input_ids"] for t in texts]
+    ids, mask = pad_vits_batch([np.array(r) for r in rows], min_tokens)
+    params = np.array([(0.667, 0.8, 1.0), (0.3, 0.5, 1.3), (0.0, 0.0, 0.8), (1.0, 1.0, 1.1)], np.float32)
+    seeds = np.array([3, 5, 8, 13], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": mask, "seed": seeds, "noise_scale": params[:, 0],
+             "noise_scale_duration": params[:, 1], "speaking_rate": params[:, 2]}
+    waves, lengths = _session(graph).run(None, feeds)
+    assert len(set(lengths.tolist())) == len(texts)  # really different lengths, so padding is exercised
+    with torch.inference_mode():
+        for i, row in enumerate(rows):
+            ref = torch_waveform(model, row, int(seeds[i]), *map(float, params[i]))
+            assert int(lengths[i]) == len(ref)
+            assert np.abs(waves[i, : len(ref)] - ref).max() <= WAVE_TOLERANCE
