@@ -131,7 +131,7 @@ def test_prefill_plan_covers_every_prompt_within_the_token_budget_and_bounded_pa
 
 def test_similar_prompts_share_one_forward_and_a_budget_below_one_is_refused():
     assert plan_prefill([10, 12, 11, 9], 2048) == [[1, 2, 0, 3]]
-    assert plan_prefill([10, 12, 11, 9], 24) == [[1, 2], [0, 3]]
-    assert plan_prefill([200, 5, 6], 2048) == [[0], [2, 1]]  # padding 5 tokens to 200 would waste the forward
+    assert plan_prefill([10, 12, 11, 9], 24) == [[0, 3], [1, 2]]  # shortest forward first
+    assert plan_prefill([200, 5, 6], 2048) == [[2, 1], [0]]  # padding 5 tokens to 200 would waste the forward
     with pytest.raises(ValueError, match=r"max_prefill_tokens must be >= 1 \(1: every prompt in its own forward\), got 0"):
         Limits(max_context=64, max_new_tokens=8, max_prefill_tokens=0)

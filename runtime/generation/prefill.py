@@ -20,7 +20,9 @@ MIN_PADDING_TOKENS = 8
 
 def plan_prefill(lengths: list[int], max_tokens: int, max_padding_ratio: float = MAX_PADDING_RATIO,
                  min_padding_tokens: int = MIN_PADDING_TOKENS) -> list[list[int]]:
-    """Indices into `lengths`, one list per forward, longest prompts first; every index exactly once.
+    """Indices into `lengths`, one list per forward (within a forward, longest first), every index exactly
+    once. Forwards come shortest first: the prompts of a step are prefilled one forward after another, and
+    shortest-first delivers the most first tokens soonest.
 
     The padding rule is `plan_buckets`'s; the token budget is checked in the same pass (cutting its buckets
     afterwards would leave tails with more padding than the rule allows)."""
@@ -39,4 +41,4 @@ def plan_prefill(lengths: list[int], max_tokens: int, max_padding_ratio: float =
                 continue
         groups.append([i])
         real = lengths[i]
-    return groups
+    return groups[::-1]
