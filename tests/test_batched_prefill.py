@@ -121,7 +121,7 @@ def test_engine_groups_joining_prompts_within_the_token_budget_and_keeps_solo_ou
         engine.submit(Job(prompt, SamplingParams(max_new_tokens=NEW_TOKENS), sink))
     while engine.queue or engine.running:
         engine.step()  # in this thread: the first step admits all eight
-    plan = plan_prefill(list(map(len, prompts)), budget)
+    plan = plan_prefill(list(map(len, prompts)), budget, model.prefill_overhead_tokens)
     assert engine.counters["prefills"].value == len(prompts)
     assert engine.counters["prefill_forwards"].value == len(plan) < len(prompts)
     assert all(rows * width <= budget or rows == 1 for rows, width in model.forwards), model.forwards

@@ -118,7 +118,7 @@ def test_prefill_plan_covers_every_prompt_within_the_token_budget_and_bounded_pa
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 300, rng.integers(1, 40)).tolist()
     budget = int(rng.choice([1, 64, 512, 2048]))
-    groups = plan_prefill(lengths, budget)
+    groups = plan_prefill(lengths, budget, overhead_tokens=[None, 12][seed % 2])
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for g in groups:
         width = max(lengths[i] for i in g)
@@ -132,6 +132,9 @@ def test_prefill_plan_covers_every_prompt_within_the_token_budget_and_bounded_pa
 def test_similar_prompts_share_one_forward_and_a_budget_below_one_is_refused():
     assert plan_prefill([10, 12, 11, 9], 2048) == [[1, 2, 0, 3]]
     assert plan_prefill([10, 12, 11, 9], 24) == [[0, 3], [1, 2]]  # shortest forward first
-    assert plan_prefill([200, 5, 6], 2048) == [[2, 1], [0]]  # padding 5 tokens to 200 would waste the forward
+    assert plan_prefill([200, 5, 6], 2048) == [[2, 1], [0]]
+    # With a CPU's fixed cost of 12 tokens' worth, short prompts still share; 30-token prompts would only
+    # make the first row wait for the second, so each keeps its own forward.
+    assert plan_prefill([5, 5, 30, 30], 2048, overhead_tokens=12) == [[0, 1], [3], [2]]  # padding 5 tokens to 200 would waste the forward
     with pytest.raises(ValueError, match=r"max_prefill_tokens must be >= 1 \(1: every prompt in its own forward\), got 0"):
         Limits(max_context=64, max_new_tokens=8, max_prefill_tokens=0)

@@ -182,7 +182,8 @@ class Engine:
         """Prompt forwards: grouped by length within the token budget where the model batches prompts, else one by one."""
         many = getattr(self.model, "prefill_many", None)
         if many and len(admitted) > 1:
-            groups = plan_prefill([len(seq.job.prompt) for seq in admitted], self.limits.max_prefill_tokens)
+            overhead = getattr(self.model, "prefill_overhead_tokens", None)
+            groups = plan_prefill([len(seq.job.prompt) for seq in admitted], self.limits.max_prefill_tokens, overhead)
             batches = [[admitted[i] for i in group] for group in groups]
         else:
             batches = [[seq] for seq in admitted]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonize.runtime.generation.cache import CacheSlot, RowBatch, batch_for
+from tritonize.runtime.generation.prefill import CPU_PREFILL_OVERHEAD_TOKENS
 
 
 def ort_session(path: Path, threads: int):
@@ -37,6 +38,7 @@ class CausalLM:
     """A decoder-only graph from Optimum's `text-generation-with-past` export (GPT-2)."""
 
     decoder_only = True
+    prefill_overhead_tokens = CPU_PREFILL_OVERHEAD_TOKENS
 
     def __init__(self, folder: Path, threads: int):
         self.session = ort_session(folder / "model.onnx", threads)
@@ -89,6 +91,7 @@ class Seq2SeqLM:
     `tritonize.converters.generation.t5_step` exports (Optimum's own cached step has no decoder mask)."""
 
     decoder_only = False
+    prefill_overhead_tokens = CPU_PREFILL_OVERHEAD_TOKENS
 
     def __init__(self, folder: Path, threads: int, decoder_start_token_id: int):
         self.encoder = ort_session(folder / "encoder_model.onnx", threads)
