@@ -2,12 +2,15 @@
 in PyTorch, one request at a time and as a static batch, in one run.
 
     .venv/bin/python -m tritonize.benchmarks.generation_bench [--models gpt2 t5] [--threads 2] [--new-tokens 32]
+        [--no-prefill-baseline]
 
 GPT-2 small and T5-small architectures with random weights (nothing downloads; speed does not depend
 on the weights) and byte-level BPE / unigram tokenizers trained locally. Greedy, a fixed number of new
 tokens (no eos), prompts of 5-40 tokens. Served: the asyncio client, N concurrent streams whose first
-requests start at staggered times, each running requests back to back. Prints a table and the two
-ratios the issue targets; writes bench_results/generation_bench.json.
+requests start at staggered times, each running requests back to back. Unless --no-prefill-baseline,
+each model is also served a second time with batched prefill off (`max_prefill_tokens=1`: one forward
+per joining prompt, as before issue 12), side by side in the same server. Prints a table and the
+issue's targets (met/missed); writes bench_results/generation_bench.json.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +32,10 @@ from tritonize.benchmarks.generation_models import build_gpt2_small, build_t5_sm
 
 CACHE = Path.home() / ".cache" / "tritonize" / "generation-bench"
 console = Console()
+SOLO_PREFILL = "-solo-prefill"  # served name suffix of the copy with batched prefill off
+SOLO_SYSTEM = "served, prefill one by one"
+TOKENS_TARGET = 4.5  # served at the top concurrency >= 4.5 x PyTorch one-at-a-time tokens/s
+TTFT_TARGET = 1.1  # served TTFT p50 at one stream <= 1.1 x PyTorch's first-token time
 
 
 @dataclass
@@ -74,7 +83,7 @@ def pytorch_rows(name: str, path: Path, texts: list[str], new_tokens: int, threa
 
 # -- served ------------------------------------------------------------------------------------------
 async def served_row(url: str, name: str, model: str, texts: list[str], concurrency: int, per_stream: int,
-                     new_tokens: int, stagger_s: float) -> Row:
+                     new_tokens: int, stagger_s: float, system: str = "served") -> Row:
     from tritonize.client import AsyncGenerationClient
 
     ttfts: list[float] = []
@@ -98,7 +107,7 @@ async def served_row(url: str, name: str, model: str, texts: list[str], concurre
         await asyncio.gather(*(stream(u) for u in range(concurrency)))
         seconds = time.perf_counter() - start
     ttfts.sort()
-    return Row(name, "served", f"{concurrency} streams", tokens / seconds, statistics.median(ttfts) * 1e3,
+    return Row(name, system, f"{concurrency} streams", tokens / seconds, statistics.median(ttfts) * 1e3,
                ttfts[int(0.9 * (len(ttfts) - 1))] * 1e3, len(ttfts))
 
 
@@ -111,6 +120,23 @@ def convert(name: str, path: Path, repo: Path, threads: int) -> None:
     (convert_gpt2 if name == "gpt2" else convert_t5)(str(path), repo, name, limits, log=console.print)
 
 
+def solo_prefill_copy(repo: Path, name: str) -> str:
+    """The served model again under another name, with batched prefill off (`max_prefill_tokens=1`);
+    its files are hard links, so nothing is converted or copied twice."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    copy = name + SOLO_PREFILL
+    shutil.rmtree(repo / copy, ignore_errors=True)
+    shutil.copytree(repo / name, repo / copy, copy_function=os.link)
+    config = text_format.Parse((repo / name / "config.pbtxt").read_text(), mc.ModelConfig())
+    config.name = copy
+    config.parameters["max_prefill_tokens"].string_value = "1"
+    (repo / copy / "config.pbtxt").unlink()  # a hard link to the original's: replace, never write through
+    (repo / copy / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return copy
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=["gpt2", "t5"], choices=["gpt2", "t5"])
@@ -119,6 +145,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--stagger-ms", type=float, default=100.0, help="delay between the first requests of the streams")
     ap.add_argument("--requests", type=int, default=4, help="requests each served stream makes, back to back; PyTorch one-at-a-time runs twice as many")
+    ap.add_argument("--no-prefill-baseline", dest="prefill_baseline", action="store_false",
+                    help="skip the side-by-side copy with batched prefill off")
     ap.add_argument("--output", type=Path, default=Path("bench_results/generation_bench.json"))
     args = ap.parse_args()
 
@@ -129,6 +157,9 @@ def main() -> None:
     paths = {m: builders[m](CACHE / f"{m}-random") for m in args.models}
     for m in args.models:
         convert(m, paths[m], repo, args.threads)
+    for stale in repo.glob(f"*{SOLO_PREFILL}"):  # from an earlier run, perhaps of other models
+        shutil.rmtree(stale)
+    served = {m: [(m, "served")] + ([(solo_prefill_copy(repo, m), SOLO_SYSTEM)] if args.prefill_baseline else []) for m in args.models}
     texts = prompts()
     rows: list[Row] = []
     for m in args.models:
@@ -137,8 +168,10 @@ def main() -> None:
     with TritonServer(ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0)) as server:
         for m in args.models:
             for c in args.concurrency:
-                console.print(f"[bold]{m}[/bold]: served, {c} concurrent streams ...")
-                rows.append(asyncio.run(served_row(server.grpc_url, m, m, texts, c, args.requests, args.new_tokens, args.stagger_ms / 1e3)))
+                for model, system in served[m]:
+                    console.print(f"[bold]{model}[/bold]: {system}, {c} concurrent streams ...")
+                    rows.append(asyncio.run(served_row(server.grpc_url, m, model, texts, c, args.requests, args.new_tokens,
+                                                       args.stagger_ms / 1e3, system)))
     report(rows, args)
 
 
@@ -149,20 +182,33 @@ def report(rows: list[Row], args) -> None:
     for r in rows:
         table.add_row(r.model, r.system, r.setting, f"{r.tokens_per_s:.1f}", f"{r.ttft_ms_p50:.1f}", f"{r.ttft_ms_p90:.1f}", str(r.requests))
     console.print(table)
-    ratios = {}
+    ratios, verdicts = {}, {}
+    top = max(args.concurrency)
     for m in sorted({r.model for r in rows}):
         by = {(r.system, r.setting): r for r in rows if r.model == m}
         base = by[("pytorch", "one at a time")]
-        top = max(args.concurrency)
-        if ("served", f"{top} streams") in by:
-            ratios[f"{m}: served {top} streams / pytorch one at a time (tokens/s, target >= 4)"] = by[("served", f"{top} streams")].tokens_per_s / base.tokens_per_s
-        if ("served", "1 streams") in by:
-            ratios[f"{m}: served TTFT at 1 stream / pytorch first-token time (target <= 1.2)"] = by[("served", "1 streams")].ttft_ms_p50 / base.ttft_ms_p50
+        for system in ("served", SOLO_SYSTEM):
+            tag = "" if system == "served" else " (batched prefill off)"
+            if (system, f"{top} streams") in by:
+                key = f"{m}: served {top} streams{tag} / pytorch one at a time (tokens/s, target >= {TOKENS_TARGET})"
+                ratios[key] = by[(system, f"{top} streams")].tokens_per_s / base.tokens_per_s
+                verdicts[key] = ratios[key] >= TOKENS_TARGET
+            if (system, "1 streams") in by:
+                key = f"{m}: served TTFT p50 at 1 stream{tag} / pytorch first-token time (target <= {TTFT_TARGET})"
+                ratios[key] = by[(system, "1 streams")].ttft_ms_p50 / base.ttft_ms_p50
+                verdicts[key] = ratios[key] <= TTFT_TARGET
+        if ("served", f"{top} streams") in by and (SOLO_SYSTEM, f"{top} streams") in by:
+            ratios[f"{m}: batched prefill on / off at {top} streams (tokens/s)"] = (
+                by[("served", f"{top} streams")].tokens_per_s / by[(SOLO_SYSTEM, f"{top} streams")].tokens_per_s)
+            ratios[f"{m}: batched prefill on / off at {top} streams (TTFT p50)"] = (
+                by[("served", f"{top} streams")].ttft_ms_p50 / by[(SOLO_SYSTEM, f"{top} streams")].ttft_ms_p50)
         ratios[f"{m}: pytorch static batch 16 / one at a time (tokens/s)"] = by[("pytorch", "static batch 16")].tokens_per_s / base.tokens_per_s
     for k, v in ratios.items():
-        console.print(f"  {k}: {v:.2f}")
+        verdict = "" if k not in verdicts else ("  [green]met[/green]" if verdicts[k] else "  [red]missed[/red]")
+        console.print(f"  {k}: {v:.2f}{verdict}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": [asdict(r) for r in rows], "ratios": ratios}, indent=2))
+    args.output.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": [asdict(r) for r in rows], "ratios": ratios,
+                                       "targets_met": verdicts}, indent=2))
     console.print(f"raw figures: {args.output}")
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tritonize.runtime.generation.params import Limits, SamplingParams, fit_to_context, parse
+from tritonize.runtime.generation.prefill import MAX_PADDING_RATIO, MIN_PADDING_TOKENS, plan_prefill
 from tritonize.runtime.generation.sampling import next_token, sample_probabilities
 from tritonize.runtime.generation.text import TextStream, TokenBytes
 from tritonize.runtime.triton import InputError
@@ -110,3 +111,30 @@ def test_default_max_new_tokens_shrinks_to_the_context_but_an_explicit_one_must_
 def test_parameter_errors_name_the_field(raw, message):
     with pytest.raises(InputError, match=message):
         parse(raw, LIMITS)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_prefill_plan_covers_every_prompt_within_the_token_budget_and_bounded_padding(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 300, rng.integers(1, 40)).tolist()
+    budget = int(rng.choice([1, 64, 512, 2048]))
+    groups = plan_prefill(lengths, budget, overhead_tokens=[None, 12][seed % 2])
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        width = max(lengths[i] for i in g)
+        assert len(g) == 1 or len(g) * width <= budget, (g, width, budget)
+        real = sum(lengths[i] for i in g)
+        assert len(g) * width <= max(MAX_PADDING_RATIO * real, real + MIN_PADDING_TOKENS * len(g))
+    if budget == 1:
+        assert len(groups) == len(lengths)  # every prompt alone: the way to switch batched prefill off
+
+
+def test_similar_prompts_share_one_forward_and_a_budget_below_one_is_refused():
+    assert plan_prefill([10, 12, 11, 9], 2048) == [[1, 2, 0, 3]]
+    assert plan_prefill([10, 12, 11, 9], 24) == [[0, 3], [1, 2]]  # shortest forward first
+    assert plan_prefill([200, 5, 6], 2048) == [[2, 1], [0]]
+    # With a CPU's fixed cost of 12 tokens' worth, short prompts still share; 30-token prompts would only
+    # make the first row wait for the second, so each keeps its own forward.
+    assert plan_prefill([5, 5, 30, 30], 2048, overhead_tokens=12) == [[0, 1], [3], [2]]  # padding 5 tokens to 200 would waste the forward
+    with pytest.raises(ValueError, match=r"max_prefill_tokens must be >= 1 \(1: every prompt in its own forward\), got 0"):
+        Limits(max_context=64, max_new_tokens=8, max_prefill_tokens=0)

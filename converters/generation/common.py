@@ -43,6 +43,7 @@ class GenerationLimits:
     max_queue: int = 64
     max_prompt_bytes: int = 100_000
     intra_op_threads: int = 0  # ONNX Runtime threads (0: one per core)
+    max_prefill_tokens: int = 2048  # rows x padded length of one prefill forward (1: every prompt alone)
 
 
 @dataclass
@@ -106,6 +107,7 @@ def served_parameters(family: str, max_context: int, limits: GenerationLimits, e
         "max_queue": limits.max_queue,
         "max_prompt_bytes": limits.max_prompt_bytes,
         "intra_op_threads": limits.intra_op_threads,
+        "max_prefill_tokens": limits.max_prefill_tokens,
         "eos_token_id": "" if eos is None else eos,
         "decoder_start_token_id": "" if start is None else start,
     }

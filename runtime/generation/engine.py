@@ -3,8 +3,9 @@
 Each loop iteration is one engine step:
 1. drop cancelled requests (queued or running) and free their slots;
 2. admit queued requests into free slots (at most `max_sequences` run at once) and prefill them:
-   a forward over the prompts (one per prompt, or one for all where the model batches prompts)
-   gives each its first token right away;
+   where the model batches prompts (`prefill_many`), prompts of similar length share a forward of at
+   most `max_prefill_tokens` (see `prefill.py`), else one forward per prompt; each prompt gets its
+   first token right away;
 3. one decode forward over the newest token of every running sequence (the KV cache holds the rest);
 4. stream each sequence's new text; finished sequences leave and queued ones take their place at the
    next step (continuous batching: nobody waits for the whole batch to end).
@@ -26,6 +27,7 @@ import numpy as np
 
 from tritonize.runtime.generation.cache import CacheSlot
 from tritonize.runtime.generation.params import Limits, Overloaded, SamplingParams
+from tritonize.runtime.generation.prefill import plan_prefill
 from tritonize.runtime.generation.sampling import next_token
 from tritonize.runtime.generation.text import TextStream, TokenBytes
 
@@ -33,6 +35,7 @@ COUNTERS = {
     "steps": "Decode forwards (one per group of running sequences per engine step)",
     "step_rows": "Sequences summed over decode forwards (rows / steps = mean batch size)",
     "prefills": "Prompts prefilled (one per admitted request; several may share a forward)",
+    "prefill_forwards": "Prefill forwards (prefills / prefill_forwards = mean prompts per forward)",
     "joined_running": "Requests admitted while other sequences were mid-generation",
     "tokens": "Tokens generated",
     "finished": "Sequences that ended normally (eos, length or stop string)",
@@ -176,9 +179,14 @@ class Engine:
         return admitted
 
     def _prefill(self, admitted: list[Sequence]) -> None:
-        """Prompt forwards: all admitted prompts in one forward where the model offers it, else one by one."""
+        """Prompt forwards: grouped by length within the token budget where the model batches prompts, else one by one."""
         many = getattr(self.model, "prefill_many", None)
-        batches = [admitted] if many and len(admitted) > 1 else [[seq] for seq in admitted]
+        if many and len(admitted) > 1:
+            overhead = getattr(self.model, "prefill_overhead_tokens", None)
+            groups = plan_prefill([len(seq.job.prompt) for seq in admitted], self.limits.max_prefill_tokens, overhead)
+            batches = [[admitted[i] for i in group] for group in groups]
+        else:
+            batches = [[seq] for seq in admitted]
         for batch in batches:
             started = time.perf_counter()
             try:
@@ -192,6 +200,7 @@ class Engine:
                 continue
             self.counters["prefill_seconds"].add(time.perf_counter() - started)
             self.counters["prefills"].add(len(batch))
+            self.counters["prefill_forwards"].add(1)
             for seq, (logits, slot) in zip(batch, results):
                 seq.slot = slot
                 self._advance(seq, logits)

@@ -7,6 +7,9 @@ T5 runs its cached step through a graph exported with a decoder mask (see
 converters/generation/t5_step.py); its relative position bias only sees distances, so left padding
 works there too, and the encoder outputs (cross-attention keys/values) are right-padded and masked.
 A batch's cache stays in the arrays ORT returned from one step to the next (see `RowBatch`).
+Prompts that join in the same engine step share one prefill forward (`prefill_many`: GPT-2 left-padded
+with mask and position ids, T5's encoder on right-padded prompts with mask); the engine decides which
+prompts go together (`tritonize.runtime.generation.prefill`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tritonize.runtime.generation.cache import CacheSlot, RowBatch, batch_for
+from tritonize.runtime.generation.prefill import CPU_PREFILL_OVERHEAD_TOKENS
 
 
 def ort_session(path: Path, threads: int):
@@ -34,6 +38,7 @@ class CausalLM:
     """A decoder-only graph from Optimum's `text-generation-with-past` export (GPT-2)."""
 
     decoder_only = True
+    prefill_overhead_tokens = CPU_PREFILL_OVERHEAD_TOKENS
 
     def __init__(self, folder: Path, threads: int):
         self.session = ort_session(folder / "model.onnx", threads)
@@ -53,11 +58,19 @@ class CausalLM:
         return out[0], out[1:]
 
     def prefill(self, prompt: list[int]) -> tuple[np.ndarray, CacheSlot]:
-        n = len(prompt)
-        empty = [np.zeros((1, self.heads, 0, self.head_dim), np.float32)] * len(self.past_names)
-        ids = np.asarray([prompt], np.int64)
-        logits, present = self._run(ids, empty, np.ones((1, n), np.int64), np.arange(n, dtype=np.int64)[None])
-        return logits[0, -1], CacheSlot(own=present, cached=n)
+        return self.prefill_many([prompt])[0]
+
+    def prefill_many(self, prompts: list[list[int]]) -> list[tuple[np.ndarray, CacheSlot]]:
+        """One forward over left-padded prompts (every row's last token in the last column); each slot
+        keeps only its own prompt's cache columns, as a solo prefill would."""
+        ids, mask, positions = left_padded(prompts)
+        rows, width = ids.shape
+        empty = [np.zeros((rows, self.heads, 0, self.head_dim), np.float32)] * len(self.past_names)
+        logits, present = self._run(ids, empty, mask, positions)
+        if rows == 1:
+            return [(logits[0, -1], CacheSlot(own=present, cached=width))]
+        return [(logits[r, -1], CacheSlot(own=[np.ascontiguousarray(c[r : r + 1, :, width - len(p) :]) for c in present], cached=len(p)))
+                for r, p in enumerate(prompts)]
 
     def groups(self, slots: dict[int, CacheSlot]) -> list[list[int]]:
         return [list(slots)] if slots else []
@@ -78,6 +91,7 @@ class Seq2SeqLM:
     `tritonize.converters.generation.t5_step` exports (Optimum's own cached step has no decoder mask)."""
 
     decoder_only = False
+    prefill_overhead_tokens = CPU_PREFILL_OVERHEAD_TOKENS
 
     def __init__(self, folder: Path, threads: int, decoder_start_token_id: int):
         self.encoder = ort_session(folder / "encoder_model.onnx", threads)
@@ -92,13 +106,26 @@ class Seq2SeqLM:
         self._batch: RowBatch | None = None
 
     def prefill(self, prompt: list[int]) -> tuple[np.ndarray, CacheSlot]:
-        ids = np.asarray([prompt], np.int64)
-        mask = np.ones_like(ids)
+        return self.prefill_many([prompt])[0]
+
+    def prefill_many(self, prompts: list[list[int]]) -> list[tuple[np.ndarray, CacheSlot]]:
+        """The encoder over right-padded prompts (masked), then the first decoder step of every row against
+        the masked encoder output; each slot keeps its own cross-attention columns (its prompt's length)."""
+        width = max(map(len, prompts))
+        ids = np.zeros((len(prompts), width), np.int64)
+        mask = np.zeros_like(ids)
+        for r, p in enumerate(prompts):
+            ids[r, : len(p)], mask[r, : len(p)] = p, 1
         hidden = self.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0]
-        feed = {"input_ids": np.asarray([[self.start]], np.int64), "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
-        out = self.first.run(["logits", *self.first_outputs], feed)
+        start = np.full((len(prompts), 1), self.start, np.int64)
+        out = self.first.run(["logits", *self.first_outputs], {"input_ids": start, "encoder_hidden_states": hidden, "encoder_attention_mask": mask})
         n_self = len(self.self_names)
-        return out[0][0, -1], CacheSlot(own=out[1 : 1 + n_self], cached=1, cross=out[1 + n_self :], encoder_length=len(prompt))
+        own, cross = out[1 : 1 + n_self], out[1 + n_self :]
+        if len(prompts) == 1:
+            return [(out[0][0, -1], CacheSlot(own=own, cached=1, cross=cross, encoder_length=width))]
+        return [(out[0][r, -1], CacheSlot(own=[np.ascontiguousarray(c[r : r + 1]) for c in own], cached=1,
+                                          cross=[np.ascontiguousarray(c[r : r + 1, :, : len(p)]) for c in cross], encoder_length=len(p)))
+                for r, p in enumerate(prompts)]
 
     def groups(self, slots: dict[int, CacheSlot]) -> list[list[int]]:
         return [list(slots)] if slots else []
@@ -119,6 +146,19 @@ class Seq2SeqLM:
 
     def forget(self) -> None:
         self._batch = None
+
+
+def left_padded(prompts: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids, attention mask and position ids of prompts left-padded to the longest (padding: id 0,
+    mask 0, position 0; masked out, so any value would do)."""
+    width = max(map(len, prompts))
+    ids = np.zeros((len(prompts), width), np.int64)
+    mask = np.zeros_like(ids)
+    positions = np.zeros_like(ids)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p) :], mask[r, width - len(p) :] = p, 1
+        positions[r, width - len(p) :] = np.arange(len(p))
+    return ids, mask, positions
 
 
 def _layer_order(name: str) -> tuple[int, str]:

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from tritonize.runtime.engines import EngineSpec
 from tritonize.runtime.generation.cache import ArrayOps, CacheSlot, RowBatch, batch_for
+from tritonize.runtime.generation.prefill import CPU_PREFILL_OVERHEAD_TOKENS
 
 
 def _pad_left(a: torch.Tensor, length: int) -> torch.Tensor:
@@ -55,6 +56,8 @@ class _TorchModel:
         if self.model.config.model_type != model_type:
             raise ValueError(f"the PyTorch generation engine runs {model_type}, not model_type {self.model.config.model_type!r}")
         self._batch: RowBatch | None = None
+        # On a GPU a forward's fixed cost dominates: admitted prompts share forwards whenever the budget allows.
+        self.prefill_overhead_tokens = CPU_PREFILL_OVERHEAD_TOKENS if torch.device(self.device).type == "cpu" else None
 
     def tensor(self, a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)

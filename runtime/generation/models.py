@@ -34,7 +34,7 @@ class GenerationModel(Protocol):
 
 
 def load_model(folder: Path, params: dict[str, str], args: dict | None = None) -> GenerationModel:
-    """A model may also offer `prefill_many(prompts)`: several prompts in one forward (the torch engine)."""
+    """A model may also offer `prefill_many(prompts)`: several prompts in one forward (both engines do)."""
     spec = EngineSpec.from_params(params)
     decoder_only = params["family"] == "decoder"
     start = None if decoder_only else int(params["decoder_start_token_id"])

@@ -35,6 +35,11 @@ class Limits:
     max_sequences: int = 16  # sequences generated together (the running batch)
     max_queue: int = 64  # requests waiting for a slot; beyond it: "overloaded"
     max_prompt_bytes: int = 100_000
+    max_prefill_tokens: int = 2048  # rows x padded length of one prefill forward (1: every prompt alone)
+
+    def __post_init__(self) -> None:
+        if self.max_prefill_tokens < 1:
+            raise ValueError(f"max_prefill_tokens must be >= 1 (1: every prompt in its own forward), got {self.max_prefill_tokens}")
 
     @classmethod
     def from_params(cls, p: dict[str, str]) -> "Limits":
