@@ -14,10 +14,12 @@ from tritonize.server import ServerConfig, TritonServer  # noqa: E402
 
 EMBEDDER = "minilm"
 CLASSIFIER = "tiny-bert-cls"
+CLASSIFIER_INT8 = "tiny-bert-cls-int8"  # dynamic int8, calibrated on a few texts (tests/test_int8.py)
 
 
 def build_encoders(repo: Path, work: Path) -> dict:
     from tritonize.converters.encoders.bert import convert_bert
+    from tritonize.converters.encoders.quantize import Int8Options
     from tritonize.converters.repository import Batching
     from tests.tiny_models import build_tiny_bert_classifier
 
@@ -25,7 +27,9 @@ def build_encoders(repo: Path, work: Path) -> dict:
     batching = Batching(max_batch_size=16, intra_op_threads=1)
     convert_bert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repo, EMBEDDER, batching=batching, log=lambda m: None)
     convert_bert(str(checkpoint), "classification", repo, CLASSIFIER, batching=batching, log=lambda m: None)
-    return {"tiny_bert_classifier": checkpoint}
+    int8 = convert_bert(str(checkpoint), "classification", repo, CLASSIFIER_INT8, quantize=True, batching=batching,
+                        int8=Int8Options(calibration_limit=32), log=lambda m: None)
+    return {"tiny_bert_classifier": checkpoint, "int8_report": int8}
 
 
 from tests.tiny_generators import build_generators  # noqa: E402

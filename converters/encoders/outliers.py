@@ -66,8 +66,8 @@ def channel_maxima(model, tensors: list[str], batches: Iterable[tuple[dict, np.n
     return maxima
 
 
-def rewrite(model, batches: Callable[[], Iterable[tuple[dict, np.ndarray]]]) -> Rewrites:
-    """Smooth Attention inputs and decompose outlier MatMuls, in place; returns what changed."""
+def rewrite(model, batches: Callable[[], Iterable[tuple[dict, np.ndarray]]], outlier_ratio: float = OUTLIER_RATIO) -> Rewrites:
+    """Smooth Attention inputs and decompose outlier MatMuls, in place; returns what changed. Exact in fp32."""
     from onnx import helper, numpy_helper
 
     targets = weight_nodes(model)
@@ -88,7 +88,7 @@ def rewrite(model, batches: Callable[[], Iterable[tuple[dict, np.ndarray]]]) -> 
             before[n.name] = [helper.make_node("Mul", [n.input[0], f"{n.name}_smooth_inv"], [f"{n.name}_smoothed"], name=f"{n.name}_smooth")]
             n.input[0] = f"{n.name}_smoothed"
             smoothed.append(n.name)
-        elif x_max.max() >= OUTLIER_RATIO * max(float(np.median(x_max)), 1e-6) and w.shape[0] > OUTLIER_CHANNELS:
+        elif x_max.max() >= outlier_ratio * max(float(np.median(x_max)), 1e-6) and w.shape[0] > OUTLIER_CHANNELS:
             idx = np.sort(np.argsort(x_max)[-OUTLIER_CHANNELS:]).astype(np.int64)
             keep = np.ones(w.shape[0], np.float32)
             keep[idx] = 0.0
