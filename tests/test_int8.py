@@ -75,7 +75,7 @@ def test_tiny_classifier_int8_report_is_complete_and_consistent(built, tmp_path,
     assert report.quantized and acc["method"] == method and acc["calibration_texts"] == 24 and acc["calibration_source"] == "default"
     assert acc["held_out_texts"] == len(text_sets(limit=24).held_out)
     assert acc["label_agreement"] >= 0.95 and acc["max_probability_diff"] <= 0.1  # the floor it was checked against
-    assert acc["outlier_channels_fp32"] >= 0 and acc["smoothed_attention"] >= 0
+    assert acc["matmuls_with_fp32_outliers"] >= 0 and acc["smoothed_attention"] >= 0
     manifest = read_manifest(tmp_path, f"cls-{method}")
     assert manifest["report"]["int8_accuracy"] == acc
     assert (tmp_path / f"cls-{method}_model" / "1" / "model.onnx").stat().st_size > 0
@@ -100,7 +100,7 @@ def test_int8_graph_has_integer_ops_and_fp32_outlier_channels(built):
     ops = {n.op_type for n in graph.graph.node}
     assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}, ops
     report = built["int8_report"]
-    assert report.int8_accuracy["outlier_channels_fp32"] == sum(n.name.endswith("_outlier_fp32") for n in graph.graph.node)
+    assert report.int8_accuracy["matmuls_with_fp32_outliers"] == sum(n.name.endswith("_outlier_fp32") for n in graph.graph.node)
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def quantize(src: Path, dst: Path, tokenizer, max_length: int, texts: TextSets, 
             quantize_static(str(typed), str(dst), data_reader(batches), quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             nodes_to_quantize=rewrites.quantizable, calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
-    return {"method": options.method, "outlier_channels_fp32": len(rewrites.decomposed), "smoothed_attention": len(rewrites.smoothed)}
+    return {"method": options.method, "matmuls_with_fp32_outliers": len(rewrites.decomposed), "smoothed_attention": len(rewrites.smoothed)}
 
 
 def held_out_outputs(session, tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
