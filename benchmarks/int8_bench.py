@@ -66,6 +66,13 @@ def build(work: Path) -> tuple[dict[str, Path], object, int, object]:
     graphs = {"fp32 plain": work / "export" / "model.onnx", "fp32 fused": work / "fused.onnx"}
     optimize_graph(graphs["fp32 plain"], graphs["fp32 fused"], config)
     texts = text_sets()
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # What `--quantize` wrote before the calibrated rewrites: dynamic, no outlier handling, 7-bit weights.
+    graphs["int8 dynamic, no rewrites (before)"] = work / "int8_before.onnx"
+    quantize_dynamic(graphs["fp32 fused"], graphs["int8 dynamic, no rewrites (before)"], weight_type=QuantType.QInt8, per_channel=True,
+                     reduce_range=True, extra_options={"DefaultTensorType": TensorProto.FLOAT})
     for method in ("dynamic", "static"):
         started = time.monotonic()
         graphs[f"int8 {method}"] = work / f"int8_{method}.onnx"

@@ -2,8 +2,8 @@
 
 Export with Optimum (batch and sequence axes dynamic), optional ONNX Runtime transformer fusions, a
 parity check against PyTorch on real tokenized inputs of several lengths and batch sizes, optional int8
-(`quantize.py`: calibrated, checked against fp32 on held-out texts), then the repository writer. A second run with the same source and options
-reuses what the first wrote.
+(`quantize.py`: calibrated, checked against fp32 on held-out texts), then the repository writer. A
+second run with the same source and options reuses what the first wrote.
 """
 
 from __future__ import annotations
