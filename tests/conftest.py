@@ -16,10 +16,12 @@ EMBEDDER = "minilm"  # the three-step ensemble (flavour python): tests that watc
 CLASSIFIER = "tiny-bert-cls"
 EMBEDDER_FUSED = "minilm-fused"  # the default flavour on CPU: one Python-backend model
 CLASSIFIER_FUSED = "tiny-bert-cls-fused"
+CLASSIFIER_INT8 = "tiny-bert-cls-int8"  # dynamic int8, calibrated on a few texts (tests/test_int8.py)
 
 
 def build_encoders(repo: Path, work: Path) -> dict:
     from tritonize.converters.encoders.bert import convert_bert
+    from tritonize.converters.encoders.quantize import Int8Options
     from tritonize.converters.repository import Batching
     from tests.tiny_models import build_tiny_bert_classifier
 
@@ -28,7 +30,9 @@ def build_encoders(repo: Path, work: Path) -> dict:
     for flavour, embedder, classifier in (("python", EMBEDDER, CLASSIFIER), ("fused", EMBEDDER_FUSED, CLASSIFIER_FUSED)):
         convert_bert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repo, embedder, batching=batching, flavour=flavour, log=lambda m: None)
         convert_bert(str(checkpoint), "classification", repo, classifier, batching=batching, flavour=flavour, log=lambda m: None)
-    return {"tiny_bert_classifier": checkpoint}
+    int8 = convert_bert(str(checkpoint), "classification", repo, CLASSIFIER_INT8, quantize=True, batching=batching,
+                        int8=Int8Options(calibration_limit=32), log=lambda m: None)  # the default (fused) flavour
+    return {"tiny_bert_classifier": checkpoint, "int8_report": int8}
 
 
 from tests.tiny_generators import build_generators  # noqa: E402

@@ -1,9 +1,9 @@
 """BERT-family encoders (BERT, RoBERTa, DistilBERT, MiniLM) -> ONNX -> a served Triton ensemble.
 
-Export with Optimum (batch and sequence axes dynamic), optional ONNX Runtime transformer fusions,
-optional dynamic int8 quantisation, a parity check against PyTorch on real tokenized inputs of several
-lengths and batch sizes, then the repository writer. A second run with the same source and options
-reuses what the first wrote.
+Export with Optimum (batch and sequence axes dynamic), optional ONNX Runtime transformer fusions, a
+parity check against PyTorch on real tokenized inputs of several lengths and batch sizes, optional int8
+(`quantize.py`: calibrated, checked against fp32 on held-out texts), then the repository writer. A
+second run with the same source and options reuses what the first wrote.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from typing import Callable
 import numpy as np
 
 from tritonize.converters.checkpoints import fingerprint, resolve, served_name
+from tritonize.converters.encoders.calibration import text_sets
+from tritonize.converters.encoders.quantize import Int8Options, check_floor
+from tritonize.converters.encoders.quantize import accuracy as int8_accuracy
+from tritonize.converters.encoders.quantize import quantize as quantize_graph
 from tritonize.converters.encoders.repository import EncoderPipeline, check_engine, write_encoder_pipeline
 from tritonize.converters.encoders.tensorrt import PRECISIONS, to_fp16
 from tritonize.converters.repository import Batching, read_manifest
@@ -123,21 +127,6 @@ def max_error(session, model, tokenizer, task: str, max_length: int) -> float:
     return worst
 
 
-def int8_accuracy(fp32, int8, tokenizer, task: str, max_length: int) -> dict:
-    """How far int8 moves the served result from fp32: cosine of pooled embeddings / label agreement."""
-    from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
-
-    texts = VALIDATION_TEXTS[:-1] + [t.upper() for t in VALIDATION_TEXTS[:-1]]
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
-    a, b = ort_outputs(fp32, tokenizer, texts, max_length), ort_outputs(int8, tokenizer, texts, max_length)
-    if task == "embedding":
-        ea, eb = l2_normalize(mean_pool(a, enc["attention_mask"])), l2_normalize(mean_pool(b, enc["attention_mask"]))
-        cos = (ea * eb).sum(-1)
-        return {"min_cosine_vs_fp32": float(cos.min()), "mean_cosine_vs_fp32": float(cos.mean())}
-    pa, pb = softmax(a), softmax(b)
-    return {"label_agreement": float((pa.argmax(-1) == pb.argmax(-1)).mean()), "max_probability_diff": float(np.abs(pa - pb).max())}
-
-
 def fp16_relative_error(fp16, fp32, tokenizer, task: str, max_length: int) -> float:
     """Max abs difference of the fp16 graph from the fp32 one, over the output's largest magnitude."""
     worst = 0.0
@@ -182,7 +171,9 @@ def convert_bert(
     log: Callable[[str], None] = print,
     engine: str = "onnxruntime",
     precision: str = "fp16",
+    int8: Int8Options | None = None,
 ) -> ConversionReport:
+    """`int8` (with quantize=True): the method, calibration texts and floor; default Int8Options()."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
     name = served_name(model, name)  # checked before anything is written
@@ -193,6 +184,10 @@ def convert_bert(
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         optimize = False  # ORT's fusions emit com.microsoft ops TensorRT cannot parse; TensorRT fuses on its own
+    texts = None
+    if quantize:
+        int8 = int8 or Int8Options()
+        texts = text_sets(int8.calibration_texts, int8.calibration_limit)  # a bad file fails before any work
     started = time.monotonic()
     source = resolve(model)
     repository = Path(repository)
@@ -200,6 +195,8 @@ def convert_bert(
     options = {"task": task, "optimize": optimize, "quantize": quantize, "flavour": flavour, "batching": asdict(batching)}
     if engine != "onnxruntime":  # keeps the reuse key of existing conversions unchanged
         options |= {"engine": engine, "precision": precision}
+    if quantize:  # method, calibration texts and floor; fp32 conversions keep their reuse key
+        options |= {"int8": int8.key(texts)}
     key = fingerprint(source, options, "encoders")
     previous = read_manifest(repository, name)
     if previous and previous.get("key") == key and not force:
@@ -235,17 +232,14 @@ def convert_bert(
 
         accuracy: dict = {}
         if quantize:
-            from onnx import TensorProto
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            # The fused graph has com.microsoft ops that ONNX shape inference cannot type: say they are fp32.
-            # Per-channel weights with reduced range kept all-MiniLM-L6-v2 at cosine >= 0.98 to fp32
-            # (per-tensor weights: 0.91) at 2.5x the fp32 speed on one thread.
-            quantize_dynamic(str(onnx_path), str(tmp / "model_int8.onnx"), weight_type=QuantType.QInt8,
-                             per_channel=True, reduce_range=True, extra_options={"DefaultTensorType": TensorProto.FLOAT})
+            done = quantize_graph(onnx_path, tmp / "model_int8.onnx", tokenizer, max_length, texts, int8)
             onnx_path = tmp / "model_int8.onnx"
-            accuracy = int8_accuracy(fp32, ort_session(onnx_path), tokenizer, task, max_length)
-            log(f"{name}: int8 dynamic quantisation, accuracy vs fp32 {accuracy}")
+            accuracy = done | int8_accuracy(fp32, ort_session(onnx_path), tokenizer, task, max_length, texts)
+            log(f"{name}: int8 ({int8.method}) vs fp32 on {accuracy['held_out_texts']} held-out texts "
+                f"(calibrated on {accuracy['calibration_texts']}): " + ", ".join(
+                    f"{k} {v:.4f}" for k, v in accuracy.items() if isinstance(v, float)))
+            if int8.enforce_floor:
+                check_floor(accuracy, task, name)
 
         fp16_error = None
         if engine == "tensorrt" and precision == "fp16":

@@ -20,7 +20,12 @@ def convert_bert(
     name: str = typer.Option(None, help="Served model name (default: from the checkpoint)."),
     repository: Path = Repository,
     optimize: bool = typer.Option(True, help="Apply ONNX Runtime's transformer fusions."),
-    quantize: bool = typer.Option(False, help="Dynamic int8 quantisation (reports the accuracy drop)."),
+    quantize: bool = typer.Option(False, help="int8 (ONNX Runtime CPU): calibrated, checked against fp32 on held-out texts; "
+                                  "stops below the floor (embedding: min cosine 0.98, mean 0.995)."),
+    quantization: str = typer.Option("dynamic", help="With --quantize: dynamic (activation ranges per call; measured faster "
+                                     "and closer to fp32 on all-MiniLM-L6-v2) or static (ranges fixed by calibration, QDQ)."),
+    calibration_texts: Path = typer.Option(None, help="With --quantize: a UTF-8 file, one text per line, like the texts you "
+                                           "will serve (default: ~300 shipped sentences)."),
     flavour: str = typer.Option(None, help="fused (default on CPU: one Python-backend step), python (three-step ensemble; the "
                                 "default with --device) or native (onnxruntime/TensorRT backend, GPU container)."),
     engine: str = typer.Option("onnxruntime", help="With --flavour native: onnxruntime (TensorRT EP, nothing to build) or tensorrt "
@@ -45,6 +50,8 @@ def convert_bert(
 
     target = placement(device, dtype)
     flavour = flavour or ("python" if target.torch else "fused")
+    if (calibration_texts or quantization != "dynamic") and not quantize:
+        raise fail("--quantization and --calibration-texts apply to int8: add --quantize")
     batching = Batching(
         max_batch_size, preferred_batch_size, max_queue_delay_us, max_queue_size, queue_timeout_us, instances, threads
     )
@@ -56,9 +63,19 @@ def convert_bert(
         def run():
             return convert_bert_torch(model, task, repository, name, target, batching, force=force, log=console.print)
     else:
+        from tritonize.converters.encoders.calibration import CalibrationTextsError, text_sets
+        from tritonize.converters.encoders.quantize import Int8Options
+
+        try:
+            int8 = Int8Options(quantization, calibration_texts)
+            if quantize:
+                text_sets(calibration_texts)  # a bad file is refused here, with its reason, before any work
+        except (ValueError, CalibrationTextsError) as exc:
+            raise fail(str(exc)) from None
+
         def run():
             return convert(model, task, repository, name, optimize, quantize, batching, flavour, force=force, log=console.print,
-                           engine=engine, precision=precision)
+                           engine=engine, precision=precision, int8=int8)
     report = run_conversion(model, run, verbose)
     if verbose:
         console.print_json(data=dict(report.__dict__))
