@@ -41,11 +41,11 @@ def plan_prefill(lengths: list[int], max_tokens: int, overhead_tokens: float | N
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         if groups:
             group = groups[-1]
-            rows, padded = len(group) + 1, (len(group) + 1) * lengths[group[0]]
-            total = real + lengths[i]
             n, width = len(group), lengths[group[0]]
-            earlier = overhead_tokens is None or (2 * n + 1) * width - (n + 1) * lengths[i] < n * overhead_tokens
-            if padded <= max_tokens and padded <= max(max_padding_ratio * total, total + min_padding_tokens * rows) and earlier:
+            padded, total = (n + 1) * width, real + lengths[i]
+            fits = padded <= max_tokens and padded <= max(max_padding_ratio * total, total + min_padding_tokens * (n + 1))
+            sooner = overhead_tokens is None or (2 * n + 1) * width - (n + 1) * lengths[i] < n * overhead_tokens
+            if fits and sooner:
                 group.append(i)
                 real = total
                 continue
