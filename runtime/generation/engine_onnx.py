@@ -21,6 +21,7 @@ import numpy as np
 
 from tritonize.runtime.generation.cache import CacheSlot, RowBatch, batch_for
 from tritonize.runtime.generation.prefill import CPU_PREFILL_OVERHEAD_TOKENS
+from tritonize.runtime.text_inputs import pad_rows
 
 
 def ort_session(path: Path, threads: int):
@@ -111,11 +112,8 @@ class Seq2SeqLM:
     def prefill_many(self, prompts: list[list[int]]) -> list[tuple[np.ndarray, CacheSlot]]:
         """The encoder over right-padded prompts (masked), then the first decoder step of every row against
         the masked encoder output; each slot keeps its own cross-attention columns (its prompt's length)."""
-        width = max(map(len, prompts))
-        ids = np.zeros((len(prompts), width), np.int64)
-        mask = np.zeros_like(ids)
-        for r, p in enumerate(prompts):
-            ids[r, : len(p)], mask[r, : len(p)] = p, 1
+        ids, mask = pad_rows(prompts, pad_id=0)  # masked: the pad id is never attended to
+        width = ids.shape[1]
         hidden = self.encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0]
         start = np.full((len(prompts), 1), self.start, np.int64)
         out = self.first.run(["logits", *self.first_outputs], {"input_ids": start, "encoder_hidden_states": hidden, "encoder_attention_mask": mask})

@@ -211,6 +211,7 @@ def _demo_load(server) -> None:
 
     from tritonize.benchmarks.load import run_locust
     from tritonize.benchmarks.scenarios import Scenario
+    from tritonize.converters.repository import engine_model
 
     sc = Scenario.load("embed-mix")  # its model is the demo's all-minilm-l6-v2
     with tempfile.TemporaryDirectory(prefix="tritonize-demo-load-") as tmp:
@@ -218,7 +219,7 @@ def _demo_load(server) -> None:
         with console.status(f"Locust: {DEMO_USERS} users for {DEMO_SECONDS} s ..."):
             r = run_locust(path, server.grpc_url, "grpc", DEMO_USERS, DEMO_SECONDS, Path(tmp) / "demo", "demo",
                            triton_http=server.http_url, triton_metrics=server.metrics_url)
-    batch = r.triton.get(sc.model, r.triton.get(f"{sc.model}_model", {})).get("avg_batch")
+    batch = r.triton.get(engine_model(server.config.model_repository, sc.model) or "", {}).get("avg_batch")
     console.print(f"Locust, {DEMO_USERS} users for {DEMO_SECONDS} s, {sc.name} texts to {sc.model} over gRPC: "
                   f"{r.rps:.0f} req/s, p50 {r.p50_ms:.0f} ms, p95 {r.p95_ms:.0f} ms, {r.failures} failures"
                   + (f", {batch:.1f} texts per engine run (dynamic batching)" if batch else ""))
