@@ -105,3 +105,20 @@ def test_streaming_generation_records_ttft_and_tokens_per_second(server, tmp_pat
     assert 0 < ttft < total
     assert int(rows["generate: tokens/s"]["Request Count"]) == int(rows["generate"]["Request Count"])
     assert int(rows["generate: ms per token"]["Request Count"]) > 0
+
+
+def test_demo_ends_with_a_load_test_of_the_embedder(server, capsys):
+    """`make demo`'s last step (the README's main job: convert, serve, call, load-test) runs Locust
+    against the served embedder and reports throughput, latency and the engine's batches."""
+    import re
+
+    from tritonize.commands import demo_steps, load
+    from tests.conftest import EMBEDDER_FUSED
+    import tritonize.cli  # noqa: F401  (registers every family's demo step, then the load test)
+
+    assert demo_steps.STEPS[-1] is load.DEMO and load.DEMO.convert is None
+    load._demo_load(server, model=EMBEDDER_FUSED)
+    out = " ".join(capsys.readouterr().out.split())
+    m = re.search(r"to minilm-fused over gRPC: (\d+) req/s, p50 \d+ ms, p95 \d+ ms, (\d+) failures, ([\d.]+) texts per engine run", out)
+    assert m, out
+    assert int(m.group(1)) > 0 and m.group(2) == "0" and float(m.group(3)) >= 1.0

@@ -205,8 +205,8 @@ def _hub_id(repository: Path, model: str) -> str:
 DEMO_USERS, DEMO_SECONDS = 4, 5
 
 
-def _demo_load(server) -> None:
-    """A short Locust run (embed-mix texts, 4 users) against the demo's embedder on the running server."""
+def _demo_load(server, model: str | None = None) -> None:
+    """A short Locust run (embed-mix texts, 4 users) against the demo's embedder (or `model`) on the running server."""
     import tempfile
 
     from tritonize.benchmarks.load import run_locust
@@ -214,6 +214,7 @@ def _demo_load(server) -> None:
     from tritonize.converters.repository import engine_model
 
     sc = Scenario.load("embed-mix")  # its model is the demo's all-minilm-l6-v2
+    sc.model = model or sc.model
     with tempfile.TemporaryDirectory(prefix="tritonize-demo-load-") as tmp:
         path = sc.save(Path(tmp) / "scenario.json")
         with console.status(f"Locust: {DEMO_USERS} users for {DEMO_SECONDS} s ..."):
