@@ -23,8 +23,10 @@ from tritonize.converters.generation.common import (
     LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
     chat_parameters, previous_report, served_parameters, write_generator,
 )
+from tritonize.converters.generation.key_transpose import fuse_key_transposes
 
 TASK = "text-generation-with-past"
+GRAPH_EDITS = ("last-position-logits", "fused-key-transpose")  # in the fingerprint: a new edit reconverts
 
 
 def _ort_step(session, ids: np.ndarray, past: list[np.ndarray], past_names: list[str], start: int):
@@ -100,7 +102,7 @@ def convert_gpt2(
     source = resolve(model)
     repository = Path(repository)
     limits = limits or GenerationLimits()
-    key = fingerprint(source, {"family": "gpt2", "limits": asdict(limits)}, "generation")
+    key = fingerprint(source, {"family": "gpt2", "limits": asdict(limits), "graph": GRAPH_EDITS}, "generation")
     if not force and (report := previous_report(repository, name, key)):
         log(f"{name}: reusing {repository / name} (same source and options)")
         return report
@@ -122,6 +124,8 @@ def convert_gpt2(
         main_export(source, out, task=TASK, library_name="transformers", do_validation=False)
         if not keep_last_position_logits(out / "model.onnx"):
             log(f"{name}: the LM head is not a plain MatMul; the graph keeps logits at every position")
+        fused = fuse_key_transposes(out / "model.onnx")
+        log(f"{name}: attention reads the key cache untransposed in {fused} layers")
         session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
         first, cached, scale = parity(session, torch_model, tokenizer)
         check_parity(name, first, cached, scale, tolerance, log)
