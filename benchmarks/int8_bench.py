@@ -33,11 +33,12 @@ console = Console(width=140)
 
 
 def session(path: Path):
-    import onnxruntime as ort
+    """The served engine's session on one thread (same options and fusions as the server's)."""
+    from tritonize.runtime.encoders.engine_onnx import OnnxEncoder
+    from tritonize.runtime.engines import EngineSpec
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    assert path.name == "model.onnx", path  # OnnxEncoder opens FOLDER/model.onnx
+    return OnnxEncoder(path.parent, "last_hidden_state", EngineSpec(threads=1)).session
 
 
 def texts_per_cpu_second(sess, feeds: list[tuple[dict, int]], seconds: float) -> float:

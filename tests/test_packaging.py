@@ -167,6 +167,18 @@ def test_weights_folder_name_agrees_between_converters_and_runtime():
     assert constant(ROOT / "converters/device.py", "WEIGHTS") == constant(ROOT / "runtime/engine_torch.py", "WEIGHTS")
 
 
+def test_encoder_fusions_left_out_agree_between_converter_and_runtime():
+    """The converter's parity check runs the graph with the same ORT fusions off as the served engine."""
+    def constant(path: Path, name: str) -> list:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+                return ast.literal_eval(node.value)
+        raise AssertionError(f"{name} not in {path}")
+
+    unfused = constant(ROOT / "converters/encoders/bert.py", "UNFUSED_AT_LOAD")
+    assert unfused and unfused == constant(ROOT / "runtime/encoders/engine_onnx.py", "UNFUSED_AT_LOAD")
+
+
 @pytest.fixture(scope="module")
 def wheel_env(tmp_path_factory) -> Path:
     """A fresh venv with only the built wheel installed; the dev environment's dependencies are reached
