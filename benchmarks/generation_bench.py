@@ -31,7 +31,7 @@ from rich.table import Table
 from tritonize.benchmarks.generation_models import build_gpt2_small, build_t5_small, prompts  # noqa: F401
 
 CACHE = Path.home() / ".cache" / "tritonize" / "generation-bench"
-console = Console()
+console = Console(width=200)  # the table stays whole in a log
 SOLO_PREFILL = "-solo-prefill"  # served name suffix of the copy with batched prefill off
 SOLO_SYSTEM = "served, prefill one by one"
 TOKENS_TARGET = 4.5  # served at the top concurrency >= 4.5 x PyTorch one-at-a-time tokens/s
@@ -47,6 +47,11 @@ class Row:
     ttft_ms_p50: float
     ttft_ms_p90: float
     requests: int
+    # Served rows: the engine's own counters over the row (where its step time went).
+    mean_rows_per_step: float | None = None
+    prefill_share: float | None = None  # prompt forwards / (prompt + decode forwards), by time
+    decode_ms_per_step: float | None = None
+    prefill_ms_per_forward: float | None = None
 
 
 # -- PyTorch baselines ------------------------------------------------------------------------------
@@ -170,17 +175,43 @@ def main() -> None:
             for c in args.concurrency:
                 for model, system in served[m]:
                     console.print(f"[bold]{model}[/bold]: {system}, {c} concurrent streams ...")
-                    rows.append(asyncio.run(served_row(server.grpc_url, m, model, texts, c, args.requests, args.new_tokens,
-                                                       args.stagger_ms / 1e3, system)))
+                    before = engine_counters(server.metrics_url, model)
+                    row = asyncio.run(served_row(server.grpc_url, m, model, texts, c, args.requests, args.new_tokens,
+                                                 args.stagger_ms / 1e3, system))
+                    rows.append(with_engine_split(row, before, engine_counters(server.metrics_url, model)))
     report(rows, args)
+
+
+def engine_counters(metrics_url: str, model: str) -> dict[str, float]:
+    from tritonize.benchmarks.triton_stats import metrics
+
+    prefix, tail = "tritonize_generation_", f"_total{{{model}}}"
+    return {k[len(prefix) : -len(tail)]: v for k, v in metrics(metrics_url).items() if k.startswith(prefix) and k.endswith(tail)}
+
+
+def with_engine_split(row: Row, before: dict[str, float], after: dict[str, float]) -> Row:
+    """Where the engine's time went during the row: on CPU a prompt forward is compute-bound (it costs
+    about its tokens), so joiners' prefills, not decode steps, bound throughput at many streams."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    steps, forwards = d.get("steps", 0.0), d.get("prefill_forwards", 0.0)
+    busy = d.get("prefill_seconds", 0.0) + d.get("decode_seconds", 0.0)
+    if steps and forwards and busy:
+        row.mean_rows_per_step = d["step_rows"] / steps
+        row.prefill_share = d["prefill_seconds"] / busy
+        row.decode_ms_per_step = d["decode_seconds"] * 1e3 / steps
+        row.prefill_ms_per_forward = d["prefill_seconds"] * 1e3 / forwards
+    return row
 
 
 def report(rows: list[Row], args) -> None:
     table = Table(title=f"greedy, {args.new_tokens} new tokens, {args.threads} threads, streams staggered by {args.stagger_ms:.0f} ms")
-    for col in ("model", "system", "setting", "tokens/s", "TTFT p50 ms", "TTFT p90 ms", "requests"):
-        table.add_column(col, justify="right" if col[0].isupper() or col in ("tokens/s", "requests") else "left")
+    for col in ("model", "system", "setting", "tokens/s", "TTFT p50 ms", "TTFT p90 ms", "requests", "rows/step", "decode ms/step",
+                "prefill ms/forward", "prefill share"):
+        table.add_column(col, justify="left" if col in ("model", "system", "setting") else "right")
     for r in rows:
-        table.add_row(r.model, r.system, r.setting, f"{r.tokens_per_s:.1f}", f"{r.ttft_ms_p50:.1f}", f"{r.ttft_ms_p90:.1f}", str(r.requests))
+        split = (["", "", "", ""] if r.prefill_share is None else
+                 [f"{r.mean_rows_per_step:.1f}", f"{r.decode_ms_per_step:.0f}", f"{r.prefill_ms_per_forward:.0f}", f"{r.prefill_share:.0%}"])
+        table.add_row(r.model, r.system, r.setting, f"{r.tokens_per_s:.1f}", f"{r.ttft_ms_p50:.1f}", f"{r.ttft_ms_p90:.1f}", str(r.requests), *split)
     console.print(table)
     ratios, verdicts = {}, {}
     top = max(args.concurrency)
