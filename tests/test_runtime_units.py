@@ -34,6 +34,31 @@ def test_similar_lengths_share_a_bucket():
     assert len(plan_buckets(np.array([4, 12, 8, 10]), 1.25, 64, min_padding_tokens=8)) == 1
 
 
+def _cost(buckets, lengths, call_tokens):
+    return sum(call_tokens + len(b) * lengths[b].max() for b in buckets)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 128), min_size=1, max_size=64), st.integers(1, 64), st.sampled_from([4, 8, 16]))
+def test_priced_buckets_never_cost_more_than_growing_from_the_longest(lengths, max_rows, call_tokens):
+    """With a call cost, the chosen split is the cheapest (calls x cost + padded tokens) within the bound:
+    never dearer than the greedy split, which also keeps the bound."""
+    from tritonize.runtime.buckets import _greedy
+
+    lengths = np.array(lengths)
+    chosen = plan_buckets(lengths, 1.25, max_rows, call_tokens)
+    greedy = _greedy(lengths, np.argsort(-lengths, kind="stable"), 1.25, max_rows, call_tokens)
+    assert _cost(chosen, lengths, call_tokens) <= _cost(greedy, lengths, call_tokens)
+
+
+def test_priced_buckets_split_where_padding_costs_more_than_a_call():
+    lengths = np.array([40, 33, 33, 33, 12, 11, 10, 9])
+    # Grown from the longest, 40 takes the 33s in (within 1.25x): 4 x 40 + 4 x 12 = 208 tokens, 2 calls.
+    # Cheapest at 8 tokens a call: [40] [33 x3] [12 11 10 9] = 40 + 99 + 48 + 3 x 8 = 211 < 208 + 16 = 224.
+    buckets = plan_buckets(lengths, 1.25, 64, min_padding_tokens=8)
+    assert [sorted(lengths[b].tolist(), reverse=True) for b in buckets] == [[40], [33, 33, 33], [12, 11, 10, 9]]
+
+
 def test_pad_rows_pads_to_longest_or_multiple():
     ids, mask = pad_rows([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
