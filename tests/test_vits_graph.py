@@ -1,4 +1,5 @@
-"""The VITS export's graph rewrite (1-D Convs as unit-height 2-D ones) and the rewritten graph's parity."""
+"""The VITS export's graph rewrites (1-D Convs as unit-height 2-D ones; elementwise ops kept 4-D
+between them) and the rewritten graph's parity."""
 
 import json
 
@@ -7,6 +8,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from tritonize.converters.speech.squeeze_sinking import sink_squeezes
 from tritonize.converters.speech.unit_height import conv1d_as_conv2d, one_d_convs
 from tests.conftest import VOICE
 
@@ -52,6 +54,51 @@ def test_rewrite_leaves_no_1d_conv_and_the_same_outputs(tmp_path):
     assert all(len(t.dims) != 3 for t in model.graph.initializer)  # the 1-D weights are gone, not kept twice
     after = _session(model).run(None, {"x": x})[0]
     assert after.shape == before.shape == (3, 1, 4 * 28 + 1)
+    np.testing.assert_allclose(after, before, atol=1e-5)
+
+
+class _MaskedResidual:
+    """HiFi-GAN's pattern: masked LeakyRelu -> Conv -> LeakyRelu -> Conv -> residual Add, a mask of
+    rank 3 broadcast over channels, a scalar divide, a 1-D bias, and a Shape read of a Conv output."""
+
+    @staticmethod
+    def module():
+        import torch
+        from torch import nn
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.c1, self.c2 = nn.Conv1d(16, 16, 3, padding=3, dilation=3), nn.Conv1d(16, 16, 5, padding=2)
+                self.bias = nn.Parameter(torch.randn(1))
+
+            def forward(self, x):
+                mask = (torch.arange(x.shape[2]).view(1, 1, -1) < x.shape[2] - 3).to(x.dtype)
+                h = self.c1(nn.functional.leaky_relu(x, 0.1) * mask)
+                h = self.c2(nn.functional.leaky_relu(h, 0.1) * mask) + x
+                return torch.tanh(h / 3.0 + self.bias) * h.shape[2]
+
+        return Block()
+
+
+def test_sinking_squeezes_fuses_conv_activations_and_keeps_outputs(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    model = _export(_MaskedResidual.module(), torch.randn(2, 16, 30), tmp_path / "block.onnx")
+    x = np.random.default_rng(1).standard_normal((3, 16, 41)).astype(np.float32)
+    conv1d_as_conv2d(model)
+    before = _session(model).run(None, {"x": x})[0]
+    # after the first Conv: LeakyRelu, mask Mul, residual Add, Div, bias Add, Tanh, the Mul by the Shape
+    assert sink_squeezes(model) == 7
+    onnx.checker.check_model(model)
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    # only the first Conv (reading the graph input) is fed by an Unsqueeze; the second reads the Mul
+    assert [producers.get(n.input[0]) for n in model.graph.node if n.op_type == "Conv"] == ["Unsqueeze", "Mul"]
+    # the first Conv's output reaches its LeakyRelu directly, so ORT can fuse the two
+    assert [producers.get(n.input[0], "input") for n in model.graph.node if n.op_type == "LeakyRelu"] == ["input", "Conv"]
+    after = _session(model).run(None, {"x": x})[0]
+    assert after.shape == before.shape == (3, 16, 41)
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
