@@ -139,3 +139,72 @@ def test_served_vits_graph_is_2d_and_equals_pytorch_for_a_padded_batch(built):
             ref = torch_waveform(model, row, int(seeds[i]), *map(float, params[i]))
             assert int(lengths[i]) == len(ref)
             assert np.abs(waves[i, : len(ref)] - ref).max() <= WAVE_TOLERANCE
+
+
+def _stage_module(tiles: int):
+    """One HiFi-GAN stage (two residual blocks, dilations up to 5) of a small VITS vocoder, through
+    the export's masked code, with its residual blocks on `tiles` time tiles (1: untiled)."""
+    import torch
+    from transformers import VitsConfig, VitsModel
+
+    from tritonize.converters.speech.masking import MaskedHifiGan
+    from tritonize.converters.speech.time_tiles import stack_radius, tiled
+
+    torch.manual_seed(0)
+    config = VitsConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32, flow_size=16, spectrogram_bins=33,
+                        upsample_initial_channel=32, upsample_rates=[4], upsample_kernel_sizes=[8], resblock_kernel_sizes=[3, 7],
+                        resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]])
+    vocoder = MaskedHifiGan(VitsModel(config).decoder, {})
+    blocks = list(vocoder.g.resblocks[:2])
+
+    class Stage(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vocoder = vocoder
+
+        def forward(self, h, mask):
+            return tiled(lambda x, m: self.vocoder._stage(blocks, x, m), h, mask, tiles, stack_radius(blocks))
+
+    return Stage().eval(), stack_radius(blocks)
+
+
+@pytest.mark.parametrize("tiles", [2, 4])
+def test_time_tiles_equal_the_untiled_stage_in_ort(tmp_path, tiles):
+    """Tiled vs untiled export of the same stage, run in ORT on a masked batch of two rows, at lengths
+    below, near and far above the tile count and the halo: the same output at every position."""
+    import torch
+
+    graphs = {}
+    for n in (1, tiles):
+        module, halo = _stage_module(n)
+        h, mask = torch.randn(2, 16, 50), torch.ones(2, 1, 50)
+        path = tmp_path / f"stage{n}.onnx"
+        torch.onnx.export(module, (h, mask), str(path), input_names=["h", "mask"], output_names=["y"], opset_version=17, dynamo=False,
+                          dynamic_axes={"h": {0: "b", 2: "t"}, "mask": {0: "b", 2: "t"}, "y": {0: "b", 2: "t"}})
+        graphs[n] = _session(onnx.load(str(path)))
+    assert halo == 3 * (1 + 3 + 5) + 3 * 3  # the 7-tap block is the deeper: convs1 dilated 1, 3, 5; convs2 undilated
+    rng = np.random.default_rng(0)
+    for length in (3, tiles * halo + 1, 997):
+        h = rng.standard_normal((2, 16, length)).astype(np.float32)
+        mask = np.ones((2, 1, length), np.float32)
+        mask[1, :, (2 * length) // 3:] = 0  # the shorter row of a padded batch
+        h *= mask
+        plain, cut = (graphs[n].run(None, {"h": h, "mask": mask})[0] for n in (1, tiles))
+        assert cut.shape == plain.shape == (2, 16, length)
+        np.testing.assert_allclose(cut, plain, atol=1e-5)
+
+
+def test_time_tile_halo_is_the_stacks_receptive_radius():
+    """The halo is tight: one sample less and the tiles' cut edges reach the kept samples."""
+    import torch
+
+    from tritonize.converters.speech.time_tiles import tiled
+
+    module, halo = _stage_module(1)
+    blocks = list(module.vocoder.g.resblocks[:2])
+    h, mask = torch.randn(1, 16, 300), torch.ones(1, 1, 300)
+    with torch.no_grad():
+        plain = module(h, mask)
+        error = {n: (tiled(lambda x, m: module.vocoder._stage(blocks, x, m), h, mask, 4, n) - plain).abs().max().item()
+                 for n in (halo, halo - 1)}
+    assert error[halo] < 1e-5 and error[halo - 1] > 1e-4
