@@ -2,12 +2,17 @@
 batched with. Everything before the vocoder already masks padding; HiFi-GAN's convolutions do not,
 so near a short row's end they read the bias-filled padding instead of the zeros a solo run sees
 (measured: the last ~40 samples differed by up to 0.78). Zeroing every conv input past the row's
-length restores exactly the solo computation for the samples that are served."""
+length restores exactly the solo computation for the samples that are served.
+
+The residual blocks of each stage run on overlapping time tiles (time_tiles.py), so that ONNX
+Runtime's threads share the narrow late-stage Convs of a single sentence."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from tritonize.converters.speech.time_tiles import stack_radius, tiled, tiles_for
 
 
 def _mask(lengths: torch.Tensor, width, scale: int) -> torch.Tensor:
@@ -43,6 +48,12 @@ class MaskedHifiGan(nn.Module):
             h = h + residual
         return h
 
+    def _stage(self, blocks, h, mask):
+        res = self._resblock(blocks[0], h, mask)
+        for block in blocks[1:]:
+            res = res + self._resblock(block, h, mask)
+        return res / len(blocks)
+
     def forward(self, spectrogram, global_conditioning=None):
         g, slope, frames = self.g, self.g.config.leaky_relu_slope, self.holder["frames"]
         scale = 1
@@ -55,10 +66,8 @@ class MaskedHifiGan(nn.Module):
             scale *= rate
             mask = _mask(frames, h.shape[2], scale)
             h = h * mask
-            res = self._resblock(g.resblocks[i * g.num_kernels], h, mask)
-            for j in range(1, g.num_kernels):
-                res = res + self._resblock(g.resblocks[i * g.num_kernels + j], h, mask)
-            h = res / g.num_kernels
+            blocks = list(g.resblocks[i * g.num_kernels: (i + 1) * g.num_kernels])
+            h = tiled(lambda x, m: self._stage(blocks, x, m), h, mask, tiles_for(g.upsampler[i].out_channels), stack_radius(blocks))
         h = g.conv_post(nn.functional.leaky_relu(h) * mask)  # HF uses the default slope here
         return torch.tanh(h)
 

@@ -10,7 +10,8 @@ within the parity tolerance (2.4e-4 max abs vs PyTorch).
 convolution (up to float summation order). The Unsqueeze/Squeeze pairs are cheap (0.3% of the time),
 so the elementwise ops between Convs (masks, LeakyReLU, residual adds) stay as exported.
 
-Measured and left out (profile of the bench voice after the rewrite): the Pad/Slice/Where chains of the
+Done after this rewrite: squeeze_sinking.py (Conv + LeakyRelu fused) and time_tiles.py (threads share
+one sentence's narrow Convs). Measured and left out (profile of the bench voice after the rewrite): the Pad/Slice/Where chains of the
 flow and duration predictor cost <0.5% together; ConvTranspose (no NCHWc kernel) 4%; the NCHWc reorders
 around the masked elementwise ops 7%; MatMul, LayerNorm and attention <0.5%, so no transformer fusions
 (`optimize_model`). Spinning ORT threads: slower on a shared machine (0.88x vs 0.57x, 2 threads), so off.

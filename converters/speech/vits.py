@@ -79,11 +79,13 @@ def torch_waveform(model, ids: list[int], seed: int, noise_scale: float, noise_s
 
 
 def export_onnx(model, path: Path) -> None:
-    """The graph, with its 1-D Convs as unit-height 2-D ones (unit_height.py: ORT's fast CPU Conv kernels)."""
+    """The graph, with its 1-D Convs as unit-height 2-D ones (unit_height.py: ORT's fast CPU Conv kernels)
+    and the elementwise ops between them kept 4-D (squeeze_sinking.py: Conv + LeakyRelu fused)."""
     import onnx
     import torch
 
-    from tritonize.converters.speech.unit_height import conv1d_as_conv2d  # onnx only where a graph is exported
+    from tritonize.converters.speech.squeeze_sinking import sink_squeezes  # onnx only where a graph is exported
+    from tritonize.converters.speech.unit_height import conv1d_as_conv2d
 
     ids = torch.tensor([[0, 5, 0, 7, 0, 9, 0], [0, 5, 0, 8, 0, 0, 0]])
     mask = torch.tensor([[1] * 7, [1] * 5 + [0, 0]])
@@ -96,6 +98,7 @@ def export_onnx(model, path: Path) -> None:
                       dynamic_axes=axes, opset_version=17, dynamo=False)
     graph = onnx.load(str(path))
     conv1d_as_conv2d(graph)
+    sink_squeezes(graph)
     onnx.save(graph, str(path))
 
 
