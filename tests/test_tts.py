@@ -259,3 +259,14 @@ def test_async_stream_gives_the_same_sentences(server, speech):
     parts = asyncio.run(run())
     assert len(parts) == 2
     assert all(close(a, b.samples) for a, b in zip(parts, speech.stream(text, model=VOICE, **FIXED)))
+
+
+def test_onnx_voice_runs_rows_one_by_one_and_the_torch_voice_batches_them(built):
+    """ONNX Runtime on CPU: a batch of sentences measured slower than the same sentences one at a time,
+    so its model step runs rows singly; the PyTorch engine (a GPU's) keeps max_batch_size rows a run."""
+    from tritonize.converters.repository import read_config
+
+    onnx_step = read_config(built["repository"] / f"{VOICE}_model" / "config.pbtxt")
+    torch_step = read_config(built["repository"] / f"{VOICE_TORCH}_model" / "config.pbtxt")
+    assert onnx_step.parameters["max_rows_per_run"].string_value == "1" and onnx_step.max_batch_size > 1
+    assert torch_step.parameters["max_rows_per_run"].string_value == str(torch_step.max_batch_size) != "1"

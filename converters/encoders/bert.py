@@ -201,8 +201,7 @@ def convert_bert(
     source = resolve(model)
     repository = Path(repository)
     batching = batching or Batching()
-    options = {"task": task, "optimize": optimize, "quantize": quantize, "flavour": flavour, "batching": asdict(batching),
-               "unfused": UNFUSED_AT_LOAD}  # graphs converted before the unfusing reconvert
+    options = {"task": task, "optimize": optimize, "quantize": quantize, "flavour": flavour, "batching": asdict(batching)}
     if engine != "onnxruntime":  # keeps the reuse key of existing conversions unchanged
         options |= {"engine": engine, "precision": precision}
     if quantize:  # method, calibration texts and floor; fp32 conversions keep their reuse key

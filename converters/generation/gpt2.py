@@ -26,7 +26,6 @@ from tritonize.converters.generation.common import (
 from tritonize.converters.generation.key_transpose import fuse_key_transposes
 
 TASK = "text-generation-with-past"
-GRAPH_EDITS = ("last-position-logits", "fused-key-transpose")  # in the fingerprint: a new edit reconverts
 
 
 def _ort_step(session, ids: np.ndarray, past: list[np.ndarray], past_names: list[str], start: int):
@@ -102,7 +101,7 @@ def convert_gpt2(
     source = resolve(model)
     repository = Path(repository)
     limits = limits or GenerationLimits()
-    key = fingerprint(source, {"family": "gpt2", "limits": asdict(limits), "graph": GRAPH_EDITS}, "generation")
+    key = fingerprint(source, {"family": "gpt2", "limits": asdict(limits)}, "generation")
     if not force and (report := previous_report(repository, name, key)):
         log(f"{name}: reusing {repository / name} (same source and options)")
         return report
