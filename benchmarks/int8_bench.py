@@ -33,12 +33,15 @@ console = Console(width=140)
 
 
 def session(path: Path):
-    """The served engine's session on one thread (same options and fusions as the server's)."""
-    from tritonize.runtime.encoders.engine_onnx import OnnxEncoder
-    from tritonize.runtime.engines import EngineSpec
+    """One thread, the served engine's options (no spinning, the same fusions left out at load)."""
+    import onnxruntime as ort
 
-    assert path.name == "model.onnx", path  # OnnxEncoder opens FOLDER/model.onnx
-    return OnnxEncoder(path.parent, "last_hidden_state", EngineSpec(threads=1)).session
+    from tritonize.runtime.encoders.engine_onnx import UNFUSED_AT_LOAD
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED_AT_LOAD)
 
 
 def texts_per_cpu_second(sess, feeds: list[tuple[dict, int]], seconds: float) -> float:
