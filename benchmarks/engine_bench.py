@@ -187,8 +187,7 @@ def main() -> None:
     from tritonize.converters.encoders.bert import convert_bert
     from tritonize.converters.checkpoints import resolve
     from tritonize.converters.repository import Batching, read_manifest
-    from tritonize.runtime.encoders.engine_onnx import OnnxEncoder
-    from tritonize.runtime.engines import EngineSpec
+    from tritonize.runtime.encoders.engine_onnx import encoder_session
     from tritonize.runtime.pooling import l2_normalize, mean_pool
     from tritonize.server import ServerConfig, TritonServer
 
@@ -200,10 +199,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(resolve(MODEL))
     max_length = read_manifest(args.repository, served_name(flavours[0]))["pipeline"]["max_length"]  # as served
     model = AutoModel.from_pretrained(resolve(MODEL)).eval()
-    # In-process ORT is the served engine class on the served graph: the same session options (threads,
-    # no spinning, the same fusions), so the comparison is the serving path, not a different session.
-    engine = OnnxEncoder(args.repository / engine_step(flavours[0]) / "1", "last_hidden_state", EngineSpec(threads=args.threads))
-    session = engine.session
+    # In-process ORT is the served engine's session on the served graph (threads, no spinning, the
+    # same fusions), so the comparison is the serving path, not a different session.
+    session = encoder_session(args.repository / engine_step(flavours[0]) / "1" / "model.onnx", args.threads)
 
     def torch_encode(texts):
         enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")

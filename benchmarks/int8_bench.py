@@ -33,15 +33,10 @@ console = Console(width=140)
 
 
 def session(path: Path):
-    """One thread, the served engine's options (no spinning, the same fusions left out at load)."""
-    import onnxruntime as ort
+    """One thread, the served engine's session options."""
+    from tritonize.runtime.encoders.engine_onnx import encoder_session
 
-    from tritonize.runtime.encoders.engine_onnx import UNFUSED_AT_LOAD
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED_AT_LOAD)
+    return encoder_session(path, threads=1)
 
 
 def texts_per_cpu_second(sess, feeds: list[tuple[dict, int]], seconds: float) -> float:
