@@ -119,7 +119,8 @@ def raw_grpc(server):
 
 @pytest.fixture(scope="session")
 def small_plan(built, tmp_path_factory):
-    """`tritonize plan` on a small grid (the classifier at batch <= 4 and 16, 1 and 4 users, 2 s each):
+    """`tritonize plan` on a small grid (the classifier at batch <= 4 and 16, 1 and 4 users, 2 s each,
+    then the chosen config again):
     its output folder and the CLI result. tests/test_load.py checks the plan, tests/test_deploy.py deploys it."""
     from typer.testing import CliRunner
 
@@ -131,7 +132,8 @@ def small_plan(built, tmp_path_factory):
                   pool_size=200).save(work / "scenario.json")
     result = CliRunner().invoke(app, [
         "plan", "--scenario", str(sc), "--repository", str(built["repository"]), "--max-batch-size", "4,16", "--threads", "1",
-        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--out", str(work / "plan"),
+        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--confirm",
+        "--out", str(work / "plan"),
     ])
     return work / "plan", result
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tritonize.benchmarks.load import run_locust
-from tritonize.benchmarks.planner import Point, max_throughput_under_slo, recommend
+from tritonize.benchmarks.planner import Point, max_throughput_under_slo, monotone, recommend
 from tritonize.benchmarks.scenarios import Scenario, WordCounts
 from tests.conftest import CLASSIFIER, EMBEDDER
 
@@ -61,7 +61,28 @@ def test_slo_search_stops_at_the_first_breach_and_ignores_failures():
     assert max_throughput_under_slo(noisy, 50, 95) == pytest.approx(100 + 50 * 40 / 80)
     failing = [Point("a", 1, 100, 5, 10, 15), Point("a", 2, 200, 5, 10, 15, failures=3)]
     assert max_throughput_under_slo(failing, 50, 95) == pytest.approx(100)
-    assert max_throughput_under_slo(curve("a", [(1, 100, 10), (2, 90, 60)]), 50, 95) == 100  # no gain: no interpolation
+    # no gain: no interpolation, and the faster window pools with the slower one at higher load
+    assert max_throughput_under_slo(curve("a", [(1, 100, 10), (2, 90, 60)]), 50, 95) == pytest.approx(95)
+
+
+def test_slo_search_reads_rates_off_their_non_decreasing_fit():
+    """A lucky window is not capacity: measured 242, 178, 186 req/s at 2, 4, 8 users (all within the SLO;
+    plan-mix, session 4), the capacity is their pooled mean, which the confirmation run (201) agreed with."""
+    assert monotone([182, 242, 178, 186, 191]) == pytest.approx([182] + [797 / 4] * 4)
+    assert monotone([1, 2, 3]) == [1, 2, 3] and monotone([]) == []
+    pts = curve("a", [(1, 182, 8), (2, 242, 10), (4, 178, 26), (8, 186, 46), (16, 191, 100)])
+    assert max_throughput_under_slo(pts, 50, 95) == pytest.approx(797 / 4)  # flat fit at the breach: no interpolation
+    assert max_throughput_under_slo(pts, 20, 95) == pytest.approx(210)  # the breach at 4 users pools 2 and 4 users
+    levels_after_the_breach = pts + curve("a", [(32, 50, 400)])  # overload collapse is not fitted
+    assert max_throughput_under_slo(levels_after_the_breach, 50, 95) == pytest.approx(797 / 4)
+
+
+def test_sweep_measures_every_system_at_a_level_before_the_next_level():
+    from tritonize.benchmarks.sweep import measurement_order
+
+    order = measurement_order(3, 2)
+    assert order == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 0)]  # the first system rotates
+    assert sorted(order) == [(lv, s) for lv in range(2) for s in range(3)]  # each pair once
 
 
 def test_recommendation_picks_the_best_candidate_and_sizes_replicas():
@@ -81,6 +102,12 @@ def test_plan_runs_end_to_end_on_a_small_grid(small_plan, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["points"]) == 4 and all(p["failures"] == 0 and p["rps"] > 0 for p in saved["points"])
+    # interleaved: both configs at 1 user, then both at 4 users
+    assert [p["users"] for p in saved["points"]] == [1, 1, 4, 4] and len({p["system"] for p in saved["points"][:2]}) == 2
+    confirmation = saved["confirmation"]  # --confirm: the chosen config measured again, its points kept
+    assert confirmation["system"] == saved["recommendation"]["system"]
+    assert [p["users"] for p in confirmation["points"]] == [1, 4] and confirmation["confirmed_rps"] > 0
+    assert "confirmation run" in result.output
     assert f"replica(s) of 'triton {CLASSIFIER} (batch<=" in result.output
     assert saved["recommendation"]["system"] in saved["candidates"] and saved["recommendation"]["replicas"] >= 1
     for png in ("latency_vs_throughput.png", "batch_sizes.png", "capacity.png"):

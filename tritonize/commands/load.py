@@ -168,6 +168,8 @@ def plan(
                       out / "confirm", locust_cpus)
         confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
         results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
+        results.confirmation = {"system": rec.system, "predicted_rps": rec.max_rps, "confirmed_rps": confirmed,
+                                "points": [asdict(p) for p in again.points], "runs": again.runs}
         console.print(results.setup["confirmation"])
     results.recommendation = asdict(rec)
     results.save(out / "results.json")
