@@ -266,3 +266,15 @@ print(v.shape, round(float((v * v).sum(axis=1).min()), 4))
         os.killpg(serve.pid, signal.SIGTERM)
         out, _ = serve.communicate(timeout=60)
     assert serve.returncode == 0, out
+
+
+def test_new_cache_output_names_agree_between_converter_and_runtime():
+    """The engine recognises a graph that returns only the new cache columns by the converter's output names."""
+    def constant(path: Path, name: str) -> str:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+                return ast.literal_eval(node.value)
+        raise AssertionError(f"{name} not in {path}")
+
+    prefix = constant(ROOT / "converters/generation/append_cache.py", "NEW_PREFIX")
+    assert prefix and prefix == constant(ROOT / "runtime/generation/engine_onnx.py", "NEW_CACHE_PREFIX")

@@ -4,7 +4,8 @@ Optimum's `text-generation-with-past` export is one graph that takes the cache (
 prompt) plus attention mask and position ids, which is what lets the engine batch sequences whose
 caches differ in length. The served graph computes logits at the last position only (the engine reads
 nothing else): over a prompt, the vocabulary projection of every position was ~30% of GPT-2 small's
-prefill arithmetic, which Hugging Face's `generate` skips too. Parity: logits of the prompt forward and of
+prefill arithmetic, which Hugging Face's `generate` skips too. Each step returns only its new cache
+columns (append_cache.py), so the engine never copies the cache. Parity: logits of the prompt forward and of
 a cached one-token forward against PyTorch, on prompts of several lengths.
 """
 
@@ -23,14 +24,24 @@ from tritonize.converters.generation.common import (
     LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
     chat_parameters, previous_report, served_parameters, write_generator,
 )
+from tritonize.converters.generation.append_cache import NEW_PREFIX, split_cache_attention
 from tritonize.converters.generation.key_transpose import fuse_key_transposes
 
 TASK = "text-generation-with-past"
 
 
+# A cached step of a graph that returns only the new columns is checked the way the engine runs it: the
+# cache in a buffer with this many spare columns, masked.
+PARITY_SPARE_COLUMNS = 5
+
+
 def _ort_step(session, ids: np.ndarray, past: list[np.ndarray], past_names: list[str], start: int):
     n = ids.shape[1]
-    feed = {"input_ids": ids, "attention_mask": np.ones((1, start + n), np.int64), **dict(zip(past_names, past))}
+    mask = np.ones((1, start + n), np.int64)
+    if start and any(o.name.startswith(NEW_PREFIX) for o in session.get_outputs()):
+        past = [np.pad(p, ((0, 0), (0, 0), (0, PARITY_SPARE_COLUMNS), (0, 0))) for p in past]
+        mask = np.concatenate([mask[:, :start], np.zeros((1, PARITY_SPARE_COLUMNS), np.int64), mask[:, start:]], axis=1)
+    feed = {"input_ids": ids, "attention_mask": mask, **dict(zip(past_names, past))}
     if "position_ids" in {i.name for i in session.get_inputs()}:
         feed["position_ids"] = np.arange(start, start + n, dtype=np.int64)[None]
     out = session.run(None, feed)
@@ -125,6 +136,9 @@ def convert_gpt2(
             log(f"{name}: the LM head is not a plain MatMul; the graph keeps logits at every position")
         fused = fuse_key_transposes(out / "model.onnx")
         log(f"{name}: attention reads the key cache untransposed in {fused} layers")
+        split = split_cache_attention(out / "model.onnx")
+        log(f"{name}: " + (f"the graph returns only each step's new cache columns ({split} layers)" if split
+                           else "the cache attention is not the expected pattern; the graph returns the whole cache"))
         session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
         first, cached, scale = parity(session, torch_model, tokenizer)
         check_parity(name, first, cached, scale, tolerance, log)

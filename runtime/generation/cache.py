@@ -53,14 +53,19 @@ class RowBatch:
     bound by reading the weights, so a spare row costs little); a sequence that joins is written into a
     free row in place when its cache fits. Only otherwise, or when free rows or padding pile up, is the
     batch rebuilt, which copies every cache once.
+
+    With `spare` > 0 (a graph that returns only the new columns, see converters/generation/append_cache.py)
+    the caches are buffers with room for `spare` more columns: every step reads the whole buffer (the
+    unused columns masked) and `append` writes the new column in place; a full buffer grows by `spare`.
     """
 
-    def __init__(self, members: list[int], slots: dict[int, CacheSlot], ops: ArrayOps = NUMPY):
+    def __init__(self, members: list[int], slots: dict[int, CacheSlot], ops: ArrayOps = NUMPY, spare: int = 0):
         width = max(slots[m].cached for m in members)
-        self.ops = ops
+        self.ops, self.spare = ops, spare
         self.rows: list[int | None] = list(members)
-        self.past = [ops.concat([ops.pad_left(slots[m].own[t], width) for m in members]) for t in range(len(slots[members[0]].own))]
-        self.mask = np.zeros((len(members), width), np.int64)
+        self.past = [ops.pad_right(ops.concat([ops.pad_left(slots[m].own[t], width) for m in members]), width + spare)
+                     for t in range(len(slots[members[0]].own))]
+        self.mask = np.zeros((len(members), width), np.int64)  # the columns in use
         for row, m in enumerate(members):
             self.mask[row, width - slots[m].cached :] = 1
         self.cross: list[np.ndarray] = []
@@ -76,7 +81,12 @@ class RowBatch:
 
     @property
     def width(self) -> int:
+        """Cache columns in use (the buffers may hold more)."""
         return self.mask.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.past[0].shape[2] if self.past else self.width
 
     def fit(self, members: list[int], slots: dict[int, CacheSlot]) -> bool:
         """Free the rows of sequences that left and place joiners in free rows; False: rebuild instead."""
@@ -97,7 +107,7 @@ class RowBatch:
             s = slots[m]
             for dst, src in zip(self.past, s.own):
                 dst[row] = 0
-                dst[row, :, self.width - s.cached :] = src[0]
+                dst[row, :, self.width - s.cached : self.width] = src[0]
             self.mask[row] = 0
             self.mask[row, self.width - s.cached :] = 1
             for dst, src in zip(self.cross, s.cross):
@@ -111,14 +121,30 @@ class RowBatch:
         return True
 
     def inputs(self, tokens: dict[int, int], slots: dict[int, CacheSlot]):
-        """Token ids, the mask with the new column, and position ids, for every row (free rows: dummies)."""
+        """Token ids, the mask (the cache's columns, then the new token's), and position ids, for every
+        row (free rows: dummies)."""
         ids = np.asarray([[tokens.get(m, 0) if m is not None else 0] for m in self.rows], np.int64)
-        mask = np.concatenate([self.mask, np.ones((len(self.rows), 1), np.int64)], axis=1)
+        mask = np.zeros((len(self.rows), self.capacity + 1), np.int64)
+        mask[:, : self.width] = self.mask
+        mask[:, -1] = 1
         positions = np.asarray([[slots[m].cached if m is not None else 0] for m in self.rows], np.int64)
         return ids, mask, positions
 
     def advance(self, present: list, mask: np.ndarray, slots: dict[int, CacheSlot]) -> None:
+        """After a step of a graph that returns the whole cache (`present`): it becomes the batch's."""
         self.past, self.mask = present, mask
+        self._advanced(slots)
+
+    def append(self, new: list, slots: dict[int, CacheSlot]) -> None:
+        """After a step of a graph that returns only the new column of each cache: written in place."""
+        if self.width == self.capacity:
+            self.past = [self.ops.pad_right(p, self.width + max(self.spare, 1)) for p in self.past]
+        for buffer, column in zip(self.past, new):
+            buffer[:, :, self.width] = column[:, :, 0]
+        self.mask = np.concatenate([self.mask, np.ones((len(self.rows), 1), np.int64)], axis=1)
+        self._advanced(slots)
+
+    def _advanced(self, slots: dict[int, CacheSlot]) -> None:
         for m in self.rows:
             if m is not None:
                 slots[m].cached += 1
@@ -128,15 +154,16 @@ class RowBatch:
         for row, m in enumerate(self.rows):
             if m is not None and m in slots and slots[m].own is None:
                 s = slots[m]
-                s.own = [p[row : row + 1, :, self.width - s.cached :] for p in self.past]
+                s.own = [p[row : row + 1, :, self.width - s.cached : self.width] for p in self.past]
                 if self.cross:
                     s.cross = [c[row : row + 1, :, : s.encoder_length] for c in self.cross]
 
 
-def batch_for(batch: RowBatch | None, members: list[int], slots: dict[int, CacheSlot], ops: ArrayOps = NUMPY) -> RowBatch:
+def batch_for(batch: RowBatch | None, members: list[int], slots: dict[int, CacheSlot], ops: ArrayOps = NUMPY,
+              spare: int = 0) -> RowBatch:
     """The batch for this step: the running one adjusted in place, or a new one."""
     if batch is not None and batch.fit(members, slots):
         return batch
     if batch is not None:
         batch.release(slots)
-    return RowBatch(members, slots, ops)
+    return RowBatch(members, slots, ops, spare)

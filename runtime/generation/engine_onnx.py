@@ -6,7 +6,9 @@ GPT-2's graph takes an attention mask and position ids, so shorter caches are le
 T5 runs its cached step through a graph exported with a decoder mask (see
 converters/generation/t5_step.py); its relative position bias only sees distances, so left padding
 works there too, and the encoder outputs (cross-attention keys/values) are right-padded and masked.
-A batch's cache stays in the arrays ORT returned from one step to the next (see `RowBatch`).
+A batch's cache stays in the arrays ORT returned from one step to the next (see `RowBatch`); a GPT-2
+graph rewritten by converters/generation/append_cache.py returns only each step's new columns, which go
+into buffers with spare columns, so a step never copies the cache.
 Prompts that join in the same engine step share one prefill forward (`prefill_many`: GPT-2 left-padded
 with mask and position ids, T5's encoder on right-padded prompts with mask); the engine decides which
 prompts go together (`tritonize.runtime.generation.prefill`).
@@ -35,6 +37,12 @@ def ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+# Room a batch's cache buffers keep for new columns: each step reads the spare columns too (masked), and a
+# full buffer is copied once to grow; at 16 rows, 16 columns cost ~1 ms a step and a copy every 16 steps.
+APPEND_SPARE_COLUMNS = 16
+NEW_CACHE_PREFIX = "new_key_values."  # the outputs of such a graph (converters/generation/append_cache.py: NEW_PREFIX)
+
+
 class CausalLM:
     """A decoder-only graph from Optimum's `text-generation-with-past` export (GPT-2)."""
 
@@ -46,6 +54,11 @@ class CausalLM:
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.past_names = sorted((n for n in inputs if n.startswith("past_key_values.")), key=_layer_order)
         self.present_names = [n.replace("past_key_values", "present") for n in self.past_names]
+        if any(o.name.startswith(NEW_CACHE_PREFIX) for o in self.session.get_outputs()):
+            self.present_names = [n.replace("past_key_values.", NEW_CACHE_PREFIX, 1) for n in self.past_names]
+            self.spare = APPEND_SPARE_COLUMNS
+        else:
+            self.spare = 0  # a graph that returns the whole cache (converted before append_cache)
         shape = inputs[self.past_names[0]].shape
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
         self.uses_positions = "position_ids" in inputs
@@ -77,10 +90,13 @@ class CausalLM:
         return [list(slots)] if slots else []
 
     def decode(self, members: list[int], slots: dict[int, CacheSlot], tokens: list[int]) -> np.ndarray:
-        b = self._batch = batch_for(self._batch, members, slots)
+        b = self._batch = batch_for(self._batch, members, slots, spare=self.spare)
         ids, mask, positions = b.inputs(dict(zip(members, tokens)), slots)
-        logits, present = self._run(ids, b.past, mask, positions)
-        b.advance(present, mask, slots)
+        logits, cache = self._run(ids, b.past, mask, positions)
+        if self.spare:
+            b.append(cache, slots)
+        else:
+            b.advance(cache, mask, slots)
         return logits[[b.rows.index(m) for m in members], -1]
 
     def forget(self) -> None:
