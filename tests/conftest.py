@@ -120,7 +120,7 @@ def raw_grpc(server):
 @pytest.fixture(scope="session")
 def small_plan(built, tmp_path_factory):
     """`tritonize plan` on a small grid (the classifier at batch <= 4 and 16, 1 and 4 users, 2 s each,
-    then the chosen config again):
+    two rounds, then the chosen config again):
     its output folder and the CLI result. tests/test_load.py checks the plan, tests/test_deploy.py deploys it."""
     from typer.testing import CliRunner
 
@@ -132,7 +132,7 @@ def small_plan(built, tmp_path_factory):
                   pool_size=200).save(work / "scenario.json")
     result = CliRunner().invoke(app, [
         "plan", "--scenario", str(sc), "--repository", str(built["repository"]), "--max-batch-size", "4,16", "--threads", "1",
-        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--confirm",
+        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--confirm", "--rounds", "2",
         "--out", str(work / "plan"),
     ])
     return work / "plan", result

@@ -83,6 +83,19 @@ def test_sweep_measures_every_system_at_a_level_before_the_next_level():
     order = measurement_order(3, 2)
     assert order == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (1, 0)]  # the first system rotates
     assert sorted(order) == [(lv, s) for lv in range(2) for s in range(3)]  # each pair once
+    twice = measurement_order(3, 2, rounds=2)
+    assert twice[:6] == order and [lv for lv, _ in twice[6:]] == [1, 1, 1, 0, 0, 0]  # round 2 walks down
+    assert sorted(twice) == sorted(order * 2)
+
+
+def test_a_levels_rounds_pool_into_one_point():
+    from tritonize.benchmarks.sweep import pooled
+
+    a, b = Point("s", 4, 100, 10, 20, 30, requests=300, avg_batch=2.0), Point("s", 4, 80, 14, 40, 50, requests=100, failures=1, avg_batch=3.0)
+    p = pooled([a, b])
+    assert (p.rps, p.requests, p.failures, p.avg_batch) == (90, 400, 1, 2.5)
+    assert p.p95_ms == pytest.approx((20 * 300 + 40 * 100) / 400)  # weighted by requests
+    assert pooled([a]) is a
 
 
 def test_recommendation_picks_the_best_candidate_and_sizes_replicas():
@@ -102,11 +115,14 @@ def test_plan_runs_end_to_end_on_a_small_grid(small_plan, tmp_path):
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["points"]) == 4 and all(p["failures"] == 0 and p["rps"] > 0 for p in saved["points"])
-    # interleaved: both configs at 1 user, then both at 4 users
+    # interleaved: both configs at 1 user, then both at 4 users; two rounds (--rounds 2), pooled per level
     assert [p["users"] for p in saved["points"]] == [1, 1, 4, 4] and len({p["system"] for p in saved["points"][:2]}) == 2
+    assert [(r["users"], r["round"]) for r in saved["runs"]] == [(1, 1), (1, 1), (4, 1), (4, 1), (4, 2), (4, 2), (1, 2), (1, 2)]
+    assert all(p["requests"] == sum(r["requests"] for r in saved["runs"] if (r["system"], r["users"]) == (p["system"], p["users"]))
+               for p in saved["points"])
     confirmation = saved["confirmation"]  # --confirm: the chosen config measured again, its points kept
     assert confirmation["system"] == saved["recommendation"]["system"]
-    assert [p["users"] for p in confirmation["points"]] == [1, 4] and confirmation["confirmed_rps"] > 0
+    assert [p["users"] for p in confirmation["points"]] == [1, 4] and len(confirmation["runs"]) == 4 and confirmation["confirmed_rps"] > 0
     assert "confirmation run" in result.output
     assert f"replica(s) of 'triton {CLASSIFIER} (batch<=" in result.output
     assert saved["recommendation"]["system"] in saved["candidates"] and saved["recommendation"]["replicas"] >= 1

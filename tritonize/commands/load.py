@@ -120,6 +120,7 @@ def plan(
     threads: str = typer.Option("1", help="Grid: ONNX Runtime threads per instance."),
     users: str = typer.Option("1,2,4,8,16,32", help="Offered loads: concurrent users, comma-separated."),
     seconds: float = typer.Option(8, help="Seconds per load level."),
+    rounds: int = typer.Option(1, help="Measure every level this many times (walking the levels up, then down) and pool them."),
     slo_ms: float = typer.Option(50, help="Latency SLO (ms)."),
     percentile: int = typer.Option(95, help="SLO percentile: 50, 95 or 99."),
     target_rps: float = typer.Option(1000, help="Request rate to plan replicas for."),
@@ -158,14 +159,15 @@ def plan(
             systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus))
         setup = {"scenario": sc.name, "seconds per level": seconds, "offered loads (users)": users,
                  "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
-        results = sweep(systems, sc, _ints(users), seconds, out, locust_cpus, 1, setup)
+        setup["rounds"] = rounds
+        results = sweep(systems, sc, _ints(users), seconds, out, locust_cpus, 1, setup, rounds=rounds)
         results.candidates = [s.name for s in systems[:n_candidates]]
         results.variants = {s.name: {"model": s.model, **asdict(s.variant)} for s in systems if isinstance(s, TritonVariant)}
     rec = recommend(results.points, slo_ms, percentile, target_rps, headroom, results.candidates or None)
     if confirm and rec.system and sc:
         chosen_model, chosen = _chosen(results, rec.system)
         again = sweep([TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)], sc, _ints(users), seconds,
-                      out / "confirm", locust_cpus)
+                      out / "confirm", locust_cpus, rounds=rounds)
         confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
         results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
         results.confirmation = {"system": rec.system, "predicted_rps": rec.max_rps, "confirmed_rps": confirmed,
