@@ -29,12 +29,15 @@ def measurement_order(n_systems: int, n_levels: int, rounds: int = 1) -> list[tu
     """(level, system) indices, level by level: every system is measured at a load level before any
     system moves to the next, and the system that goes first rotates. A shared VM's speed drifts by
     15-25% over minutes; measured this way, the systems at one level see the same machine, so their
-    ratios hold even when the absolute rates move. Each further round walks the levels the other way,
-    so a level's windows fall in different stretches of the run."""
+    ratios hold even when the absolute rates move. Each further round walks the levels the other way
+    and the systems in the reverse cycle, so a level's windows fall in different stretches of the run
+    and a system follows a different one (in one run, the config measured right after the FastAPI
+    baseline in both rounds was 20% slower at the same batch size than the one measured after int8)."""
     order = []
     for r in range(rounds):
         levels = range(n_levels) if r % 2 == 0 else reversed(range(n_levels))
-        order += [(level, (level + r + k) % n_systems) for level in levels for k in range(n_systems)]
+        step = 1 if r % 2 == 0 else -1
+        order += [(level, (level + r + step * k) % n_systems) for level in levels for k in range(n_systems)]
     return order
 
 
@@ -74,8 +77,8 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
             running.callback(system.stop)
         windows: dict[tuple[int, int], list[Point]] = {}
         for k, (level, i) in enumerate(measurement_order(len(systems), len(users), rounds)):
-            system, n = systems[i], users[level]
-            suffix = f"_r{k // (len(systems) * len(users)) + 1}" if rounds > 1 else ""
+            system, n, round_ = systems[i], users[level], k // (len(systems) * len(users)) + 1
+            suffix = f"_r{round_}" if rounds > 1 else ""
             progress.update(task, description=f"{system.name}: {n} users")
             http, metrics = system.stats_urls
             user = protocol if (protocol and system.user in ("grpc", "http")) else system.user
@@ -86,7 +89,7 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
             step = r.triton.get(getattr(system, "engine", None) or "")
             windows.setdefault((level, i), []).append(Point(system.name, n, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.requests,
                                                            r.failures, step["avg_batch"] if step else None))
-            results.runs.append({**r.to_dict(), "engine": getattr(system, "engine", None), "round": k // (len(systems) * len(users)) + 1})
+            results.runs.append({**r.to_dict(), "engine": getattr(system, "engine", None), "round": round_})
             progress.advance(task)
             time.sleep(0.5)  # let queues drain between levels
     results.points = [pooled(w) for w in windows.values()]

@@ -86,6 +86,14 @@ def test_sweep_measures_every_system_at_a_level_before_the_next_level():
     twice = measurement_order(3, 2, rounds=2)
     assert twice[:6] == order and [lv for lv, _ in twice[6:]] == [1, 1, 1, 0, 0, 0]  # round 2 walks down
     assert sorted(twice) == sorted(order * 2)
+    assert [s for _, s in twice[6:9]] == [2, 1, 0]  # ... and the systems the other way round
+
+    def predecessors(order):
+        return {(b, a) for (la, a), (lb, b) in zip(order, order[1:]) if la == lb}
+
+    # every system follows both of the others at some level (with one cyclic order, only one of them)
+    rounds = predecessors(measurement_order(3, 5, rounds=2))
+    assert all({p for s, p in rounds if s == s0} == {0, 1, 2} - {s0} for s0 in range(3))
 
 
 def test_a_levels_rounds_pool_into_one_point():
