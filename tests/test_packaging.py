@@ -157,24 +157,21 @@ def test_each_runtime_family_has_both_engines():
             assert (ROOT / "runtime" / family / engine).exists(), f"runtime/{family}/{engine}"
 
 
-def test_weights_folder_name_agrees_between_converters_and_runtime():
-    def constant(path: Path, name: str) -> str:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                return node.value.value
-        raise AssertionError(f"{name} not in {path}")
+def constant(path: Path, name: str):
+    """The literal value of a module-level `NAME = ...` in a source file (read, not imported)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not in {path}")
 
+
+# Constants that the converters and the runtime each define (the runtime never imports converters).
+def test_weights_folder_name_agrees_between_converters_and_runtime():
     assert constant(ROOT / "converters/device.py", "WEIGHTS") == constant(ROOT / "runtime/engine_torch.py", "WEIGHTS")
 
 
 def test_encoder_fusions_left_out_agree_between_converter_and_runtime():
     """The converter's parity check runs the graph with the same ORT fusions off as the served engine."""
-    def constant(path: Path, name: str) -> list:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                return ast.literal_eval(node.value)
-        raise AssertionError(f"{name} not in {path}")
-
     unfused = constant(ROOT / "converters/encoders/bert.py", "UNFUSED_AT_LOAD")
     assert unfused and unfused == constant(ROOT / "runtime/encoders/engine_onnx.py", "UNFUSED_AT_LOAD")
 
@@ -270,11 +267,5 @@ print(v.shape, round(float((v * v).sum(axis=1).min()), 4))
 
 def test_new_cache_output_names_agree_between_converter_and_runtime():
     """The engine recognises a graph that returns only the new cache columns by the converter's output names."""
-    def constant(path: Path, name: str) -> str:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-                return ast.literal_eval(node.value)
-        raise AssertionError(f"{name} not in {path}")
-
     prefix = constant(ROOT / "converters/generation/append_cache.py", "NEW_PREFIX")
     assert prefix and prefix == constant(ROOT / "runtime/generation/engine_onnx.py", "NEW_CACHE_PREFIX")
