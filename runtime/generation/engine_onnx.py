@@ -53,12 +53,12 @@ class CausalLM:
         self.session = ort_session(folder / "model.onnx", threads)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.past_names = sorted((n for n in inputs if n.startswith("past_key_values.")), key=_layer_order)
-        self.present_names = [n.replace("past_key_values", "present") for n in self.past_names]
-        if any(o.name.startswith(NEW_CACHE_PREFIX) for o in self.session.get_outputs()):
-            self.present_names = [n.replace("past_key_values.", NEW_CACHE_PREFIX, 1) for n in self.past_names]
-            self.spare = APPEND_SPARE_COLUMNS
-        else:
-            self.spare = 0  # a graph that returns the whole cache (converted before append_cache)
+        # A graph that returns only the new cache columns gets buffers with spare columns; one converted
+        # before append_cache returns the whole cache (`present.*`).
+        appends = any(o.name.startswith(NEW_CACHE_PREFIX) for o in self.session.get_outputs())
+        cache_out = NEW_CACHE_PREFIX if appends else "present."
+        self.present_names = [n.replace("past_key_values.", cache_out, 1) for n in self.past_names]
+        self.spare = APPEND_SPARE_COLUMNS if appends else 0
         shape = inputs[self.past_names[0]].shape
         self.heads, self.head_dim = int(shape[1]), int(shape[3])
         self.uses_positions = "position_ids" in inputs

@@ -157,9 +157,8 @@ def plan(
         if baselines:
             systems.append(TritonVariant(repository, sc.model, Variant(dynamic_batching=False, threads=grid[0].threads), out / "repository-off", server_cpus))
             systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus))
-        setup = {"scenario": sc.name, "seconds per level": seconds, "offered loads (users)": users,
+        setup = {"scenario": sc.name, "seconds per level": seconds, "rounds": rounds, "offered loads (users)": users,
                  "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
-        setup["rounds"] = rounds
         results = sweep(systems, sc, _ints(users), seconds, out, locust_cpus, 1, setup, rounds=rounds)
         results.candidates = [s.name for s in systems[:n_candidates]]
         results.variants = {s.name: {"model": s.model, **asdict(s.variant)} for s in systems if isinstance(s, TritonVariant)}
