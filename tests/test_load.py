@@ -173,3 +173,22 @@ def test_demo_ends_with_a_load_test_of_the_embedder(server, capsys):
     m = re.search(r"to minilm-fused over gRPC: (\d+) req/s, p50 \d+ ms, p95 \d+ ms, (\d+) failures, ([\d.]+) texts per engine run", out)
     assert m, out
     assert int(m.group(1)) > 0 and m.group(2) == "0" and float(m.group(3)) >= 1.0
+
+
+def test_engine_bench_compares_concurrency_one_with_in_process_over_the_same_texts():
+    """The 1 ms target's gap: p50s over the first n calls of each row, which are the same n texts."""
+    import numpy as np
+
+    from tritonize.benchmarks.engine_bench import median_of, paired_p50_gap, summarize
+
+    inprocess = summarize("ORT in-process", "mix", "batch=1", 6, 1.0, [0.001, 0.009, 0.002, 0.008, 0.030, 0.030])
+    served = summarize("served fused", "mix", "conc=1 blocking", 4, 1.0, [0.002, 0.010, 0.003, 0.009])
+    # over the first 4 texts: p50 6.0 ms served vs 5.0 ms in process; whole windows would compare 6.0 with 8.5
+    assert paired_p50_gap(served, inprocess) == pytest.approx(1.0)
+    assert served.p50_ms - inprocess.p50_ms == pytest.approx(-2.5)
+    served.p50_gap_ms, again = 1.5, summarize("served fused", "mix", "conc=1 blocking", 4, 1.0, [0.004] * 4)
+    again.p50_gap_ms = 3.5
+    third = summarize("served fused", "mix", "conc=1 blocking", 4, 1.0, [0.005] * 4)
+    third.p50_gap_ms = 0.5
+    row = median_of([served, again, third])  # rounds: each figure's median
+    assert row.p50_gap_ms == pytest.approx(1.5) and row.p50_ms == pytest.approx(5.0) and np.isfinite(row.texts_per_s)
