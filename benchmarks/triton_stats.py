@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
+
+from tritonize.runtime.triton import METRICS_SETTLE_S
 
 
 def snapshot(http_url: str) -> dict[str, dict]:
@@ -15,7 +18,9 @@ def snapshot(http_url: str) -> dict[str, dict]:
 
 
 def metrics(metrics_url: str) -> dict[str, float]:
-    """The tritonize_* counters from Prometheus /metrics, keyed 'name{model}'."""
+    """The tritonize_* metrics from Prometheus /metrics, keyed 'name{model}', once the updates of the
+    requests that already finished have landed (the model steps send them in the background)."""
+    time.sleep(METRICS_SETTLE_S)
     with urllib.request.urlopen(metrics_url, timeout=10) as r:
         text = r.read().decode()
     return {f"{n}{{{m}}}": float(v) for n, m, v in re.findall(r'^(tritonize_\w+)\{model="([^"]+)"\} (\S+)$', text, re.M)}

@@ -7,6 +7,8 @@ rest of `runtime` stays importable (and unit-testable) anywhere.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -72,18 +74,108 @@ def stream_error(exc: Exception):
     return u.InferenceResponse(output_tensors=[], error=u.TritonError(f"[{status}] {exc}", code))
 
 
-class Counter:
-    """A Prometheus counter on Triton's /metrics (custom metrics of the Python backend)."""
+# How often the stub sends its metric updates to Triton, and how long a reader of /metrics waits for the
+# last ones to land (a few flushes: the flush thread also waits for the GIL).
+METRICS_FLUSH_S = 0.05
+METRICS_SETTLE_S = 0.25
 
-    _families: dict[str, Any] = {}
+
+class _Outbox:
+    """Metric updates waiting for the stub's flush thread.
+
+    Every `increment`/`set` of a Python-backend metric is a blocking round trip to the Triton process
+    (measured in the fused encoder step: median 64 µs, p90 167 µs, three per execution; the generation
+    engine made ~20 per step). So updates are only summed here (counters) or overwritten (gauges), and one
+    daemon thread sends them every METRICS_FLUSH_S while there are any: off the request path, at most
+    one round trip per metric per flush. /metrics lags by about that much. The backend sends metric
+    messages under its own lock with the GIL released, so a second thread is safe."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.deltas: dict[Any, float] = {}  # Counter -> amount to add
+        self.values: dict[Any, float] = {}  # Gauge -> value to set
+        self.pending = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def add(self, counter, value: float) -> None:
+        with self.lock:
+            self.deltas[counter] = self.deltas.get(counter, 0.0) + value
+        self._wake()
+
+    def set(self, gauge, value: float) -> None:
+        with self.lock:
+            self.values[gauge] = value
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="tritonize-metrics", daemon=True)
+                    self.thread.start()
+        if not self.pending.is_set():
+            self.pending.set()
+
+    def _run(self) -> None:
+        while True:
+            self.pending.wait()
+            time.sleep(METRICS_FLUSH_S)  # gather what else comes in meanwhile
+            self.pending.clear()  # an update after this sets it again: it goes out next time
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            deltas, values = self.deltas, self.values
+            self.deltas, self.values = {}, {}
+        for counter, value in deltas.items():
+            counter.send(value)
+        for gauge, value in values.items():
+            gauge.send(value)
+
+
+_outbox = _Outbox()
+
+
+class _Metric:
+    """One labelled metric of a family on Triton's /metrics (custom metrics of the Python backend)."""
+
+    _families: dict[str, Any] = {}  # one family per name in a stub
+    kind = ""
 
     def __init__(self, name: str, description: str, labels: dict[str, str]):
         u = pb()
-        family = Counter._families.get(name)
+        family = _Metric._families.get(name)
         if family is None:
-            family = Counter._families[name] = u.MetricFamily(name=name, description=description, kind=u.MetricFamily.COUNTER)
+            family = _Metric._families[name] = u.MetricFamily(name=name, description=description, kind=getattr(u.MetricFamily, self.kind))
         self._metric = family.Metric(labels=labels)
+
+    def send(self, value: float) -> None:
+        try:
+            self._update(value)
+        except Exception:  # the model is being unloaded: its metrics are gone
+            pass
+
+
+class Counter(_Metric):
+    """A Prometheus counter, sent in the background (`_Outbox`)."""
+
+    kind = "COUNTER"
 
     def add(self, value: float) -> None:
         if value:
-            self._metric.increment(float(value))
+            _outbox.add(self, float(value))
+
+    def _update(self, value: float) -> None:
+        self._metric.increment(value)
+
+
+class Gauge(_Metric):
+    """A Prometheus gauge, sent in the background (`_Outbox`): the last value set."""
+
+    kind = "GAUGE"
+
+    def set(self, value: float) -> None:
+        _outbox.set(self, float(value))
+
+    def _update(self, value: float) -> None:
+        self._metric.set(value)

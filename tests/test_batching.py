@@ -2,12 +2,11 @@
 
 import asyncio
 import random
-import re
-import urllib.request
 
 import numpy as np
 import pytest
 
+from tritonize.benchmarks.triton_stats import metrics
 from tritonize.converters.repository import engine_model
 
 from tests.conftest import CLASSIFIER, CLASSIFIER_FUSED, EMBEDDER, EMBEDDER_FUSED
@@ -27,9 +26,8 @@ def stats(raw_grpc, model: str) -> tuple[int, int]:
 
 
 def counters(server, model: str) -> dict[str, float]:
-    text = urllib.request.urlopen(server.metrics_url).read().decode()
-    pattern = re.compile(r'^(tritonize_\w+)\{model="' + re.escape(model) + r'"\} (\S+)$', re.M)
-    return {k: float(v) for k, v in pattern.findall(text)}
+    tail = f"{{{model}}}"
+    return {k[: -len(tail)]: v for k, v in metrics(server.metrics_url).items() if k.endswith(tail)}
 
 
 async def send_all(url: str, model: str, batches: list[list[str]], embed: bool):

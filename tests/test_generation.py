@@ -8,11 +8,11 @@ import json
 import re
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tritonize.benchmarks.triton_stats import metrics
 from tritonize.client import AsyncGenerationClient, GenerationClient, TritonizeError
 from tests.tiny_generators import GPT2, GPT2_LIMITS, T5
 from tests.torch_models import GPT2_TORCH, T5_TORCH
@@ -62,9 +62,8 @@ def hf_greedy(model_and_tokenizer, prompt: str, n: int) -> list[int]:
 
 
 def metric(server, name: str, model: str) -> float:
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    m = re.search(rf'^{name}{{model="{re.escape(model)}"}} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
+    """A tritonize_* metric of `model` on /metrics, with the updates of finished requests landed."""
+    return metrics(server.metrics_url).get(f"{name}{{{model}}}", 0.0)
 
 
 def wait_for(predicate, timeout_s: float = 10.0) -> bool:

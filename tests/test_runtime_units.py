@@ -1,5 +1,8 @@
 """The runtime's pure parts: length buckets, padding, text decoding, pooling."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -8,7 +11,7 @@ from hypothesis import strategies as st
 from tritonize.runtime.buckets import plan_buckets
 from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
 from tritonize.runtime.text_inputs import decode_texts, pad_rows
-from tritonize.runtime.triton import InputError
+from tritonize.runtime.triton import METRICS_SETTLE_S, InputError, _Outbox
 
 
 @settings(max_examples=200, deadline=None)
@@ -84,3 +87,29 @@ def test_mean_pool_ignores_padding_and_normalises():
     assert pooled.tolist() == [[2.0, 0.0]]
     assert l2_normalize(pooled).tolist() == [[1.0, 0.0]]
     np.testing.assert_allclose(softmax(np.array([[0.0, np.log(3.0)]])), [[0.25, 0.75]])
+
+
+class SentMetric:
+    """Stands in for a Counter/Gauge: records what the flush thread sends (the real ones go to Triton)."""
+
+    def __init__(self):
+        self.sent: list[tuple[float, str]] = []
+
+    def send(self, value: float) -> None:
+        self.sent.append((value, threading.current_thread().name))
+
+
+def test_metric_updates_leave_the_request_path_summed_and_land_within_the_settle_time():
+    outbox = _Outbox()
+    counter, gauge = SentMetric(), SentMetric()
+    for _ in range(100):
+        outbox.add(counter, 2.0)
+    for v in (5.0, 3.0, 1.0):
+        outbox.set(gauge, v)
+    assert counter.sent == [] and gauge.sent == []  # nothing sent by the caller itself
+    time.sleep(METRICS_SETTLE_S)
+    assert [v for v, _ in counter.sent] == [200.0] and [v for v, _ in gauge.sent] == [1.0]  # one round trip each
+    assert {t for _, t in counter.sent + gauge.sent} == {"tritonize-metrics"}
+    outbox.add(counter, 1.0)  # later updates go out on a later flush
+    time.sleep(METRICS_SETTLE_S)
+    assert [v for v, _ in counter.sent] == [200.0, 1.0]

@@ -22,19 +22,7 @@ from tritonize.runtime.generation.models import load_model
 from tritonize.runtime.generation.params import Limits, fit_to_context, parse
 from tritonize.runtime.generation.text import TokenBytes
 from tritonize.runtime.text_inputs import decode_texts
-from tritonize.runtime.triton import Counter, InputError, input_array, model_dir, parameters, pb, stream_error
-
-
-class Gauge:
-    """A Prometheus gauge on Triton's /metrics."""
-
-    def __init__(self, name: str, description: str, labels: dict[str, str]):
-        u = pb()
-        family = u.MetricFamily(name=name, description=description, kind=u.MetricFamily.GAUGE)
-        self._family, self._metric = family, family.Metric(labels=labels)
-
-    def set(self, value: float) -> None:
-        self._metric.set(float(value))
+from tritonize.runtime.triton import Counter, Gauge, InputError, input_array, model_dir, parameters, pb, stream_error
 
 
 class TritonSink:
