@@ -17,7 +17,7 @@ for run in 1 2; do
   stamp plan-mix-$run
   $T plan -r $R --scenario embed-mix --model all-minilm-l6-v2,all-minilm-l6-v2-int8 --max-batch-size 64 --threads 1 \
      --users 1,2,4,8,16 --seconds 5 --rounds 2 --slo-ms 50 --target-rps 1000 --baselines --confirm --out $OUT/plan-mix-$run > $OUT/plan-mix-$run.log 2>&1
-  $PY -m tritonize.benchmarks.int8_bench --plan $OUT/plan-mix-$run/results.json > $OUT/int8-served-$run.log 2>&1
+  $PY -m tritonize.benchmarks.plan_targets $OUT/plan-mix-$run/results.json > $OUT/targets-mix-$run.log 2>&1
   stamp engine-$run
   $PY -m tritonize.benchmarks.engine_bench --seconds 3 --rounds 2 --repository $OUT/eb_repo --out $OUT/engine-$run.json > $OUT/engine-$run.log 2>&1
   stamp gen-$run
@@ -27,6 +27,7 @@ for run in 1 2; do
   stamp plan-short-$run
   $T plan -r $R --scenario embed-short --model all-minilm-l6-v2 --max-batch-size 64 --threads 1 \
      --users 1,2,4,8,16 --seconds 5 --rounds 2 --slo-ms 50 --target-rps 1000 --baselines --out $OUT/plan-short-$run > $OUT/plan-short-$run.log 2>&1
+  $PY -m tritonize.benchmarks.plan_targets $OUT/plan-short-$run/results.json > $OUT/targets-short-$run.log 2>&1
 done
 stamp int8-inprocess
 $PY -m tritonize.benchmarks.int8_bench --out $OUT/int8.json > $OUT/int8-inprocess.log 2>&1

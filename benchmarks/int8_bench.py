@@ -8,10 +8,8 @@ embed-mix text lengths at batch 1 and 16. Timing is texts per CPU second of this
 thread), the graphs taking turns for `--rounds` rounds, so that a shared machine slows all of them alike;
 the table gives the median round. Also prints the plain (un-fused) graph's fp32 figure.
 
-    .venv/bin/python -m tritonize.benchmarks.int8_bench --plan bench_results/plan-.../results.json
-
-prints the served ratios of a `tritonize plan ... --model FP32,FP32-int8 --baselines` run instead: int8 and
-fp32 against FastAPI + PyTorch, at the SLO the plan used and at the peak, with the issue's 4.0x target.
+The served ratios (int8 and fp32 against FastAPI + PyTorch) come from a `tritonize plan ... --baselines`
+run: `python -m tritonize.benchmarks.plan_targets OUT/results.json`.
 """
 
 from __future__ import annotations
@@ -80,37 +78,12 @@ def build(work: Path) -> tuple[dict[str, Path], object, int, object]:
     return graphs, tokenizer, max_length, texts
 
 
-def served_ratios(results: Path, slo_ms: float, percentile: int = 95, target: float = 4.0) -> None:
-    """Requests/s of each system from a plan's results.json: under the SLO (as the planner counts it) and
-    peak; ratios to FastAPI."""
-    from tritonize.benchmarks.planner import PlanResults, max_throughput_under_slo
-
-    points = PlanResults.load(results).points
-    systems = list(dict.fromkeys(p.system for p in points))
-    under = {s: max_throughput_under_slo([p for p in points if p.system == s], slo_ms, percentile) for s in systems}
-    peak = {s: max(p.rps for p in points if p.system == s) for s in systems}
-    fastapi = next(s for s in systems if s.startswith("FastAPI"))
-    table = Table(title=f"served ({results.parent.name}): req/s, and x FastAPI + PyTorch")
-    for col in ("system", f"best p{percentile}<={slo_ms:g}ms", "x FastAPI", "peak", "x FastAPI (peak)", f"target {target}x (int8)"):
-        table.add_column(col, justify="left" if col == "system" else "right")
-    for s in systems:
-        r_slo = under[s] / under[fastapi] if under[fastapi] else float("inf")
-        r_peak = peak[s] / peak[fastapi]
-        met = ("yes" if min(r_slo, r_peak) >= target else "NO") if "int8" in s else ""
-        table.add_row(s, f"{under[s]:.1f}", f"{r_slo:.2f}", f"{peak[s]:.1f}", f"{r_peak:.2f}", met)
-    console.print(table)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=2.0, help="CPU seconds per graph, batch size and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("bench_results/int8_bench.json"))
-    ap.add_argument("--plan", type=Path, help="a plan's results.json: print its served ratios instead")
-    ap.add_argument("--slo-ms", type=float, default=50.0, help="with --plan: the SLO (the plan's)")
     args = ap.parse_args()
-    if args.plan:
-        return served_ratios(args.plan, args.slo_ms)
 
     from tritonize.converters.encoders.quantize import EMBEDDING_FLOOR, accuracy, tokenized
 

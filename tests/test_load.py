@@ -192,3 +192,20 @@ def test_engine_bench_compares_concurrency_one_with_in_process_over_the_same_tex
     third.p50_gap_ms = 0.5
     row = median_of([served, again, third])  # rounds: each figure's median
     assert row.p50_gap_ms == pytest.approx(1.5) and row.p50_ms == pytest.approx(5.0) and np.isfinite(row.texts_per_s)
+
+
+def test_plan_targets_compare_batching_on_and_off_per_level_and_round():
+    from tritonize.benchmarks.planner import PlanResults
+    from tritonize.benchmarks.plan_targets import on_off_rows, tail_ratios
+
+    on, off = "triton m (batch<=64)", "triton m (batching off)"
+    runs = [{"system": s, "users": u, "round": k, "rps": rps}
+            for s, u, k, rps in [(on, 1, 0, 90), (on, 1, 1, 110), (off, 1, 0, 100), (off, 1, 1, 100),
+                                 (on, 8, 0, 150), (on, 8, 1, 130), (off, 8, 0, 100), (off, 8, 1, 100)]]
+    points = [Point(on, 1, 100, 10, 20, 25), Point(off, 1, 100, 10, 20, 22), Point(on, 8, 140, 50, 90, 120),
+              Point(off, 8, 105, 80, 200, 400), Point(off, 16, 90, 170, 400, 900)]
+    results = PlanResults({}, {}, points, runs, variants={on: {"model": "m", "dynamic_batching": True},
+                                                          off: {"model": "m", "dynamic_batching": False}})
+    assert on_off_rows(results) == [(on, 1, 1.0, [0.9, 1.1]), (on, 8, 140 / 105, [1.5, 1.3])]
+    # up to each system's peak req/s: off peaks at 8 users (its 16-user level is saturated and not counted)
+    assert tail_ratios(points) == {on: 2.5, off: 5.0}

@@ -1,0 +1,111 @@
+"""The served targets of a `tritonize plan ... --baselines` run, read from its results.json.
+
+    .venv/bin/python -m tritonize.benchmarks.plan_targets bench_results/plan-.../results.json [--slo-ms 50]
+
+Prints three tables:
+- each system against FastAPI + PyTorch: req/s under the SLO (as the planner counts it) and at the peak,
+  with the int8 >= 4.0x and fp32 >= 2.0x targets;
+- dynamic batching on / off at every load level (target: >= 1 at every level; the best level >= 1.3
+  on embed-short), pooled over the rounds and round by round. Where the rounds disagree on the side of 1,
+  the difference is within what this machine's speed moves between windows;
+- the tail: the largest p99 / p50 of each system at the levels up to its peak (target: <= 3 for the
+  served systems).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tritonize.benchmarks.planner import PlanResults, Point, max_throughput_under_slo
+
+console = Console(width=160)
+TARGETS = {"int8": 4.0, "": 2.0}  # x FastAPI at the SLO: int8 pipelines, and the others (fp32)
+OFF = "batching off"
+
+
+def fastapi_ratios(results: PlanResults, slo_ms: float, percentile: int = 95) -> Table:
+    points = results.points
+    systems = list(dict.fromkeys(p.system for p in points))
+    under = {s: max_throughput_under_slo([p for p in points if p.system == s], slo_ms, percentile) for s in systems}
+    peak = {s: max(p.rps for p in points if p.system == s) for s in systems}
+    fastapi = next(s for s in systems if s.startswith("FastAPI"))
+    table = Table(title=f"req/s, and x FastAPI + PyTorch (p{percentile} <= {slo_ms:g} ms)")
+    for col in ("system", "under SLO", "x FastAPI", "peak", "x FastAPI (peak)", "target", "met"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for s in systems:
+        r_slo = under[s] / under[fastapi] if under[fastapi] else float("inf")
+        target = None if s == fastapi or OFF in s else next(t for key, t in TARGETS.items() if key in s)
+        met = "" if target is None else ("yes" if r_slo >= target else "NO")
+        table.add_row(s, f"{under[s]:.1f}", f"{r_slo:.2f}", f"{peak[s]:.1f}", f"{peak[s] / peak[fastapi]:.2f}",
+                      "" if target is None else f">= {target}x", met)
+    return table
+
+
+def on_off_rows(results: PlanResults) -> list[tuple[str, int, float, list[float]]]:
+    """(batching-on system, users, pooled on/off req/s, the same per round) for every system that serves
+    the same pipeline as the 'batching off' baseline with dynamic batching on."""
+    off = next((s for s, v in results.variants.items() if not v.get("dynamic_batching", True)), None)
+    if off is None:
+        return []
+    model = results.variants[off]["model"]
+    ons = [s for s, v in results.variants.items() if v.get("dynamic_batching", True) and v["model"] == model]
+    pooled = {(p.system, p.users): p.rps for p in results.points}
+    per_round = {(r["system"], r["users"], r.get("round", 0)): r["rps"] for r in results.runs}
+    rounds = sorted({r.get("round", 0) for r in results.runs})
+    rows = []
+    for on in ons:
+        for users in sorted({u for s, u in pooled if s == on}):
+            by_round = [per_round[(on, users, k)] / per_round[(off, users, k)] for k in rounds
+                        if (on, users, k) in per_round and per_round.get((off, users, k))]
+            rows.append((on, users, pooled[(on, users)] / pooled[(off, users)], by_round))
+    return rows
+
+
+def on_off_table(rows: list[tuple[str, int, float, list[float]]]) -> Table:
+    table = Table(title="dynamic batching on / off, req/s at each load level (target >= 1 at every level)")
+    for col in ("system", "users", "on / off", "by round", "rounds agree"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for on, users, ratio, by_round in rows:
+        agree = all(r >= 1 for r in by_round) or all(r < 1 for r in by_round)
+        table.add_row(on, str(users), f"{ratio:.2f}", ", ".join(f"{r:.2f}" for r in by_round),
+                      "yes" if agree else "no: within the noise")
+    return table
+
+
+def tail_ratios(points: list[Point]) -> dict[str, float]:
+    """Per system, the largest p99 / p50 at the levels up to the one with its peak req/s (past the peak
+    the system is saturated and queues grow by design)."""
+    out = {}
+    for s in dict.fromkeys(p.system for p in points):
+        mine = sorted((p for p in points if p.system == s), key=lambda p: p.users)
+        peak = max(range(len(mine)), key=lambda i: mine[i].rps)
+        out[s] = max(p.p99_ms / p.p50_ms for p in mine[: peak + 1] if p.p50_ms > 0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", type=Path, help="a plan's results.json")
+    ap.add_argument("--slo-ms", type=float, default=50.0, help="the SLO the plan used")
+    args = ap.parse_args()
+    results = PlanResults.load(args.results)
+    console.print(fastapi_ratios(results, args.slo_ms))
+    rows = on_off_rows(results)
+    if rows:
+        console.print(on_off_table(rows))
+        for on in dict.fromkeys(r[0] for r in rows):
+            mine = [r for r in rows if r[0] == on]
+            best = max(mine, key=lambda r: r[2])
+            console.print(f"{on}: on >= off at every level: {'yes' if all(r[2] >= 1 for r in mine) else 'NO'}; "
+                          f"best level {best[1]} users: {best[2]:.2f}x off (embed-short target >= 1.3)")
+    for s, r in tail_ratios(results.points).items():
+        verdict = "the baseline, not a target" if s.startswith("FastAPI") else ("met" if r <= 3 else "MISSED")
+        console.print(f"tail, {s}: max p99 / p50 up to the peak {r:.2f} (target <= 3): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
