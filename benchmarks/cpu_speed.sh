@@ -16,7 +16,7 @@ $T convert bert --model sentence-transformers/all-MiniLM-L6-v2 --task embedding 
 for run in 1 2; do
   stamp plan-mix-$run
   $T plan -r $R --scenario embed-mix --model all-minilm-l6-v2,all-minilm-l6-v2-int8 --max-batch-size 64 --threads 1 \
-     --users 1,2,4,8,16 --seconds 5 --rounds 2 --slo-ms 50 --target-rps 1000 --baselines --confirm --out $OUT/plan-mix-$run > $OUT/plan-mix-$run.log 2>&1
+     --users 1,2,4,8,16 --seconds 5 --rounds 2 --slo-ms 50 --target-rps 1000 --baselines --control --confirm --out $OUT/plan-mix-$run > $OUT/plan-mix-$run.log 2>&1
   $PY -m tritonize.benchmarks.plan_targets $OUT/plan-mix-$run/results.json > $OUT/targets-mix-$run.log 2>&1
   stamp engine-$run
   $PY -m tritonize.benchmarks.engine_bench --seconds 3 --rounds 2 --repository $OUT/eb_repo --out $OUT/engine-$run.json > $OUT/engine-$run.log 2>&1
@@ -26,7 +26,7 @@ for run in 1 2; do
   $PY -m tritonize.benchmarks.tts_bench > $OUT/tts-$run.log 2>&1
   stamp plan-short-$run
   $T plan -r $R --scenario embed-short --model all-minilm-l6-v2 --max-batch-size 64 --threads 1 \
-     --users 1,2,4,8,16 --seconds 5 --rounds 2 --slo-ms 50 --target-rps 1000 --baselines --out $OUT/plan-short-$run > $OUT/plan-short-$run.log 2>&1
+     --users 1,2,4,8,16 --seconds 5 --rounds 2 --slo-ms 50 --target-rps 1000 --baselines --control --out $OUT/plan-short-$run > $OUT/plan-short-$run.log 2>&1
   $PY -m tritonize.benchmarks.plan_targets $OUT/plan-short-$run/results.json > $OUT/targets-short-$run.log 2>&1
 done
 stamp int8-inprocess

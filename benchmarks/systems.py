@@ -105,11 +105,13 @@ def write_back(repo: Path, ensemble: str, v: Variant) -> Path:
 class TritonVariant:
     user = "grpc"
 
-    def __init__(self, repo: Path, ensemble: str, variant: Variant, scratch: Path, cpus: str | None = None):
+    def __init__(self, repo: Path, ensemble: str, variant: Variant, scratch: Path, cpus: str | None = None,
+                 copy_of: str | None = None):
         self.repo, self.ensemble, self.variant, self.scratch, self.cpus = repo, ensemble, variant, scratch, cpus
         self.model = ensemble
         self.engine = engine_model(repo, ensemble)  # whose Triton statistics show the engine's batches
-        self.name = f"triton {ensemble} ({variant.label})"
+        self.name = f"triton {ensemble} ({variant.label}{', A/A copy' if copy_of else ''})"
+        self.copy_of = copy_of  # a second server of the same config (the A/A control): the name of the first
         self.server: TritonServer | None = None
 
     def start(self) -> str:

@@ -143,6 +143,40 @@ def test_plan_runs_end_to_end_on_a_small_grid(small_plan, tmp_path):
     assert json.loads((tmp_path / "re" / "results.json").read_text())["recommendation"]["system"] is None
 
 
+def test_plan_control_serves_a_second_identical_baseline(built, tmp_path):
+    """`plan --baselines --control`: the batching-off config served twice, measured like every system,
+    recorded as a copy (never a candidate), and plan_targets prints its ratio beside on / off."""
+    import subprocess
+    import sys
+
+    from tritonize.cli import app
+
+    out = tmp_path / "plan"
+    result = CliRunner().invoke(app, [
+        "plan", "--scenario", str(scenario(tmp_path)), "--repository", str(built["repository"]),
+        "--max-batch-size", "16", "--threads", "1", "--users", "2", "--seconds", "2", "--slo-ms", "500", "--no-pin",
+        "--baselines", "--control", "--confirm", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    off = f"triton {EMBEDDER} (batching off)"
+    copy = f"triton {EMBEDDER} (batching off, A/A copy)"
+    assert saved["variants"][copy] == {**saved["variants"][off], "copy_of": off}
+    assert copy not in saved["candidates"] and off not in saved["candidates"]
+    assert {p["system"] for p in saved["points"]} >= {off, copy, "FastAPI + PyTorch"}
+    assert all(p["failures"] == 0 and p["rps"] > 0 for p in saved["points"]), saved["points"]
+    # --confirm with --baselines measures the batching-off reference again beside the chosen config
+    confirmation = saved["confirmation"]
+    assert {p["system"] for p in confirmation["points"]} == {saved["recommendation"]["system"], off}
+    assert confirmation["drift"] == pytest.approx(confirmation["reference_after_rps"] / confirmation["reference_before_rps"])
+    assert "corrected for the machine's drift" in result.output
+    printed = subprocess.run([sys.executable, "-m", "tritonize.benchmarks.plan_targets", str(out / "results.json"), "--slo-ms", "500"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "A/A copy / off" in printed and "A/A difference at any level" in printed
+    refused = CliRunner().invoke(app, ["plan", "--control", "--out", str(tmp_path / "refused")])
+    assert refused.exit_code != 0 and "add --baselines" in refused.output
+
+
 def test_streaming_generation_records_ttft_and_tokens_per_second(server, tmp_path):
     from tests.tiny_generators import GPT2
 
@@ -209,3 +243,32 @@ def test_plan_targets_compare_batching_on_and_off_per_level_and_round():
     assert on_off_rows(results) == [(on, 1, 1.0, [0.9, 1.1]), (on, 8, 140 / 105, [1.5, 1.3])]
     # up to each system's peak req/s: off peaks at 8 users (its 16-user level is saturated and not counted)
     assert tail_ratios(points) == {on: 2.5, off: 5.0}
+
+
+def test_a_confirmation_is_corrected_by_how_far_the_reference_moved():
+    from tritonize.benchmarks.planner import confirmation_ratios
+
+    # the machine got 20% slower between the sweep and the confirmation: the reference shows it
+    r = confirmation_ratios(predicted=200, confirmed=150, reference_before=100, reference_after=80)
+    assert r["ratio"] == pytest.approx(0.75) and r["drift"] == pytest.approx(0.8) and r["corrected_ratio"] == pytest.approx(0.9375)
+    assert "drift" not in confirmation_ratios(200, 150)  # no reference measured (a plan without --baselines)
+    assert "drift" not in confirmation_ratios(200, 150, 0.0, 80)  # the reference met the SLO at no level
+
+
+def test_plan_targets_read_on_off_against_the_aa_control():
+    """With `--control`, a second batching-off server: an on / off ratio below 1 counts as 'within A/A'
+    only where the two identical servers differed at least as much at that level."""
+    from tritonize.benchmarks.planner import PlanResults
+    from tritonize.benchmarks.plan_targets import control_ratios, on_off_rows, on_off_verdict
+
+    on, off, copy = "triton m (batch<=64)", "triton m (batching off)", "triton m (batching off, A/A copy)"
+    points = [Point(on, 1, 95, 10, 20, 25), Point(off, 1, 100, 10, 20, 22), Point(copy, 1, 92, 10, 20, 22),
+              Point(on, 2, 90, 20, 30, 35), Point(off, 2, 100, 20, 30, 32), Point(copy, 2, 97, 20, 30, 32)]
+    variants = {on: {"model": "m", "dynamic_batching": True}, off: {"model": "m", "dynamic_batching": False},
+                copy: {"model": "m", "dynamic_batching": False, "copy_of": off}}
+    results = PlanResults({}, {}, points, [], variants=variants)
+    assert [r[0] for r in on_off_rows(results)] == [on, on]  # the copy is neither the baseline nor a batching-on system
+    assert control_ratios(results) == pytest.approx({1: 0.92, 2: 0.97})
+    assert on_off_verdict(0.95, 0.92) == "within A/A" and on_off_verdict(0.90, 0.97) == "NO"
+    assert on_off_verdict(1.02, None) == "yes" and on_off_verdict(0.99, None) == "NO"
+    assert control_ratios(PlanResults({}, {}, points[:2], [], variants={k: variants[k] for k in (on, off)})) == {}

@@ -126,6 +126,8 @@ def plan(
     target_rps: float = typer.Option(1000, help="Request rate to plan replicas for."),
     headroom: float = typer.Option(0.25, help="Spare capacity to keep (0.25 = 25%)."),
     baselines: bool = typer.Option(False, help="Also run dynamic batching off and FastAPI + PyTorch."),
+    control: bool = typer.Option(False, help="With --baselines: a second, identical batching-off server (an A/A control), "
+                                              "so the on / off ratios can be read against two identical servers' ratio."),
     pin: bool = typer.Option(True, help="Pin servers to core 0 and Locust to core 1."),
     apply: bool = typer.Option(False, help="Write the recommended settings into the repository."),
     confirm: bool = typer.Option(False, help="Measure the recommended config again and compare with the prediction."),
@@ -133,7 +135,7 @@ def plan(
     out: Path = typer.Option(None, help="Output folder (default: bench_results/plan-TIMESTAMP)."),
 ) -> None:
     """Sweep server configurations x offered loads; recommend a config and replicas for an SLO."""
-    from tritonize.benchmarks.planner import PlanResults, max_throughput_under_slo, recommend
+    from tritonize.benchmarks.planner import PlanResults, confirmation_ratios, max_throughput_under_slo, recommend
     from tritonize.benchmarks.report import write_report
     from tritonize.benchmarks.scenarios import Scenario
     from tritonize.benchmarks.sweep import sweep
@@ -141,6 +143,8 @@ def plan(
 
     if percentile not in (50, 95, 99):
         raise typer.BadParameter("percentile must be 50, 95 or 99")
+    if control and not baselines:
+        raise typer.BadParameter("--control copies the batching-off baseline: add --baselines")
     out = _out(out, "plan")
     if source:
         results = PlanResults.load(source)
@@ -155,23 +159,38 @@ def plan(
                    for j, m in enumerate(models) for k, v in enumerate(grid)]
         n_candidates = len(systems)
         if baselines:
-            systems.append(TritonVariant(repository, sc.model, Variant(dynamic_batching=False, threads=grid[0].threads), out / "repository-off", server_cpus))
+            off = TritonVariant(repository, sc.model, Variant(dynamic_batching=False, threads=grid[0].threads), out / "repository-off", server_cpus)
+            systems.append(off)
+            if control:
+                systems.append(TritonVariant(repository, sc.model, off.variant, out / "repository-off-copy", server_cpus, copy_of=off.name))
             systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus))
         setup = {"scenario": sc.name, "seconds per level": seconds, "rounds": rounds, "offered loads (users)": users,
                  "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
         results = sweep(systems, sc, _ints(users), seconds, out, locust_cpus, 1, setup, rounds=rounds)
         results.candidates = [s.name for s in systems[:n_candidates]]
-        results.variants = {s.name: {"model": s.model, **asdict(s.variant)} for s in systems if isinstance(s, TritonVariant)}
+        results.variants = {s.name: {"model": s.model, **asdict(s.variant), **({"copy_of": s.copy_of} if s.copy_of else {})}
+                            for s in systems if isinstance(s, TritonVariant)}
     rec = recommend(results.points, slo_ms, percentile, target_rps, headroom, results.candidates or None)
     if confirm and rec.system and sc:
         chosen_model, chosen = _chosen(results, rec.system)
-        again = sweep([TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)], sc, _ints(users), seconds,
-                      out / "confirm", locust_cpus, rounds=rounds)
-        confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
-        results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
-        results.confirmation = {"system": rec.system, "predicted_rps": rec.max_rps, "confirmed_rps": confirmed,
-                                "points": [asdict(p) for p in again.points], "runs": again.runs}
-        console.print(results.setup["confirmation"])
+        confirming = [TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)]
+        if baselines:  # the batching-off reference again, side by side: how far the machine moved since the sweep
+            confirming.append(TritonVariant(repository, sc.model, off.variant, out / "repository-confirm-off", server_cpus))
+        again = sweep(confirming, sc, _ints(users), seconds, out / "confirm", locust_cpus, rounds=rounds)
+
+        def capacity(points, name):
+            return max_throughput_under_slo([p for p in points if p.system == name], slo_ms, percentile)
+
+        confirmed = capacity(again.points, confirming[0].name)
+        reference = (capacity(results.points, off.name), capacity(again.points, off.name)) if baselines else (None, None)
+        ratios = confirmation_ratios(rec.max_rps, confirmed, *reference)
+        line = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({ratios['ratio']:.2f}x)"
+        if "drift" in ratios:
+            line += (f"; the batching-off reference went {reference[0]:.1f} -> {reference[1]:.1f} req/s ({ratios['drift']:.2f}x), "
+                     f"so corrected for the machine's drift {ratios['corrected_ratio']:.2f}x")
+        results.setup["confirmation"] = line
+        results.confirmation = {"system": rec.system, **ratios, "points": [asdict(p) for p in again.points], "runs": again.runs}
+        console.print(line)
     results.recommendation = asdict(rec)
     results.save(out / "results.json")
     _print_points(results)
