@@ -99,20 +99,6 @@ def recommend(points: list[Point], slo_ms: float, percentile: int, target_rps: f
     return Recommendation(slo_ms, percentile, target_rps, headroom, capacity, system, pool[system], replicas, note)
 
 
-def confirmation_ratios(predicted: float, confirmed: float, reference_before: float | None = None,
-                        reference_after: float | None = None) -> dict:
-    """The confirmation against the prediction, raw and corrected for the machine's drift between the
-    sweep and the confirmation run. The reference (batching off) is measured in both, so
-    reference_after / reference_before is how much the machine itself moved (this VM's speed drifts by
-    15-25% over minutes), and confirmed / (predicted x drift) is the prediction's own error."""
-    out = {"predicted_rps": predicted, "confirmed_rps": confirmed, "ratio": confirmed / predicted if predicted else None}
-    if reference_before and reference_after and predicted:
-        drift = reference_after / reference_before
-        out |= {"reference_before_rps": reference_before, "reference_after_rps": reference_after, "drift": drift,
-                "corrected_ratio": confirmed / (predicted * drift)}
-    return out
-
-
 @dataclass
 class PlanResults:
     """Raw results of a sweep, saved so the plan can be re-derived (`tritonize plan --from FILE`)."""

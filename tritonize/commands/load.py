@@ -135,7 +135,7 @@ def plan(
     out: Path = typer.Option(None, help="Output folder (default: bench_results/plan-TIMESTAMP)."),
 ) -> None:
     """Sweep server configurations x offered loads; recommend a config and replicas for an SLO."""
-    from tritonize.benchmarks.planner import PlanResults, confirmation_ratios, max_throughput_under_slo, recommend
+    from tritonize.benchmarks.planner import PlanResults, max_throughput_under_slo, recommend
     from tritonize.benchmarks.report import write_report
     from tritonize.benchmarks.scenarios import Scenario
     from tritonize.benchmarks.sweep import sweep
@@ -173,24 +173,13 @@ def plan(
     rec = recommend(results.points, slo_ms, percentile, target_rps, headroom, results.candidates or None)
     if confirm and rec.system and sc:
         chosen_model, chosen = _chosen(results, rec.system)
-        confirming = [TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)]
-        if baselines:  # the batching-off reference again, side by side: how far the machine moved since the sweep
-            confirming.append(TritonVariant(repository, sc.model, off.variant, out / "repository-confirm-off", server_cpus))
-        again = sweep(confirming, sc, _ints(users), seconds, out / "confirm", locust_cpus, rounds=rounds)
-
-        def capacity(points, name):
-            return max_throughput_under_slo([p for p in points if p.system == name], slo_ms, percentile)
-
-        confirmed = capacity(again.points, confirming[0].name)
-        reference = (capacity(results.points, off.name), capacity(again.points, off.name)) if baselines else (None, None)
-        ratios = confirmation_ratios(rec.max_rps, confirmed, *reference)
-        line = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({ratios['ratio']:.2f}x)"
-        if "drift" in ratios:
-            line += (f"; the batching-off reference went {reference[0]:.1f} -> {reference[1]:.1f} req/s ({ratios['drift']:.2f}x), "
-                     f"so corrected for the machine's drift {ratios['corrected_ratio']:.2f}x")
-        results.setup["confirmation"] = line
-        results.confirmation = {"system": rec.system, **ratios, "points": [asdict(p) for p in again.points], "runs": again.runs}
-        console.print(line)
+        again = sweep([TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)], sc, _ints(users), seconds,
+                      out / "confirm", locust_cpus, rounds=rounds)
+        confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
+        results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
+        results.confirmation = {"system": rec.system, "predicted_rps": rec.max_rps, "confirmed_rps": confirmed,
+                                "points": [asdict(p) for p in again.points], "runs": again.runs}
+        console.print(results.setup["confirmation"])
     results.recommendation = asdict(rec)
     results.save(out / "results.json")
     _print_points(results)
