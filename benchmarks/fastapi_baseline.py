@@ -3,7 +3,10 @@
     TRITONIZE_BASELINE_MODEL=sentence-transformers/all-MiniLM-L6-v2 uvicorn tritonize.benchmarks.fastapi_baseline:app
 
 POST /embed {"texts": [...]} -> {"embeddings": [[...], ...]}: the same tokenization, mean pooling and
-L2 normalisation as the served ensemble, in PyTorch eager, one request at a time.
+L2 normalisation as the served ensemble, in PyTorch eager, one request at a time. With
+TRITONIZE_BASELINE_TASK=classify it loads the checkpoint's classification head instead and serves
+POST /classify {"texts": [...]} -> {"labels": [...], "probabilities": [[...], ...]}, what the served
+classify pipeline returns (the load tests call /{scenario pipeline}).
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import os
 import torch
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from tritonize.converters.checkpoints import resolve
 
 torch.set_num_threads(int(os.environ.get("TRITONIZE_BASELINE_THREADS", "1")))
 SOURCE = resolve(os.environ.get("TRITONIZE_BASELINE_MODEL", "sentence-transformers/all-MiniLM-L6-v2"))
+TASK = os.environ.get("TRITONIZE_BASELINE_TASK", "embed")
+if TASK not in ("embed", "classify"):
+    raise SystemExit(f"TRITONIZE_BASELINE_TASK must be embed or classify, got {TASK!r}")
 tokenizer = AutoTokenizer.from_pretrained(SOURCE)
-model = AutoModel.from_pretrained(SOURCE).eval()
+model = (AutoModelForSequenceClassification if TASK == "classify" else AutoModel).from_pretrained(SOURCE).eval()
 app = FastAPI(title="FastAPI + PyTorch baseline")
 
 
@@ -33,7 +39,6 @@ def health() -> dict:
     return {"ok": True}
 
 
-@app.post("/embed")
 def embed(req: EmbedRequest) -> dict:
     enc = tokenizer(req.texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
     with torch.inference_mode():
@@ -41,3 +46,14 @@ def embed(req: EmbedRequest) -> dict:
     mask = enc["attention_mask"].unsqueeze(-1).float()
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
     return {"embeddings": torch.nn.functional.normalize(pooled, dim=-1).tolist()}
+
+
+def classify(req: EmbedRequest) -> dict:
+    enc = tokenizer(req.texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.inference_mode():
+        probabilities = model(**enc).logits.float().softmax(dim=-1)
+    labels = [model.config.id2label[i] for i in probabilities.argmax(dim=-1).tolist()]
+    return {"labels": labels, "probabilities": probabilities.tolist()}
+
+
+app.post(f"/{TASK}")(classify if TASK == "classify" else embed)  # the one route the loaded model serves

@@ -137,13 +137,14 @@ class FastApiBaseline:
     name = "FastAPI + PyTorch"
     stats_urls = (None, None)
 
-    def __init__(self, model: str, cpus: str | None = None, threads: int = 1):
-        self.model, self.cpus, self.threads = model, cpus, threads
+    def __init__(self, model: str, cpus: str | None = None, threads: int = 1, task: str = "embed"):
+        self.model, self.cpus, self.threads, self.task = model, cpus, threads, task  # task: embed or classify
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120) -> str:
         port = free_port()
-        env = {**os.environ, "TRITONIZE_BASELINE_MODEL": self.model, "TRITONIZE_BASELINE_THREADS": str(self.threads)}
+        env = {**os.environ, "TRITONIZE_BASELINE_MODEL": self.model, "TRITONIZE_BASELINE_THREADS": str(self.threads),
+               "TRITONIZE_BASELINE_TASK": self.task}
         cmd = [sys.executable, "-m", "uvicorn", "tritonize.benchmarks.fastapi_baseline:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         self.proc = subprocess.Popen((["taskset", "-c", self.cpus] if self.cpus else []) + cmd, env=env, start_new_session=True)
         url = f"http://127.0.0.1:{port}"

@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -170,6 +171,40 @@ def test_plan_control_serves_a_second_identical_baseline(built, tmp_path):
     assert "A/A copy / off" in printed and "A/A difference at any level" in printed
     refused = CliRunner().invoke(app, ["plan", "--control", "--out", str(tmp_path / "refused")])
     assert refused.exit_code != 0 and "add --baselines" in refused.output
+
+
+def test_the_fastapi_baseline_classifies_like_pytorch(built):
+    """A classify scenario's baseline serves /classify: the checkpoint's head in PyTorch (the reference,
+    probabilities within 1e-5), its labels by name; /embed is not served by a classifier baseline."""
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tritonize.benchmarks.systems import FastApiBaseline
+
+    texts = ["a short one", "and a somewhat longer text to classify here", "third"]
+    checkpoint = str(built["tiny_bert_classifier"])
+    baseline = FastApiBaseline(checkpoint, task="classify")
+    url = baseline.start()
+    try:
+        def post(route: str):
+            body = _json.dumps({"texts": texts}).encode()
+            return urllib.request.urlopen(urllib.request.Request(f"{url}/{route}", data=body, headers={"Content-Type": "application/json"}), timeout=30)
+
+        got = _json.loads(post("classify").read())
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            post("embed")
+        assert missing.value.code == 404
+    finally:
+        baseline.stop()
+    tokenizer, model = AutoTokenizer.from_pretrained(checkpoint), AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    with torch.inference_mode():
+        want = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+    np.testing.assert_allclose(np.array(got["probabilities"]), want.numpy(), atol=1e-5)
+    assert got["labels"] == [model.config.id2label[i] for i in want.argmax(-1).tolist()]
 
 
 def test_streaming_generation_records_ttft_and_tokens_per_second(server, tmp_path):

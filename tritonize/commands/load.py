@@ -163,7 +163,9 @@ def plan(
             systems.append(off)
             if control:
                 systems.append(TritonVariant(repository, sc.model, off.variant, out / "repository-off-copy", server_cpus, copy_of=off.name))
-            systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus))
+            if sc.pipeline not in ("embed", "classify"):
+                raise typer.BadParameter(f"--baselines has a FastAPI + PyTorch server for embed and classify scenarios, not {sc.pipeline!r}")
+            systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus, task=sc.pipeline))
         setup = {"scenario": sc.name, "seconds per level": seconds, "rounds": rounds, "offered loads (users)": users,
                  "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
         results = sweep(systems, sc, _ints(users), seconds, out, locust_cpus, 1, setup, rounds=rounds)
