@@ -39,8 +39,12 @@ def health() -> dict:
     return {"ok": True}
 
 
+def _tokens(texts: list[str]) -> dict:
+    return tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+
+
 def embed(req: EmbedRequest) -> dict:
-    enc = tokenizer(req.texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    enc = _tokens(req.texts)
     with torch.inference_mode():
         hidden = model(**enc).last_hidden_state
     mask = enc["attention_mask"].unsqueeze(-1).float()
@@ -49,9 +53,8 @@ def embed(req: EmbedRequest) -> dict:
 
 
 def classify(req: EmbedRequest) -> dict:
-    enc = tokenizer(req.texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
     with torch.inference_mode():
-        probabilities = model(**enc).logits.float().softmax(dim=-1)
+        probabilities = model(**_tokens(req.texts)).logits.float().softmax(dim=-1)
     labels = [model.config.id2label[i] for i in probabilities.argmax(dim=-1).tolist()]
     return {"labels": labels, "probabilities": probabilities.tolist()}
 

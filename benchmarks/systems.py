@@ -136,9 +136,10 @@ class FastApiBaseline:
     user = "fastapi"
     name = "FastAPI + PyTorch"
     stats_urls = (None, None)
+    TASKS = ("embed", "classify")  # the scenario pipelines it serves (benchmarks/fastapi_baseline.py)
 
     def __init__(self, model: str, cpus: str | None = None, threads: int = 1, task: str = "embed"):
-        self.model, self.cpus, self.threads, self.task = model, cpus, threads, task  # task: embed or classify
+        self.model, self.cpus, self.threads, self.task = model, cpus, threads, task  # one of TASKS
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 120) -> str:

@@ -151,6 +151,8 @@ def plan(
         sc = None
     else:
         sc = Scenario.load(scenario)
+        if baselines and sc.pipeline not in FastApiBaseline.TASKS:
+            raise typer.BadParameter(f"--baselines has a FastAPI + PyTorch server for {' and '.join(FastApiBaseline.TASKS)} scenarios, not {sc.pipeline!r}")
         models = (model or sc.model).split(",")
         sc.model = models[0]
         server_cpus, locust_cpus = _pinning(pin)
@@ -163,8 +165,6 @@ def plan(
             systems.append(off)
             if control:
                 systems.append(TritonVariant(repository, sc.model, off.variant, out / "repository-off-copy", server_cpus, copy_of=off.name))
-            if sc.pipeline not in ("embed", "classify"):
-                raise typer.BadParameter(f"--baselines has a FastAPI + PyTorch server for embed and classify scenarios, not {sc.pipeline!r}")
             systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus, task=sc.pipeline))
         setup = {"scenario": sc.name, "seconds per level": seconds, "rounds": rounds, "offered loads (users)": users,
                  "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
