@@ -171,6 +171,10 @@ def test_plan_control_serves_a_second_identical_baseline(built, tmp_path):
     assert "A/A copy / off" in printed and "A/A difference at any level" in printed
     refused = CliRunner().invoke(app, ["plan", "--control", "--out", str(tmp_path / "refused")])
     assert refused.exit_code != 0 and "add --baselines" in refused.output
+    # no FastAPI + PyTorch baseline exists for generation: refused before anything starts
+    generate = Scenario(name="gen", pipeline="generate", model="gpt2", words=WordCounts(), pool_size=10).save(tmp_path / "gen.json")
+    refused = CliRunner().invoke(app, ["plan", "--scenario", str(generate), "--baselines", "--out", str(tmp_path / "refused-gen")])
+    assert refused.exit_code != 0 and "not 'generate'" in refused.output
 
 
 def test_the_fastapi_baseline_classifies_like_pytorch(built):
