@@ -19,7 +19,7 @@ for run in 1 2; do
      --users 1,2,4,8,16 --seconds 5 --rounds 2 --slo-ms 50 --target-rps 1000 --baselines --control --confirm --out $OUT/plan-mix-$run > $OUT/plan-mix-$run.log 2>&1
   $PY -m tritonize.benchmarks.plan_targets $OUT/plan-mix-$run/results.json > $OUT/targets-mix-$run.log 2>&1
   stamp engine-$run
-  $PY -m tritonize.benchmarks.engine_bench --seconds 3 --rounds 2 --repository $OUT/eb_repo --out $OUT/engine-$run.json > $OUT/engine-$run.log 2>&1
+  $PY -m tritonize.benchmarks.engine_bench --pin --seconds 3 --rounds 2 --repository $OUT/eb_repo --out $OUT/engine-$run.json > $OUT/engine-$run.log 2>&1
   stamp gen-$run
   $PY -m tritonize.benchmarks.generation_bench --models gpt2 --output $OUT/gen-$run.json > $OUT/gen-$run.log 2>&1
   stamp tts-$run

@@ -262,6 +262,51 @@ def test_engine_bench_compares_concurrency_one_with_in_process_over_the_same_tex
     assert row.p50_gap_ms == pytest.approx(1.5) and row.p50_ms == pytest.approx(5.0) and np.isfinite(row.texts_per_s)
 
 
+def test_engine_bench_pairs_alternate_windows_and_read_each_pair():
+    """The two targets come from (in-process, served) windows back to back, the order flipping each pair;
+    each pair gives one ratio and one same-texts gap, and the target is their median."""
+    from tritonize.benchmarks.engine_bench import paired_windows, summarize
+
+    calls, speed = [], iter([1.0, 1.0, 0.5, 0.5])  # the machine runs at half speed for the second pair
+
+    def inprocess(batch):
+        calls.append(f"in-process batch={batch}")
+        rate = 100 * next(speed) if batch == 4 else 50
+        return summarize("ORT in-process", "len16", f"batch={batch}", rate, 1.0, [0.004] * 3)
+
+    def served(conc, blocking):
+        calls.append(f"served conc={conc}{' blocking' if blocking else ''}")
+        rate = 90 * next(speed) if conc == 32 else 40
+        return summarize("served fused", "len16", f"conc={conc}", rate, 1.0, [0.0055, 0.0050, 0.0045] if blocking else [0.01])
+
+    pair = paired_windows(2, 1.0, inprocess, served, 4, "len16", "fused", None, None)
+    assert calls == ["in-process batch=4", "in-process batch=1", "served conc=32", "served conc=1 blocking",
+                     "served conc=32", "served conc=1 blocking", "in-process batch=4", "in-process batch=1"]
+    assert pair.conc32_ratios == pytest.approx([0.9, 0.9])  # each pair saw one machine speed
+    assert pair.gaps_ms == pytest.approx([1.0, 1.0]) and pair.gap_ms == pytest.approx(1.0)
+    assert pair.conc32 == pytest.approx(0.9) and pair.batch == 4
+
+
+def test_engine_bench_pins_every_thread_of_its_process():
+    """`--pin` moves ONNX Runtime's and torch's pool threads too, not only the calling thread."""
+    import subprocess
+    import sys
+
+    code = """
+import os, threading
+from tritonize.benchmarks.engine_bench import pin_process
+ready, done, ids = threading.Event(), threading.Event(), []
+def worker():
+    ids.append(threading.get_native_id()); ready.set(); done.wait()
+t = threading.Thread(target=worker); t.start(); ready.wait()
+pin_process({0})
+print(sorted(os.sched_getaffinity(ids[0])), sorted(os.sched_getaffinity(0)))
+done.set(); t.join()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("] [")
+    assert out[0] == "[0" and out[1].strip() == "0]"
+
+
 def test_plan_targets_compare_batching_on_and_off_per_level_and_round():
     from tritonize.benchmarks.planner import PlanResults
     from tritonize.benchmarks.plan_targets import on_off_rows, tail_ratios
