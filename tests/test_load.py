@@ -177,6 +177,31 @@ def test_plan_control_serves_a_second_identical_baseline(built, tmp_path):
     assert refused.exit_code != 0 and "not 'generate'" in refused.output
 
 
+def test_batcher_cost_measures_on_off_and_a_copy_in_rotating_windows(built, tmp_path):
+    """batcher_cost: three servers of one pipeline (batching on, off, off again), one user in rotating
+    windows; at one user no batch forms on any of them, and Triton's queue and compute are recorded."""
+    import subprocess
+    import sys
+
+    from tritonize.converters.repository import engine_model
+
+    out = tmp_path / "cost.json"
+    printed = subprocess.run([sys.executable, "-m", "tritonize.benchmarks.batcher_cost", "-r", str(built["repository"]),
+                              "--scenario", str(scenario(tmp_path)), "--pairs", "2", "--seconds", "0.5", "--out", str(out)],
+                             capture_output=True, text=True, check=True).stdout
+    saved = json.loads(out.read_text())
+    names = saved["systems"]
+    assert names["copy"] == names["off"].replace("(batching off)", "(batching off, A/A copy)")
+    for name in names.values():
+        windows = saved["windows"][name]
+        assert len(windows) == 2 and all(w["req/s"] > 0 and w["queue us"] >= 0 and w["compute us"] > 0 for w in windows)
+        assert all(w["avg batch"] == 1.0 for w in windows), windows  # one user: every execution runs one request
+    engine = engine_model(built["repository"], EMBEDDER)  # the step whose batching the two configs differ in
+    assert "dynamic_batching" in (out.with_suffix("") / "on" / engine / "config.pbtxt").read_text()
+    assert "dynamic_batching" not in (out.with_suffix("") / "off" / engine / "config.pbtxt").read_text()
+    assert "the batcher's hand-off" in " ".join(printed.split())
+
+
 def test_the_fastapi_baseline_classifies_like_pytorch(built):
     """A classify scenario's baseline serves /classify: the checkpoint's head in PyTorch (the reference,
     probabilities within 1e-5), its labels by name; /embed is not served by a classifier baseline."""
