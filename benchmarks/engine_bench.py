@@ -34,6 +34,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from tritonize.server.memory import reexec_with_huge_pages
 from tritonize.benchmarks.triton_stats import metrics
 from tritonize.benchmarks.workloads import fixed_tokens, mixed_lengths
 
@@ -266,6 +267,7 @@ def main() -> None:
     ap.add_argument("--pair-seconds", type=float, default=1.5, help="seconds per window of a pair")
     ap.add_argument("--out", type=Path, default=Path("bench_results/engine_bench.json"))
     args = ap.parse_args()
+    reexec_with_huge_pages("tritonize.benchmarks.engine_bench")  # in-process baselines on the served steps' allocator
     if args.pin and (os.cpu_count() or 1) < 2:
         ap.error("--pin needs at least two cores")
     args.threads = args.threads or (1 if args.pin else os.cpu_count() or 1)

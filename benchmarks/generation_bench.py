@@ -28,6 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tritonize.server.memory import reexec_with_huge_pages
 from tritonize.benchmarks.generation_models import build_gpt2_small, build_t5_small, prompts  # noqa: F401
 
 CACHE = Path.home() / ".cache" / "tritonize" / "generation-bench"
@@ -154,6 +155,7 @@ def main() -> None:
                     help="skip the side-by-side copy with batched prefill off")
     ap.add_argument("--output", type=Path, default=Path("bench_results/generation_bench.json"))
     args = ap.parse_args()
+    reexec_with_huge_pages("tritonize.benchmarks.generation_bench")  # in-process baselines on the served steps' allocator
 
     from tritonize.server import ServerConfig, TritonServer
 

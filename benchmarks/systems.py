@@ -26,6 +26,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonize.converters.repository import engine_model, read_config
 from tritonize.server import ServerConfig, TritonServer
 from tritonize.server.launcher import free_port
+from tritonize.server.memory import with_huge_pages
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ class TritonVariant:
     user = "grpc"
 
     def __init__(self, repo: Path, ensemble: str, variant: Variant, scratch: Path, cpus: str | None = None,
-                 copy_of: str | None = None):
+                 copy_of: str | None = None, huge_pages: bool = True):
         self.repo, self.ensemble, self.variant, self.scratch, self.cpus = repo, ensemble, variant, scratch, cpus
+        self.huge_pages = huge_pages  # ServerConfig.huge_pages (server/memory.py)
         self.model = ensemble
         self.engine = engine_model(repo, ensemble)  # whose Triton statistics show the engine's batches
         self.name = f"triton {ensemble} ({variant.label}{', A/A copy' if copy_of else ''})"
@@ -119,7 +121,7 @@ class TritonVariant:
         extra = []
         self.server = TritonServer(ServerConfig(self.scratch, http_port=0, grpc_port=0, metrics_port=0,
                                                 log_file=self.scratch.parent / f"{self.scratch.name}.log",
-                                                extra_args=extra, cpus=self.cpus))
+                                                extra_args=extra, cpus=self.cpus, huge_pages=self.huge_pages))
         self.server.start()
         return self.server.grpc_url
 
@@ -144,7 +146,8 @@ class FastApiBaseline:
 
     def start(self, timeout_s: float = 120) -> str:
         port = free_port()
-        env = {**os.environ, "TRITONIZE_BASELINE_MODEL": self.model, "TRITONIZE_BASELINE_THREADS": str(self.threads),
+        # The allocator the served steps get (server/memory.py), so the comparison is the serving stack.
+        env = {**with_huge_pages(os.environ), "TRITONIZE_BASELINE_MODEL": self.model, "TRITONIZE_BASELINE_THREADS": str(self.threads),
                "TRITONIZE_BASELINE_TASK": self.task}
         cmd = [sys.executable, "-m", "uvicorn", "tritonize.benchmarks.fastapi_baseline:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
         self.proc = subprocess.Popen((["taskset", "-c", self.cpus] if self.cpus else []) + cmd, env=env, start_new_session=True)

@@ -23,6 +23,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from tritonize.server.memory import reexec_with_huge_pages
+
 console = Console(width=120)  # the table stays readable in a log (no terminal)
 TEXT = ("Serving speech is mostly a question of latency. The first sentence should start playing quickly. "
         "Longer texts are split into sentences, and each one is synthesised on its own. "
@@ -37,6 +39,7 @@ def main() -> None:
     ap.add_argument("--repository", type=Path, default=Path(".tritonize/bench_repository"))
     ap.add_argument("--in-process-only", action="store_true", help="PyTorch vs ORT in-process only (no server)")
     args = ap.parse_args()
+    reexec_with_huge_pages("tritonize.benchmarks.tts_bench")  # in-process baselines on the served steps' allocator
 
     import torch
     from transformers import AutoTokenizer, VitsModel

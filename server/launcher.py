@@ -26,6 +26,7 @@ from pathlib import Path
 
 from tritonize.server.binary import TritonBinary, find_binary
 from tritonize.server.control import ModelControl
+from tritonize.server.memory import with_huge_pages
 from tritonize.server.stubs import remove_shm_regions, stubs_of
 
 # The embedded Triton (2.51) predates the 2025 security fixes: keep these APIs behind a key header.
@@ -88,6 +89,7 @@ class ServerConfig:
     # --http-max-input-size (bytes), passed only when set: Triton >= 2.59 (NGC 25.07); the embedded 2.51 lacks it.
     http_max_input_size: int | None = None
     extra_args: list[str] = field(default_factory=list)
+    huge_pages: bool = True  # glibc's malloc asks for transparent huge pages (server/memory.py)
     protocols: tuple[str, ...] = PROTOCOLS  # ("grpc",) turns the HTTP front end off
     # The embedded 2.51 binary predates NVIDIA's 2025-2026 Triton security fixes: loopback only, unless
     # the operator accepts that risk explicitly.
@@ -196,6 +198,7 @@ class TritonServer:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.write_text("")
         env = {**os.environ, **self.binary.env}
+        env = with_huge_pages(env) if self.config.huge_pages else env
         # Own process group: a terminal's Ctrl-C reaches us, we forward it, and stop() can reap stubs.
         command = (["taskset", "-c", self.config.cpus] if self.config.cpus else []) + self.command()
         self.process = subprocess.Popen(
