@@ -3,9 +3,10 @@
 ONNX Runtime and PyTorch keep weights in malloc'd memory (all-MiniLM-L6-v2: ~90 MB in 4 KiB pages, far
 more pages than the TLB holds), and most distributions ship THP as `madvise`, so nothing gets huge pages
 unless the allocator asks. glibc >= 2.35 asks when `GLIBC_TUNABLES` holds `glibc.malloc.hugetlb=1`
-(older glibc ignores the name). In process, ONNX Runtime MiniLM on one thread measured 0.90x the time
-per call at batch 1, 16 tokens and 0.96x at batch 8 (medians of 8 alternating process pairs); served,
-0.98x on embed-mix at one user (`benchmarks/huge_pages_bench.py`). Every stub inherits tritonserver's
+(older glibc ignores the name). `benchmarks/huge_pages_bench.py`, two runs: ONNX Runtime MiniLM on one
+thread in process took 0.88x and 0.91x the time per call at batch 1 x 16 tokens and 0.94x and 0.98x at
+batch 8 x 24 (medians of 8 alternating process pairs); served, the step's compute per request on
+embed-mix at one user was 0.96x and 0.95x (two servers per arm). Every stub inherits tritonserver's
 environment, so setting it at launch covers them all. An operator's own `glibc.malloc.hugetlb` wins.
 """
 

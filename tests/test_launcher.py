@@ -87,6 +87,31 @@ def test_servers_bind_loopback_only(server):
     assert "--http-address=127.0.0.1" in server.command() and "--model-control-mode=explicit" in server.command()
 
 
+def test_huge_pages_tunable_joins_the_operators_and_yields_to_their_choice():
+    from tritonize.server.memory import with_huge_pages
+
+    assert with_huge_pages({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    assert with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})["GLIBC_TUNABLES"] == \
+        "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+
+
+def test_the_server_and_every_stub_run_with_huge_pages(server):
+    """ServerConfig.huge_pages (the default): tritonserver starts with the tunable and its stubs inherit
+    it; where the kernel offers THP (`madvise` or `always`), the stubs hold huge pages."""
+    from tritonize.benchmarks.huge_pages_bench import anon_huge_kb
+    from tritonize.server.stubs import stubs_of
+
+    stubs = [s.pid for s in stubs_of(server.process.pid)]
+    assert stubs
+    for pid in [server.process.pid, *stubs]:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert any(e.startswith(b"GLIBC_TUNABLES=") and b"glibc.malloc.hugetlb=1" in e for e in environ), pid
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp.exists() and "[never]" not in thp.read_text():
+        assert sum(anon_huge_kb(pid) for pid in stubs) > 0
+
+
 def test_writer_emits_parseable_configs_for_both_flavours():
     from google.protobuf import text_format
 

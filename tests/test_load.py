@@ -202,6 +202,28 @@ def test_batcher_cost_measures_on_off_and_a_copy_in_rotating_windows(built, tmp_
     assert "the batcher's hand-off" in " ".join(printed.split())
 
 
+def test_huge_pages_bench_serves_both_arms_and_only_one_asks_for_huge_pages(built, tmp_path):
+    """huge_pages_bench: two servers per arm and fresh in-process sessions per arm; under the kernel's
+    `madvise` THP mode only the servers started with the tunable hold huge pages."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "huge.json"
+    printed = subprocess.run([sys.executable, "-m", "tritonize.benchmarks.huge_pages_bench", "-r", str(built["repository"]),
+                              "--scenario", str(scenario(tmp_path)), "--rounds", "2", "--seconds", "0.3", "--pairs", "1",
+                              "--out", str(out)], capture_output=True, text=True, check=True).stdout
+    saved = json.loads(out.read_text())
+    served = saved["served"]
+    assert served["arms"] == ["default", "huge pages"] * 2
+    assert all(len(c) == 2 and min(c) > 0 for c in served["compute_us"]) and len(served["huge_over_default_per_round"]) == 2
+    assert all(len(v) == 1 and v[0] > 0 for v in saved["in_process"]["huge_over_default_per_pair"].values())
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp.exists() and "[madvise]" in thp.read_text():
+        assert served["stub_huge_kb"][0] == served["stub_huge_kb"][2] == 0
+        assert served["stub_huge_kb"][1] > 0 and served["stub_huge_kb"][3] > 0
+    assert "huge pages / default" in " ".join(printed.split())
+
+
 def test_the_fastapi_baseline_classifies_like_pytorch(built):
     """A classify scenario's baseline serves /classify: the checkpoint's head in PyTorch (the reference,
     probabilities within 1e-5), its labels by name; /embed is not served by a classifier baseline."""
