@@ -17,6 +17,9 @@ this process for the in-process rows) and the gRPC client on core 1, with one en
 the client shares the server's cores, so the served rows pay for the client's CPU and the in-process
 rows pay for none: at concurrency 32 on len16 the server used about the in-process engine's CPU per
 text (4.8-5.5 vs 5.2 ms) while serving 0.80x its texts/s. Pinned, both sides get the same core.
+
+The two targets (served conc=32 >= 0.9x in-process best, conc=1 p50 within 1 ms) are read from
+`--pairs` alternating windows of in-process and served calls, seconds apart, not from the table's rows.
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tritonize.server.memory import reexec_with_huge_pages
 from tritonize.benchmarks.triton_stats import metrics
 from tritonize.benchmarks.workloads import fixed_tokens, mixed_lengths
+from tritonize.server.memory import reexec_with_huge_pages
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SERVED = "minilm"  # + "-" + flavour
@@ -322,9 +325,9 @@ def main() -> None:
     config = ServerConfig(args.repository, http_port=0, grpc_port=0, metrics_port=0,
                           cpus=",".join(map(str, sorted(engine_cpus))) if engine_cpus else None)
     with TritonServer(config) as server:
-        # Per workload, the in-process rows and then the served ones, so that each target ratio compares
-        # rows measured about a minute apart; in rounds, each row's median (this VM's speed drifts by
-        # 15-25% over minutes: measured at the start and the end of a run, a ratio moved 0.74 -> 1.05).
+        # Per workload, the in-process rows and then the served ones; in rounds, each row's median. The
+        # targets are read from `paired_windows` after them: rows a minute apart moved with this VM's
+        # speed (15-25% over minutes: a ratio measured at the start and the end of a run, 0.74 -> 1.05).
         for _ in range(args.rounds):
             for name, texts in workloads.items():
                 measured: list[Result] = []
