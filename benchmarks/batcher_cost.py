@@ -20,6 +20,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from rich.console import Console
@@ -59,6 +60,36 @@ def measure_window(client, system: TritonVariant, texts: list[str], outputs: lis
     return {"req/s": len(latencies) / elapsed, "client ms": float(np.mean(latencies)) * 1e3,
             "success us": pipeline["success_ms"] * 1e3, "queue us": step["queue_ms"] * 1e3,
             "compute us": step["compute_infer_ms"] * 1e3, "avg batch": step["avg_batch"]}
+
+
+def rotating_windows(systems: list[TritonVariant], scenario: Scenario, rounds: int, seconds: float,
+                     on_started: Callable[[], None] = lambda: None) -> list[list[dict[str, float]]]:
+    """Start `systems`, then one closed-loop user in `rotation` windows; per system, its windows. The
+    servers run where they were pinned (core 0 here), this client on core 1 (two cores or more);
+    `on_started` runs once every server is up. Every server is stopped on the way out."""
+    import tritonclient.grpc as grpc
+
+    texts = scenario.texts()
+    try:
+        for s in systems:
+            s.start()
+        on_started()
+        if (os.cpu_count() or 1) >= 2:
+            os.sched_setaffinity(0, {1})
+        clients = [grpc.InferenceServerClient(s.server.grpc_url) for s in systems]
+        for c, s in zip(clients, systems):
+            measure_window(c, s, texts, scenario.outputs, 1.0)  # warm: first calls, page faults
+        windows: list[list[dict[str, float]]] = [[] for _ in systems]
+        for order in rotation(len(systems), rounds):
+            for i in order:
+                windows[i].append(measure_window(clients[i], systems[i], texts, scenario.outputs, seconds))
+        for c in clients:
+            c.close()
+    finally:
+        for s in systems:
+            s.stop()
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return windows
 
 
 def differences(windows: dict[str, list[dict]], system: str, base: str) -> dict[str, list[float]]:
@@ -108,38 +139,20 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="seconds per window")
     ap.add_argument("--out", type=Path, default=Path("bench_results/batcher_cost.json"))
     args = ap.parse_args()
-    import tritonclient.grpc as grpc
 
     sc = Scenario.load(args.scenario)
-    model, texts = args.model or sc.model, sc.texts()
-    pinned = (os.cpu_count() or 1) >= 2
-    server_cpus = "0" if pinned else None
+    model = args.model or sc.model
+    server_cpus = "0" if (os.cpu_count() or 1) >= 2 else None
     scratch = args.out.with_suffix("")
     on = TritonVariant(args.repository, model, Variant(max_queue_delay_us=0, threads=args.threads), scratch / "on", server_cpus)
     off = TritonVariant(args.repository, model, Variant(dynamic_batching=False, threads=args.threads), scratch / "off", server_cpus)
     copy = TritonVariant(args.repository, model, off.variant, scratch / "off-copy", server_cpus, copy_of=off.name)
     systems = [on, off, copy]
-    try:
-        for s in systems:
-            s.start()
-        if pinned:
-            os.sched_setaffinity(0, {1})
-        clients = [grpc.InferenceServerClient(s.server.grpc_url) for s in systems]
-        for c, s in zip(clients, systems):
-            measure_window(c, s, texts, sc.outputs, 1.0)  # warm: first calls, page faults
-        windows: dict[str, list[dict]] = {s.name: [] for s in systems}
-        for order in rotation(len(systems), args.pairs):
-            for i in order:
-                windows[systems[i].name].append(measure_window(clients[i], systems[i], texts, sc.outputs, args.seconds))
-        for c in clients:
-            c.close()
-    finally:
-        for s in systems:
-            s.stop()
+    windows = dict(zip((s.name for s in systems), rotating_windows(systems, sc, args.pairs, args.seconds)))
     report(windows, on.name, off.name, copy.name)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"scenario": sc.name, "model": model, "threads": args.threads, "seconds": args.seconds,
-                                    "pinning": "servers on core 0, client on core 1" if pinned else "none",
+                                    "pinning": "servers on core 0, client on core 1" if server_cpus else "none",
                                     "systems": {"on": on.name, "off": off.name, "copy": copy.name}, "windows": windows}, indent=2))
     console.print(f"raw figures: {args.out}")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from tritonize.benchmarks.batcher_cost import measure_window, rotation
+from tritonize.benchmarks.batcher_cost import rotating_windows
 from tritonize.benchmarks.scenarios import Scenario
 from tritonize.benchmarks.systems import TritonVariant, Variant
 from tritonize.converters.repository import engine_model
@@ -89,36 +89,19 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8, help="in process: pairs of fresh processes")
     ap.add_argument("--out", type=Path, default=Path("bench_results/huge_pages_bench.json"))
     args = ap.parse_args()
-    import tritonclient.grpc as grpc
 
     sc = Scenario.load(args.scenario)
-    model, texts = args.model or sc.model, sc.texts()
+    model = args.model or sc.model
     engine = engine_model(args.repository, model)
     cpus = "0" if (os.cpu_count() or 1) >= 2 else None
     scratch = args.out.with_suffix("")
     arms = [("default", False), ("huge pages", True)] * 2  # started alternately
     systems = [TritonVariant(args.repository, model, Variant(dynamic_batching=False, threads=1), scratch / f"server-{k}", cpus,
                              huge_pages=huge) for k, (_, huge) in enumerate(arms)]
-    compute: list[list[float]] = [[] for _ in systems]
-    try:
-        for s in systems:
-            s.start()
-        held = [sum(anon_huge_kb(stub.pid) for stub in stubs_of(s.server.process.pid)) for s in systems]
-        if cpus:
-            os.sched_setaffinity(0, {1})
-        clients = [grpc.InferenceServerClient(s.server.grpc_url) for s in systems]
-        for c, s in zip(clients, systems):
-            measure_window(c, s, texts, sc.outputs, 1.0)  # warm
-        for order in rotation(len(systems), args.rounds):
-            for i in order:
-                compute[i].append(measure_window(clients[i], systems[i], texts, sc.outputs, args.seconds)["compute us"])
-        for c in clients:
-            c.close()
-    finally:
-        for s in systems:
-            s.stop()
-    if cpus:
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    held: list[int] = []  # per server, the huge pages its stubs hold once loaded (kB)
+    windows = rotating_windows(systems, sc, args.rounds, args.seconds, on_started=lambda: held.extend(
+        sum(anon_huge_kb(stub.pid) for stub in stubs_of(s.server.process.pid)) for s in systems))
+    compute = [[w["compute us"] for w in mine] for mine in windows]
 
     for k, ((arm, _), kb) in enumerate(zip(arms, held)):
         console.print(f"served, server {k} ({arm}): compute per request median {np.median(compute[k]):.0f} us, "
