@@ -27,18 +27,12 @@ from rich.console import Console
 from rich.table import Table
 
 from tritonize.benchmarks.scenarios import Scenario
+from tritonize.benchmarks.sweep import measurement_order
 from tritonize.benchmarks.systems import TritonVariant, Variant
 from tritonize.benchmarks.triton_stats import snapshot, window
 
 console = Console(width=140)
 FIGURES = ("req/s", "client ms", "success us", "queue us", "compute us", "avg batch")
-
-
-def rotation(n_systems: int, rounds: int) -> list[list[int]]:
-    """Each round measures every system once; who goes first rotates and the direction flips each round,
-    so no system always follows the same one (the one after the FastAPI baseline measured slower in a plan)."""
-    return [[(r + k) % n_systems for k in range(n_systems)] if r % 2 == 0 else [(r - k) % n_systems for k in range(n_systems)]
-            for r in range(rounds)]
 
 
 def measure_window(client, system: TritonVariant, texts: list[str], outputs: list[str], seconds: float) -> dict[str, float]:
@@ -64,9 +58,10 @@ def measure_window(client, system: TritonVariant, texts: list[str], outputs: lis
 
 def rotating_windows(systems: list[TritonVariant], scenario: Scenario, rounds: int, seconds: float,
                      on_started: Callable[[], None] = lambda: None) -> list[list[dict[str, float]]]:
-    """Start `systems`, then one closed-loop user in `rotation` windows; per system, its windows. The
-    servers run where they were pinned (core 0 here), this client on core 1 (two cores or more);
-    `on_started` runs once every server is up. Every server is stopped on the way out."""
+    """Start `systems`, then one closed-loop user in windows that rotate between them as a plan's systems
+    do at one load level (`sweep.measurement_order`); per system, its windows. The servers run where they
+    were pinned (core 0 here), this client on core 1 (two cores or more); `on_started` runs once every
+    server is up. Every server is stopped on the way out."""
     import tritonclient.grpc as grpc
 
     texts = scenario.texts()
@@ -80,9 +75,8 @@ def rotating_windows(systems: list[TritonVariant], scenario: Scenario, rounds: i
         for c, s in zip(clients, systems):
             measure_window(c, s, texts, scenario.outputs, 1.0)  # warm: first calls, page faults
         windows: list[list[dict[str, float]]] = [[] for _ in systems]
-        for order in rotation(len(systems), rounds):
-            for i in order:
-                windows[i].append(measure_window(clients[i], systems[i], texts, scenario.outputs, seconds))
+        for _, i in measurement_order(len(systems), 1, rounds):
+            windows[i].append(measure_window(clients[i], systems[i], texts, scenario.outputs, seconds))
         for c in clients:
             c.close()
     finally:
