@@ -29,10 +29,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY tritonize/ tritonize/
 COPY client/ client/
-COPY server/ server/
-COPY runtime/ runtime/
 COPY converters/ converters/
-COPY benchmarks/ benchmarks/
 RUN pip wheel --no-cache-dir --no-deps -w /dist . \
     && pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" -c constraints.txt "$(ls /dist/tritonize-*.whl)[convert]"
 RUN mkdir -p /models && if [ "$CONVERT" = "demo" ]; then \

@@ -1,7 +1,7 @@
 """Chatbot benchmark, side by side in one run on one server: retrieval latency against the embedding
 pipeline alone, and a 100,000-entry FAQ (exact search and FAISS) against a 100-entry one.
 
-    .venv/bin/python -m tritonize.benchmarks.chat_bench [--rounds 10] [--entries 100000]
+    .venv/bin/python -m benchmarks.chat_bench [--rounds 10] [--entries 100000]
 
 The real all-MiniLM-L6-v2 embeds (nothing downloads); the generator is the tiny GPT-2 (retrieval mode
 never calls it). The 100-entry FAQ is the demo FAQ plus entries whose questions are embedded for real.
@@ -54,7 +54,7 @@ def _p(values: list[float], q: float) -> float:
 
 # -- the repository ---------------------------------------------------------------------------------
 def synthetic_entries(n: int, start: int, seed: int):
-    from tritonize.benchmarks.workloads import WORDS
+    from tritonize.planner.workloads import WORDS
     from tritonize.converters.chat.faq import FaqEntry
 
     rng = random.Random(seed)

@@ -1,6 +1,6 @@
 """Engine benchmark: PyTorch eager vs ONNX Runtime in-process vs the served pipeline, one run.
 
-    .venv/bin/python -m tritonize.benchmarks.engine_bench [--seconds 6] [--rounds 1] [--threads 2] [--flavours fused,python] [--pin]
+    .venv/bin/python -m benchmarks.engine_bench [--seconds 6] [--rounds 1] [--threads 2] [--flavours fused,python] [--pin]
 
 The served pipeline in each flavour side by side: `fused` (one Python-backend step) and `python` (the
 three-step ensemble: tokenizer -> model -> postprocess).
@@ -37,8 +37,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tritonize.benchmarks.triton_stats import metrics
-from tritonize.benchmarks.workloads import fixed_tokens, mixed_lengths
+from tritonize.planner.triton_stats import metrics
+from tritonize.planner.workloads import fixed_tokens, mixed_lengths
 from tritonize.server.memory import reexec_with_huge_pages
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -270,7 +270,7 @@ def main() -> None:
     ap.add_argument("--pair-seconds", type=float, default=1.5, help="seconds per window of a pair")
     ap.add_argument("--out", type=Path, default=Path("bench_results/engine_bench.json"))
     args = ap.parse_args()
-    reexec_with_huge_pages("tritonize.benchmarks.engine_bench")  # in-process baselines on the served steps' allocator
+    reexec_with_huge_pages("benchmarks.engine_bench")  # in-process baselines on the served steps' allocator
     if args.pin and (os.cpu_count() or 1) < 2:
         ap.error("--pin needs at least two cores")
     args.threads = args.threads or (1 if args.pin else os.cpu_count() or 1)

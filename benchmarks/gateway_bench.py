@@ -1,6 +1,6 @@
 """Gateway benchmark: the OpenAI-compatible gateway vs direct gRPC, measured side by side in one run.
 
-    .venv/bin/python -m tritonize.benchmarks.gateway_bench [--requests 400] [--seconds 8] [--streams 16]
+    .venv/bin/python -m benchmarks.gateway_bench [--requests 400] [--seconds 8] [--streams 16]
 
 One Triton server (MiniLM as `minilm`, a tiny random GPT-2 as `tiny-gpt2`; built into a cache on first
 use, nothing downloads) and one `tritonize gateway` process in front of it. This process drives both:
@@ -150,7 +150,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def run(args, grpc_url: str, gateway_url: str, gateway_pid: int) -> dict:
-    from tritonize.benchmarks.scenarios import Scenario
+    from tritonize.planner.scenarios import Scenario
 
     texts = Scenario.load("embed-mix").texts()
     sides = Sides(grpc_url, gateway_url)

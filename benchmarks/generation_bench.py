@@ -1,7 +1,7 @@
 """Generation benchmark: served (KV cache, continuous batching, streaming) vs Hugging Face `generate`
 in PyTorch, one request at a time and as a static batch, in one run.
 
-    .venv/bin/python -m tritonize.benchmarks.generation_bench [--models gpt2 t5] [--threads 2] [--new-tokens 32]
+    .venv/bin/python -m benchmarks.generation_bench [--models gpt2 t5] [--threads 2] [--new-tokens 32]
         [--no-prefill-baseline]
 
 GPT-2 small and T5-small architectures with random weights (nothing downloads; speed does not depend
@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tritonize.server.memory import reexec_with_huge_pages
-from tritonize.benchmarks.generation_models import build_gpt2_small, build_t5_small, prompts  # noqa: F401
+from benchmarks.generation_models import build_gpt2_small, build_t5_small, prompts  # noqa: F401
 
 CACHE = Path.home() / ".cache" / "tritonize" / "generation-bench"
 console = Console(width=200)  # the table stays whole in a log
@@ -155,7 +155,7 @@ def main() -> None:
                     help="skip the side-by-side copy with batched prefill off")
     ap.add_argument("--output", type=Path, default=Path("bench_results/generation_bench.json"))
     args = ap.parse_args()
-    reexec_with_huge_pages("tritonize.benchmarks.generation_bench")  # in-process baselines on the served steps' allocator
+    reexec_with_huge_pages("benchmarks.generation_bench")  # in-process baselines on the served steps' allocator
 
     from tritonize.server import ServerConfig, TritonServer
 
@@ -185,7 +185,7 @@ def main() -> None:
 
 
 def engine_counters(metrics_url: str, model: str) -> dict[str, float]:
-    from tritonize.benchmarks.triton_stats import metrics
+    from tritonize.planner.triton_stats import metrics
 
     prefix, tail = "tritonize_generation_", f"_total{{{model}}}"
     return {k[len(prefix) : -len(tail)]: v for k, v in metrics(metrics_url).items() if k.startswith(prefix) and k.endswith(tail)}

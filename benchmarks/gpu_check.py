@@ -1,7 +1,7 @@
 """GPU check (issue 9): every family on the PyTorch engine inside the real Triton server, measured in one run.
 
     bash benchmarks/gpu_check.sh                 # the GPU machine: carried wheels, then this script
-    python -m tritonize.benchmarks.gpu_check --dry-run --out /tmp/gpu   # tiny shapes on CPU, seconds (CI)
+    python -m benchmarks.gpu_check --dry-run --out /tmp/gpu   # tiny shapes on CPU, seconds (CI)
 
 Builds every model from a config (random weights; nothing downloads): a BERT-base-shaped encoder, a
 GPT-2-small-shaped generator and an MMS-TTS-sized VITS (plus tiny ones for the dtype parity checks),
@@ -31,9 +31,9 @@ from pathlib import Path
 # in-process and served CPU figures of a dry run are taken alike.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tritonize.benchmarks import gpu_measure as m  # noqa: E402
-from tritonize.benchmarks.gpu_report import markdown, ratios  # noqa: E402
-from tritonize.benchmarks.workloads import WORDS, fixed_tokens  # noqa: E402
+from benchmarks import gpu_measure as m  # noqa: E402
+from benchmarks.gpu_report import markdown, ratios  # noqa: E402
+from tritonize.planner.workloads import WORDS, fixed_tokens  # noqa: E402
 
 VITS_TEXT = "The server batches sentences from many requests together, and each one keeps its own voice and seed."
 
@@ -110,7 +110,7 @@ def environment(plan: Plan) -> dict:
 
 def build(run: Run) -> dict:
     """Checkpoints from configs: the measured shapes and the tiny parity models."""
-    from tritonize.benchmarks.generation_models import build_gpt2_small
+    from benchmarks.generation_models import build_gpt2_small
     from tritonize.converters.encoders.tiny import build_random_bert
     from tritonize.converters.generation.tiny import build_tiny_gpt2, build_tiny_t5
     from tritonize.converters.speech.tiny import build_tiny_vits
@@ -129,7 +129,7 @@ def build(run: Run) -> dict:
 
 def convert(run: Run, ck: dict) -> dict:
     """The served repository (PyTorch engine on the plan's device and dtype) and the parity models' folders."""
-    from tritonize.benchmarks.systems import Variant, apply_variant, read_config
+    from tritonize.planner.systems import Variant, apply_variant, read_config
     from tritonize.converters.device import Placement
     from tritonize.converters.encoders.weights import convert_bert_torch
     from tritonize.converters.generation.common import GenerationLimits
@@ -182,7 +182,7 @@ def in_process(run: Run, ck: dict, conv: dict) -> dict:
 def served(run: Run, ck: dict, conv: dict) -> dict:
     from transformers import AutoTokenizer
 
-    from tritonize.benchmarks.generation_models import prompts, stream_load
+    from benchmarks.generation_models import prompts, stream_load
     from tritonize.server import ServerConfig, TritonServer
 
     p, out = run.plan, {}
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _prompt_texts() -> list[str]:
-    from tritonize.benchmarks.generation_models import prompts
+    from benchmarks.generation_models import prompts
 
     return prompts(32)
 

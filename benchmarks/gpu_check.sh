@@ -15,11 +15,13 @@ done < "$ROOT/benchmarks/gpu_wheels.txt"
 [[ $missing == 0 ]] || exit 2
 rm -rf "$SITE" && mkdir -p "$SITE/tritonize"
 "$PY" -m pip install --quiet --no-index --no-deps --target "$SITE" "$ROOT"/wheels/*.whl
-# The layout pyproject's package-dir maps: tritonize/ plus the top-level folders inside it.
+# The layout pyproject's package-dir maps: tritonize/ plus the two top-level folders mapped into it;
+# the benchmarks are checkout scripts, beside it.
 for f in "$ROOT"/tritonize/*; do ln -s "$f" "$SITE/tritonize/"; done
-for d in client server runtime converters benchmarks; do ln -s "$ROOT/$d" "$SITE/tritonize/$d"; done
+for d in client converters; do ln -s "$ROOT/$d" "$SITE/tritonize/$d"; done
+ln -s "$ROOT/benchmarks" "$SITE/benchmarks"
 # The Python-backend stubs inherit this environment, so they import the same tree.
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRITONIZE_CACHE="$SITE/cache"
 OUT_DIR="${OUT:-$ROOT/bench_results/gpu_check}"
 cd "$SITE"  # not the checkout: its tritonize/ folder would shadow the mapped package
-exec "$PY" -m tritonize.benchmarks.gpu_check --out "$OUT_DIR" "$@"
+exec "$PY" -m benchmarks.gpu_check --out "$OUT_DIR" "$@"

@@ -226,7 +226,7 @@ async def _encoder_load(url: str, model: str, texts: list[str], concurrency: int
 
 
 def encoder_served(url: str, http_url: str, model: str, label: str, texts: list[str], concurrency: list[int], seconds: float) -> list[dict]:
-    from tritonize.benchmarks.triton_stats import snapshot, window
+    from tritonize.planner.triton_stats import snapshot, window
 
     rows = []
     for c in concurrency:

@@ -1,6 +1,6 @@
 """int8 benchmark: fp32 vs dynamic vs static int8 of all-MiniLM-L6-v2 in ONNX Runtime, one thread, one run.
 
-    .venv/bin/python -m tritonize.benchmarks.int8_bench [--seconds 2] [--rounds 3]
+    .venv/bin/python -m benchmarks.int8_bench [--seconds 2] [--rounds 3]
 
 Exports and fuses the model as `convert bert` does, quantises it both ways (the same calibration texts
 and outlier rewrites), and measures accuracy against fp32 on the held-out texts and throughput on the
@@ -9,7 +9,7 @@ thread), the graphs taking turns for `--rounds` rounds, so that a shared machine
 the table gives the median round. Also prints the plain (un-fused) graph's fp32 figure.
 
 The served ratios (int8 and fp32 against FastAPI + PyTorch) come from a `tritonize plan ... --baselines`
-run: `python -m tritonize.benchmarks.plan_targets OUT/results.json`.
+run: `python -m benchmarks.investigations.plan_targets OUT/results.json`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tritonize.benchmarks.workloads import mixed_lengths
+from tritonize.planner.workloads import mixed_lengths
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 console = Console(width=140)

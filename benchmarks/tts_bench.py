@@ -1,7 +1,7 @@
 """Speech benchmark: real-time factor and time to first audio of an MMS-TTS-sized VITS (random
 weights), PyTorch vs ONNX Runtime in-process vs served, in one run.
 
-    .venv/bin/python -m tritonize.benchmarks.tts_bench [--threads 2] [--repeats 3] [--in-process-only]
+    .venv/bin/python -m benchmarks.tts_bench [--threads 2] [--repeats 3] [--in-process-only]
 
 Real-time factor = seconds of compute per second of audio (lower is better). Served at concurrency
 8 it is wall time over the audio all 8 streams produced. Time to first audio compares the streaming
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--repository", type=Path, default=Path(".tritonize/bench_repository"))
     ap.add_argument("--in-process-only", action="store_true", help="PyTorch vs ORT in-process only (no server)")
     args = ap.parse_args()
-    reexec_with_huge_pages("tritonize.benchmarks.tts_bench")  # in-process baselines on the served steps' allocator
+    reexec_with_huge_pages("benchmarks.tts_bench")  # in-process baselines on the served steps' allocator
 
     import torch
     from transformers import AutoTokenizer, VitsModel

@@ -16,7 +16,7 @@ EMBEDDER = "minilm"  # the three-step ensemble (flavour python): tests that watc
 CLASSIFIER = "tiny-bert-cls"
 EMBEDDER_FUSED = "minilm-fused"  # the default flavour on CPU: one Python-backend model
 CLASSIFIER_FUSED = "tiny-bert-cls-fused"
-# Dynamic int8, calibrated on a few texts (tests/test_int8.py). The floor is not enforced: the random tiny
+# Dynamic int8, calibrated on a few texts (tests/encoders/test_int8.py). The floor is not enforced: the random tiny
 # classifier's logits are near ties, so a label flips with noise that means nothing for a trained model.
 CLASSIFIER_INT8 = "tiny-bert-cls-int8"
 
@@ -61,7 +61,7 @@ def build_chatbots(repo: Path, work: Path) -> dict:
     from tritonize.converters.chat.faq import demo_faq
     from tests.tiny_generators import GPT2
 
-    # The HNSW one calls the fused embedder: its answers are compared with the exact one's (test_chat.py).
+    # The HNSW one calls the fused embedder: its answers are compared with the exact one's (tests/chat/test_served.py).
     for name, index, embedder in ((CHATBOT, "exact", EMBEDDER), (CHATBOT_FAISS, "faiss", EMBEDDER_FUSED)):
         convert_chatbot(demo_faq(), embedder, GPT2, repo, name, threshold=0.5, top_k=3, index=index, log=lambda m: None)
     return {}
@@ -121,10 +121,10 @@ def raw_grpc(server):
 def small_plan(built, tmp_path_factory):
     """`tritonize plan` on a small grid (the classifier at batch <= 4 and 16, 1 and 4 users, 2 s each,
     two rounds, then the chosen config again):
-    its output folder and the CLI result. tests/test_load.py checks the plan, tests/test_deploy.py deploys it."""
+    its output folder and the CLI result. tests/planner/test_load_and_plan.py checks the plan, tests/deploy/test_kubernetes.py deploys it."""
     from typer.testing import CliRunner
 
-    from tritonize.benchmarks.scenarios import Scenario, WordCounts
+    from tritonize.planner.scenarios import Scenario, WordCounts
     from tritonize.cli import app
 
     work = tmp_path_factory.mktemp("plan")

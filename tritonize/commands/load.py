@@ -74,10 +74,10 @@ def bench(
     out: Path = typer.Option(None, help="Output folder (default: bench_results/bench-TIMESTAMP)."),
 ) -> None:
     """Load-test a served pipeline with Locust; report latency, throughput and Triton's own view."""
-    from tritonize.benchmarks.report import write_report
-    from tritonize.benchmarks.scenarios import Scenario
-    from tritonize.benchmarks.sweep import sweep
-    from tritonize.benchmarks.systems import TritonVariant, Variant, ViaGateway
+    from tritonize.planner.report import write_report
+    from tritonize.planner.scenarios import Scenario
+    from tritonize.planner.sweep import sweep
+    from tritonize.planner.systems import TritonVariant, Variant, ViaGateway
 
     if via not in ("direct", "openai"):
         raise typer.BadParameter(f"--via must be direct or openai, not {via!r}")
@@ -135,11 +135,11 @@ def plan(
     out: Path = typer.Option(None, help="Output folder (default: bench_results/plan-TIMESTAMP)."),
 ) -> None:
     """Sweep server configurations x offered loads; recommend a config and replicas for an SLO."""
-    from tritonize.benchmarks.planner import PlanResults, max_throughput_under_slo, recommend
-    from tritonize.benchmarks.report import write_report
-    from tritonize.benchmarks.scenarios import Scenario
-    from tritonize.benchmarks.sweep import sweep
-    from tritonize.benchmarks.systems import FastApiBaseline, TritonVariant, Variant, write_back
+    from tritonize.planner.capacity import PlanResults, max_throughput_under_slo, recommend
+    from tritonize.planner.report import write_report
+    from tritonize.planner.scenarios import Scenario
+    from tritonize.planner.sweep import sweep
+    from tritonize.planner.systems import FastApiBaseline, TritonVariant, Variant, write_back
 
     if percentile not in (50, 95, 99):
         raise typer.BadParameter("percentile must be 50, 95 or 99")
@@ -201,7 +201,7 @@ def plan(
 
 def _chosen(results, system: str):
     """The pipeline and Variant behind a system name of a sweep."""
-    from tritonize.benchmarks.systems import Variant
+    from tritonize.planner.systems import Variant
 
     fields = dict(results.variants[system])
     return fields.pop("model"), Variant(**fields)
@@ -222,8 +222,8 @@ def _demo_load(server, model: str | None = None) -> None:
     """A short Locust run (embed-mix texts, 4 users) against the demo's embedder (or `model`) on the running server."""
     import tempfile
 
-    from tritonize.benchmarks.load import run_locust
-    from tritonize.benchmarks.scenarios import Scenario
+    from tritonize.planner.load import run_locust
+    from tritonize.planner.scenarios import Scenario
     from tritonize.converters.repository import engine_model
 
     sc = Scenario.load("embed-mix")  # its model is the demo's all-minilm-l6-v2

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import yaml
 
-from tritonize.benchmarks.systems import apply_variant, read_config
+from tritonize.planner.systems import apply_variant, read_config
 from tritonize.converters.repository import engine_model
 from tritonize.converters.repository import render
 from tritonize.deploy.plan import DeployError, DeployPlan
 
 # The schemas the tests validate against. Only GA APIs are used (apps/v1, autoscaling/v2, policy/v1).
 KUBERNETES_VERSION = "1.33.0"
-# What the image's ENTRYPOINT serves (tests/test_dockerfile.py checks the Dockerfile against these).
+# What the image's ENTRYPOINT serves (tests/deploy/test_dockerfile.py checks the Dockerfile against these).
 # health: the supervisor's readiness (false while a step is restored or the server drains); Triton's own
 # /v2/health/ready on http cannot say either.
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002, "health": 8003}

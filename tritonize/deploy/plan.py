@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from tritonize.benchmarks.systems import Variant
+from tritonize.planner.systems import Variant
 
 
 class DeployError(ValueError):
