@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 12 (CPU speed) figures: every benchmark twice, one after another; run on a quiet machine.
-# Usage: bash benchmarks/cpu_speed.sh [OUT]   (logs and results in OUT, default bench_results/cpu-speed-TIME)
+# Usage: bash benchmarks/investigations/cpu_speed.sh [OUT]   (logs and results in OUT, default bench_results/cpu-speed-TIME)
 set -u
-cd "$(dirname "$0")/.."  # the repository root: OUT is relative to it
+cd "$(dirname "$0")/../.."  # the repository root: OUT is relative to it
 OUT=${1:-bench_results/cpu-speed-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 COLUMNS=200

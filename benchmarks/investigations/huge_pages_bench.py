@@ -6,7 +6,7 @@
 - Served: four servers of the pipeline (batching off, one thread, on core 0; the client on core 1), two
   with `ServerConfig.huge_pages` and two without, started alternately; one user in rotating windows;
   Triton's compute per request. Two servers per arm, because two identical servers differ by a few
-  percent for their whole life (benchmarks/batcher_cost.py).
+  percent for their whole life (benchmarks/investigations/batcher_cost.py).
 - In process: the engine's ONNX Runtime session in fresh processes, with and without the tunable,
   alternating (`--pairs`), at batch 1 x 16 tokens and batch 8 x 24 tokens.
 Prints each arm's medians and the ratios huge / default (below 1: faster with huge pages), and the

@@ -147,7 +147,7 @@ class TritonHttpUser(TritonUser):
 
 
 class FastApiUser(FastHttpUser):
-    """The baseline many teams run: FastAPI + PyTorch (benchmarks/fastapi_baseline.py)."""
+    """The baseline many teams run: FastAPI + PyTorch (tritonize/planner/fastapi_baseline.py)."""
 
     abstract = True
     wait_time = constant(0)

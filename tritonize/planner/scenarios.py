@@ -1,6 +1,6 @@
 """Load-test scenarios: which pipeline, which model, and a seeded distribution of text lengths.
 
-A scenario is a small JSON file (benchmarks/scenarios/*.json) so that runs are shared and repeatable:
+A scenario is a small JSON file (tritonize/planner/scenarios/*.json) so that runs are shared and repeatable:
 
     {"name": "embed-mix", "pipeline": "embed", "model": "all-minilm-l6-v2",
      "words": {"median": 14, "sigma": 0.6, "min": 4, "max": 64}, "rows_per_request": 1, "seed": 1}

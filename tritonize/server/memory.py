@@ -3,7 +3,7 @@
 ONNX Runtime and PyTorch keep weights in malloc'd memory (all-MiniLM-L6-v2: ~90 MB in 4 KiB pages, far
 more pages than the TLB holds), and most distributions ship THP as `madvise`, so nothing gets huge pages
 unless the allocator asks. glibc >= 2.35 asks when `GLIBC_TUNABLES` holds `glibc.malloc.hugetlb=1`
-(older glibc ignores the name). `benchmarks/huge_pages_bench.py`, two runs: ONNX Runtime MiniLM on one
+(older glibc ignores the name). `benchmarks/investigations/huge_pages_bench.py`, two runs: ONNX Runtime MiniLM on one
 thread in process took 0.88x and 0.91x the time per call at batch 1 x 16 tokens and 0.94x and 0.98x at
 batch 8 x 24 (medians of 8 alternating process pairs); served, the step's compute per request on
 embed-mix at one user was 0.96x and 0.95x (two servers per arm). Every stub inherits tritonserver's
