@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from tritonize.commands import chat, demo, deploy, encoders, gateway, generation, load, serve, speech
+from tritonize.commands import demo, deploy, gateway, load, serve
+from tritonize.families import FAMILIES
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 convert_app = typer.Typer(no_args_is_help=True, help="Convert a checkpoint into the model repository.")
@@ -16,9 +17,6 @@ app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 deploy.register(app)
 gateway.register(app)
-
-# Each model family adds its convert/infer subcommands and its demo step, in this order (the chatbot
-# comes after the encoders and generators it calls).
-for family in (encoders, generation, speech, chat):
+for family in FAMILIES:  # each adds its convert/infer subcommands, in the registry's order
     family.register(convert_app, infer_app)
-load.register(app)  # after the families: its demo step load-tests the encoders' demo model, last
+load.register(app)

@@ -7,9 +7,9 @@ from typing import List
 
 import typer
 
-from tritonize.commands import demo_steps
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console, err
+from tritonize.families import CHAT, Family
 from tritonize.options import Repository, Url
 
 
@@ -27,10 +27,10 @@ def convert_chatbot(
 ) -> None:
     """Embed an FAQ with a served embedder and write a chatbot (BLS model + streaming twin) that answers
     from it or falls back to a served generator."""
-    from tritonize.converters.chat.convert import convert_chatbot as convert
     from tritonize.converters.chat.embed import EmbedderError
     from tritonize.converters.chat.faq import FaqError
 
+    convert = CHAT.converter()
     try:
         with console.status(f"converting {faq} ..."):
             report = convert(faq, embedder, generator, repository, name, threshold, top_k, prompt_template, index, force=force,
@@ -84,9 +84,9 @@ def chat(
     show_answer(answer)
 
 
-def register(convert_app: typer.Typer, infer_app: typer.Typer) -> None:
-    demo_steps.add(DEMO)
-    convert_app.command("chatbot")(convert_chatbot)
+def register(convert_app: typer.Typer, infer_app: typer.Typer, family: Family) -> None:
+    for alias in family.aliases:
+        convert_app.command(alias)(convert_chatbot)
     infer_app.command("chat")(chat)
 
 
@@ -101,10 +101,9 @@ DEMO_QUESTIONS = [
 def _demo_convert(repository: Path) -> None:
     from tritonize.commands.encoders import DEMO_MODEL
     from tritonize.commands.generation import DEMO_GPT2
-    from tritonize.converters.chat.convert import convert_chatbot as convert
     from tritonize.converters.chat.faq import demo_faq
 
-    convert(demo_faq(), DEMO_MODEL, DEMO_GPT2, repository, DEMO_CHATBOT, log=console.print)
+    CHAT.converter()(demo_faq(), DEMO_MODEL, DEMO_GPT2, repository, DEMO_CHATBOT, log=console.print)
 
 
 def _demo_show(server) -> None:

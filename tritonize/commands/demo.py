@@ -1,8 +1,9 @@
 """`tritonize demo`: convert the default models, serve them on the embedded server, call them, load-test
 the embedder, stop.
 
-Each family registers a `DemoStep` (see `demo_steps`); a second run reuses the converted models (the converters
-skip a model whose source and options have not changed).
+The steps: each family's `DemoStep` in the registry's order (`tritonize.families`), then the load test.
+A second run reuses the converted models (the converters skip a model whose source and options have not
+changed).
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ from pathlib import Path
 import typer
 
 from tritonize.server import ServerConfig, ServerStartError, TritonServer
-from tritonize.commands import demo_steps
+from tritonize.commands import load
 from tritonize.commands.conversion import Verbose, run_conversion
+from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console, err
+from tritonize.families import FAMILIES
 from tritonize.options import Repository
+
+
+def steps() -> list[DemoStep]:
+    """The families' steps, then the load test of the encoders' demo model (it converts nothing)."""
+    return [family.demo_step() for family in FAMILIES] + [load.DEMO]
 
 
 def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 8001, metrics_port: int = 8002,
@@ -24,7 +32,7 @@ def demo(repository: Path = Repository, http_port: int = 8000, grpc_port: int = 
     """Convert, serve, call, load-test and stop: the whole path on the embedded default."""
     from tritonize.commands.serve import describe
 
-    plan = list(demo_steps.STEPS)
+    plan = steps()
     for step in (s for s in plan if s.convert):
         console.rule(f"convert: {step.title}")
         run_conversion(step.title, lambda: step.convert(repository), verbose)

@@ -7,10 +7,10 @@ from typing import List
 
 import typer
 
-from tritonize.commands import demo_steps
 from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console
+from tritonize.families import ENCODERS, Family
 from tritonize.options import Device, Dtype, Protocol, Repository, Url, placement
 
 
@@ -45,7 +45,6 @@ def convert_bert(
     verbose: bool = Verbose,
 ) -> None:
     """Export a BERT-family checkpoint and write its Triton ensemble (ONNX Runtime, or --device for PyTorch)."""
-    from tritonize.converters.encoders.bert import convert_bert as convert
     from tritonize.converters.repository import Batching
 
     target = placement(device, dtype)
@@ -57,11 +56,10 @@ def convert_bert(
     )
     if target.torch and (quantize or flavour != "python"):
         raise fail("--device selects the PyTorch engine (python flavour, no --quantize); leave it out for ONNX Runtime")
+    convert = ENCODERS.converter(torch=target.torch)
     if target.torch:
-        from tritonize.converters.encoders.weights import convert_bert_torch
-
         def run():
-            return convert_bert_torch(model, task, repository, name, target, batching, force=force, log=console.print)
+            return convert(model, task, repository, name, target, batching, force=force, log=console.print)
     else:
         from tritonize.converters.encoders.calibration import CalibrationTextsError, text_sets
         from tritonize.converters.encoders.quantize import Int8Options
@@ -120,9 +118,9 @@ def classify(
         console.print(f"{t[:60]!r:64} {p.label} ({p.score:.3f})")
 
 
-def register(convert_app: typer.Typer, infer_app: typer.Typer) -> None:
-    demo_steps.add(DEMO)
-    convert_app.command("bert")(convert_bert)
+def register(convert_app: typer.Typer, infer_app: typer.Typer, family: Family) -> None:
+    for alias in family.aliases:
+        convert_app.command(alias)(convert_bert)
     infer_app.command("embed")(embed)
     infer_app.command("classify")(classify)
 
@@ -139,9 +137,7 @@ DEMO_DOCS = [
 
 
 def _demo_convert(repository: Path) -> None:
-    from tritonize.converters.encoders.bert import convert_bert as convert
-
-    convert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repository, DEMO_MODEL, log=console.print)
+    ENCODERS.converter()("sentence-transformers/all-MiniLM-L6-v2", "embedding", repository, DEMO_MODEL, log=console.print)
 
 
 def _demo_show(server) -> None:

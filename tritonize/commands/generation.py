@@ -7,10 +7,10 @@ from typing import List
 
 import typer
 
-from tritonize.commands import demo_steps
 from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console
+from tritonize.families import GENERATION, Family
 from tritonize.options import Device, Dtype, Repository, Url, placement
 
 
@@ -20,7 +20,7 @@ def _limits(max_new_tokens: int, default_max_new_tokens: int, max_sequences: int
     return GenerationLimits(max_new_tokens, default_max_new_tokens, max_sequences, max_queue, intra_op_threads=threads)
 
 
-def _convert(family: str):
+def _convert(alias: str):
     def command(
         model: str = typer.Option(..., "--model", "-m", help="Local folder or hub id."),
         name: str = typer.Option(None, help="Served model name (default: from the checkpoint)."),
@@ -39,19 +39,15 @@ def _convert(family: str):
         if target.torch:
             from functools import partial
 
-            from tritonize.converters.generation.weights import convert_generator_torch
-
-            convert = partial(convert_generator_torch, family, placement=target)
-        elif family == "gpt2":
-            from tritonize.converters.generation.gpt2 import convert_gpt2 as convert
+            convert = partial(GENERATION.converter(torch=True), alias, placement=target)
         else:
-            from tritonize.converters.generation.t5 import convert_t5 as convert
+            convert = GENERATION.converter(alias)
         limits = _limits(max_new_tokens, default_max_new_tokens, max_sequences, max_queue, threads)
         report = run_conversion(model, lambda: convert(model, repository, name, limits, force=force, log=console.print), verbose)
         if verbose:
             console.print_json(data=dict(report.__dict__))
 
-    command.__doc__ = f"Export a {'GPT-2' if family == 'gpt2' else 'T5'} checkpoint with its KV cache and write a streaming generator."
+    command.__doc__ = f"Export a {'GPT-2' if alias == 'gpt2' else 'T5'} checkpoint with its KV cache and write a streaming generator."
     return command
 
 
@@ -111,13 +107,12 @@ def generate(
     run_generation(url, model, prompt, stream, {k: v for k, v in params.items() if v is not None})
 
 
-def register(convert_app: typer.Typer, infer_app: typer.Typer) -> None:
-    demo_steps.add(DEMO)
-    convert_app.command("gpt2")(_convert("gpt2"))
-    convert_app.command("t5")(_convert("t5"))
+def register(convert_app: typer.Typer, infer_app: typer.Typer, family: Family) -> None:
+    for alias in family.aliases:
+        convert_app.command(alias)(_convert(alias))
     infer_app.command("generate")(generate)
-    infer_app.command("gpt2")(_infer("gpt2"))  # `tritonize infer gpt2 "prompt" --stream`
-    infer_app.command("t5")(_infer("t5"))
+    for alias in family.aliases:  # `tritonize infer gpt2 "prompt" --stream`
+        infer_app.command(alias)(_infer(alias))
 
 
 # -- demo ------------------------------------------------------------------------------------------
@@ -128,8 +123,6 @@ DEMO_CHECKPOINTS = Path.home() / ".cache" / "tritonize" / "demo-checkpoints"
 def _demo_convert(repository: Path) -> None:
     from tritonize.converters.generation.common import GenerationLimits
     from tritonize.converters.generation.tiny import build_tiny_gpt2, build_tiny_t5
-    from tritonize.converters.generation.gpt2 import convert_gpt2
-    from tritonize.converters.generation.t5 import convert_t5
 
     console.print("[yellow]tiny GPT-2 and T5 with random weights, built locally (nothing may download): "
                   "the text is gibberish; what the demo shows is the served path (KV cache, streaming, batching).[/yellow]")
@@ -137,8 +130,8 @@ def _demo_convert(repository: Path) -> None:
         if not (DEMO_CHECKPOINTS / name / "config.json").exists():  # built once, so a second demo reuses the conversion
             build(DEMO_CHECKPOINTS / name)
     limits = GenerationLimits(max_new_tokens=128)
-    convert_gpt2(str(DEMO_CHECKPOINTS / "tiny-gpt2"), repository, DEMO_GPT2, limits, log=console.print)
-    convert_t5(str(DEMO_CHECKPOINTS / "tiny-t5"), repository, DEMO_T5, limits, log=console.print)
+    for alias, name in (("gpt2", DEMO_GPT2), ("t5", DEMO_T5)):
+        GENERATION.converter(alias)(str(DEMO_CHECKPOINTS / f"tiny-{alias}"), repository, name, limits, log=console.print)
 
 
 def _demo_show(server) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from tritonize.commands import demo_steps
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console
 from tritonize.options import Repository
@@ -244,6 +243,5 @@ DEMO = DemoStep("load test: Locust against the served embedder", None, _demo_loa
 
 
 def register(app: typer.Typer) -> None:
-    demo_steps.add(DEMO)
     app.command("bench")(bench)
     app.command("plan")(plan)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from tritonize.commands import demo_steps
 from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console
+from tritonize.families import SPEECH, Family
 from tritonize.options import Device, Dtype, Repository, Url, placement
 
 
@@ -29,17 +29,15 @@ def convert_tts(
     """Export a VITS voice (ONNX, or --device for PyTorch) and write its speech pipeline (one-shot ensemble + streaming model)."""
     from tritonize.converters.repository import Batching
     from tritonize.converters.speech.repository import SpeechLimits
-    from tritonize.converters.speech.vits import convert_tts as convert
 
     if not max_audio_seconds > 0:
         raise fail(f"--max-audio-seconds must be > 0, got {max_audio_seconds:g}")
     target = placement(device, dtype)
     batching, limits = Batching(max_batch_size=max_batch_size, intra_op_threads=threads), SpeechLimits(max_audio_seconds=max_audio_seconds)
+    convert = SPEECH.converter(torch=target.torch)
     if target.torch:
-        from tritonize.converters.speech.weights import convert_tts_torch
-
         def run():
-            return convert_tts_torch(model, repository, name, target, batching, limits=limits, force=force, log=console.print)
+            return convert(model, repository, name, target, batching, limits=limits, force=force, log=console.print)
     else:
         def run():
             return convert(model, repository, name, batching, limits=limits, force=force, log=console.print)
@@ -83,9 +81,9 @@ def infer_tts(
     console.print(f"wrote {out}: {audio.seconds:.2f} s at {audio.rate} Hz in {time.perf_counter() - start:.2f} s")
 
 
-def register(convert_app: typer.Typer, infer_app: typer.Typer) -> None:
-    demo_steps.add(DEMO)
-    convert_app.command("tts")(convert_tts)
+def register(convert_app: typer.Typer, infer_app: typer.Typer, family: Family) -> None:
+    for alias in family.aliases:
+        convert_app.command(alias)(convert_tts)
     infer_app.command("tts")(infer_tts)
 
 
@@ -95,13 +93,12 @@ DEMO_TEXT = "Hello from Triton. This voice has random weights, so expect noise, 
 
 
 def _demo_convert(repository: Path) -> None:
-    from tritonize.converters.speech.vits import convert_tts as convert
     from tritonize.converters.speech.tiny import build_tiny_vits
 
     checkpoint = Path(".tritonize/checkpoints") / DEMO_VOICE
     if not (checkpoint / "config.json").exists():  # built once, so a second demo reuses the conversion
         build_tiny_vits(checkpoint)
-    convert(str(checkpoint), repository, DEMO_VOICE, log=console.print)
+    SPEECH.converter()(str(checkpoint), repository, DEMO_VOICE, log=console.print)
 
 
 def _demo_show(server) -> None:

@@ -60,7 +60,7 @@ class ModelCard(Body):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "tritonize"
-    kind: str  # embedding | classification | generation | speech | chat
+    kind: str  # the pipeline config's `task` (one of tritonize.families' tasks)
     max_model_len: int | None = None
     chat_template: bool | None = None  # generators: whether the checkpoint brought one
 

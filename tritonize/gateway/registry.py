@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass, field
 
 from tritonize.client import AsyncClient, TritonizeError
+from tritonize.families import served_kinds
 from tritonize.gateway.errors import ApiError, not_found, not_ready
 
 
 @dataclass(frozen=True)
 class Pipeline:
     name: str
-    kind: str  # the config's `task`: embedding | classification | generation | speech | chat
+    kind: str  # the config's `task` (one of tritonize.families' tasks)
     params: dict[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
 
@@ -104,8 +105,10 @@ class Registry:
         await self.refresh()
         return sorted(self.pipelines.values(), key=lambda p: p.name)
 
-    async def get(self, name: str, kinds: tuple[str, ...], endpoint: str) -> Pipeline:
-        """The pipeline named by a request's `model`: 404 if unknown, 400 if it is not of a kind the endpoint serves."""
+    async def get(self, name: str, endpoint: str) -> Pipeline:
+        """The pipeline named by a request's `model`: 404 if unknown, 400 if it is not of a kind the endpoint serves
+        (the families say which)."""
+        kinds = served_kinds(endpoint)
         pipeline = self.pipelines.get(name)
         if pipeline is None:
             await self.refresh()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from tritonize.families import AUDIO_SPEECH, CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, served_kinds
 from tritonize.gateway.errors import not_ready
 from tritonize.gateway.protocol import (
     ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList, SpeechRequest,
@@ -41,31 +42,32 @@ async def health(raw_request: Request):
 async def list_models(raw_request: Request):
     registry = raw_request.app.state.registry
     await registry.ensure_ready()
+    chat_kinds = served_kinds(CHAT_COMPLETIONS)  # a chat template matters only where messages become a prompt
     cards = [ModelCard(id=p.name, kind=p.kind, max_model_len=p.max_context,
-                       chat_template=bool(p.chat_template) if p.kind in ("generation", "chat") else None)
+                       chat_template=bool(p.chat_template) if p.kind in chat_kinds else None)
              for p in await registry.all()]
     return _json(ModelList(data=cards))
 
 
-@router.post("/v1/embeddings")
+@router.post(EMBEDDINGS)
 @with_cancellation
 async def create_embedding(request: EmbeddingRequest, raw_request: Request):
     return _json(await raw_request.app.state.embeddings.create(request))
 
 
-@router.post("/v1/completions")
+@router.post(COMPLETIONS)
 @with_cancellation
 async def create_completion(request: CompletionRequest, raw_request: Request):
     return _json_or_stream(await raw_request.app.state.generation.completion(request))
 
 
-@router.post("/v1/chat/completions")
+@router.post(CHAT_COMPLETIONS)
 @with_cancellation
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
     return _json_or_stream(await raw_request.app.state.generation.chat(request))
 
 
-@router.post("/v1/audio/speech")
+@router.post(AUDIO_SPEECH)
 @with_cancellation
 async def create_speech(request: SpeechRequest, raw_request: Request):
     audio, media_type, headers = await raw_request.app.state.speech.create(request)

@@ -7,11 +7,10 @@ import base64
 import numpy as np
 
 from tritonize.client import AsyncClient, TritonizeError
+from tritonize.families import EMBEDDINGS
 from tritonize.gateway.errors import bad_param, from_triton
 from tritonize.gateway.protocol import Embedding, EmbeddingRequest, EmbeddingResponse, Usage
 from tritonize.gateway.registry import Registry
-
-ENDPOINT = "/v1/embeddings"
 
 
 class EmbeddingServing:
@@ -20,7 +19,7 @@ class EmbeddingServing:
 
     async def create(self, request: EmbeddingRequest) -> EmbeddingResponse:
         await self.registry.ensure_ready()
-        pipeline = await self.registry.get(request.model, ("embedding",), ENDPOINT)
+        pipeline = await self.registry.get(request.model, EMBEDDINGS)
         info = await self._info(request.model)
         size = info.output_dims.get("EMBEDDING", [0])[-1]
         if request.dimensions is not None and request.dimensions != size:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from tritonize.client import AsyncGenerationClient, GenerationChunk, TritonizeError
+from tritonize.families import CHAT_COMPLETIONS, COMPLETIONS
 from tritonize.gateway.chat import render
 from tritonize.gateway.errors import from_triton
 from tritonize.gateway.protocol import (
@@ -21,7 +22,6 @@ from tritonize.gateway.protocol import (
 from tritonize.gateway.registry import Registry
 from tritonize.gateway.streaming import prefetch, sse_events
 
-KINDS = ("generation", "chat")
 # The engine's reasons -> OpenAI's: a stop string ends like eos ("stop"); the token limit is "length".
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length"}
 
@@ -42,7 +42,7 @@ class GenerationServing:
     # -- request -> prompt --------------------------------------------------------------------------
     async def _prepare(self, request: Sampling, endpoint: str) -> tuple[str, dict, str]:
         await self.registry.ensure_ready()
-        pipeline = await self.registry.get(request.model, KINDS, endpoint)
+        pipeline = await self.registry.get(request.model, endpoint)
         if isinstance(request, ChatCompletionRequest):
             p = pipeline.params
             prompt = render(request.messages, pipeline.chat_template, p.get("bos_token", ""), p.get("eos_token", ""),
@@ -65,7 +65,7 @@ class GenerationServing:
 
     # -- completions ----------------------------------------------------------------------------------
     async def completion(self, request: CompletionRequest) -> CompletionResponse | AsyncIterator[str]:
-        prompt, params, text_param = await self._prepare(request, "/v1/completions")
+        prompt, params, text_param = await self._prepare(request, COMPLETIONS)
         if request.stream:
             return await self._stream(request, self._chunks(prompt, request.model, params, text_param), self._completion_chunk)
         whole = await self._whole(prompt, request.model, params, text_param)
@@ -82,7 +82,7 @@ class GenerationServing:
 
     # -- chat -----------------------------------------------------------------------------------------
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse | AsyncIterator[str]:
-        prompt, params, text_param = await self._prepare(request, "/v1/chat/completions")
+        prompt, params, text_param = await self._prepare(request, CHAT_COMPLETIONS)
         if request.stream:
             return await self._stream(request, self._chunks(prompt, request.model, params, text_param), self._chat_chunk)
         whole = await self._whole(prompt, request.model, params, text_param)

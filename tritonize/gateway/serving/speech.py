@@ -14,6 +14,7 @@ import struct
 from typing import AsyncIterator
 
 from tritonize.client import AsyncSpeechClient, TritonizeError
+from tritonize.families import AUDIO_SPEECH
 from tritonize.gateway.errors import bad_param, from_triton
 from tritonize.gateway.protocol import SpeechRequest
 from tritonize.gateway.registry import Registry
@@ -37,7 +38,7 @@ class SpeechServing:
     async def create(self, request: SpeechRequest) -> tuple[AsyncIterator[bytes], str, dict[str, str]]:
         """The audio bytes as they come, the media type and headers; errors before the first sentence raise."""
         await self.registry.ensure_ready()
-        pipeline = await self.registry.get(request.model, ("speech",), "/v1/audio/speech")
+        pipeline = await self.registry.get(request.model, AUDIO_SPEECH)
         if request.voice_name not in (request.model, "default"):
             raise bad_param("voice", f"voice must be '{request.model}' (the voice this model serves) or 'default', got '{request.voice_name}'")
         params = {}
