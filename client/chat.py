@@ -27,6 +27,7 @@ from tritonize.client.generation import request_parameters
 from tritonize.client.errors import calling
 from tritonize.client.streams import aio_stream, grpc_stream
 from tritonize.client.types import TritonizeError
+from tritonize.client.closing import AsyncClosing, Closing
 
 DEFAULT_URL = "127.0.0.1:8001"
 MODES = ("auto", "retrieval", "generative")
@@ -115,7 +116,7 @@ def join(pieces: list[Answer]) -> Answer:
     return Answer("".join(p.text for p in pieces), last.source, last.score, last.candidates, last.finish_reason)
 
 
-class ChatClient:
+class ChatClient(Closing):
     """Blocking chat client; safe from many threads (gRPC channels are)."""
 
     def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
@@ -149,14 +150,8 @@ class ChatClient:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "ChatClient":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class AsyncChatClient:
+class AsyncChatClient(AsyncClosing):
     """asyncio chat client with the same methods, awaited (`stream`/`stream_answers` are async iterators)."""
 
     def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
@@ -189,9 +184,3 @@ class AsyncChatClient:
 
     async def close(self) -> None:
         await self._client.close()
-
-    async def __aenter__(self) -> "AsyncChatClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()

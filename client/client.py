@@ -15,6 +15,7 @@ import numpy as np
 from tritonize.client.errors import TRANSPORT_ERRORS, calling, invalid
 from tritonize.client.pool import ClientPerThread
 from tritonize.client.types import ModelInfo, Prediction
+from tritonize.client.closing import AsyncClosing, Closing
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_URLS = {"grpc": "127.0.0.1:8001", "http": "127.0.0.1:8000"}
@@ -97,7 +98,7 @@ class _Base:
         return {"as_json": True} if self.protocol == "grpc" else {}
 
 
-class Client(_Base):
+class Client(_Base, Closing):
     """Blocking client: `Client("127.0.0.1:8001").embed(["hello"], model="all-minilm-l6-v2")`."""
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout_s: float = 60.0, headers: dict | None = None):
@@ -139,14 +140,8 @@ class Client(_Base):
     def close(self) -> None:
         self._clients.close_all()
 
-    def __enter__(self) -> "Client":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class AsyncClient(_Base):
+class AsyncClient(_Base, AsyncClosing):
     """asyncio client with the same methods as `Client`, awaited."""
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout_s: float = 60.0, headers: dict | None = None):
@@ -198,9 +193,3 @@ class AsyncClient(_Base):
     async def close(self) -> None:
         for closing in self._clients.close_all():
             await closing
-
-    async def __aenter__(self) -> "AsyncClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()

@@ -21,6 +21,7 @@ import tritonclient.grpc.aio as grpcaio
 
 from tritonize.client.errors import INT64_MAX, check_seed, invalid
 from tritonize.client.streams import aio_stream, grpc_stream
+from tritonize.client.closing import AsyncClosing, Closing
 
 DEFAULT_URL = "127.0.0.1:8001"
 # A generator's streamed errors name no code unless its step tags them (client/status.py). Those it
@@ -89,7 +90,7 @@ def _joined(chunks: list[GenerationChunk]) -> GenerationChunk:
     return GenerationChunk("".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids], chunks[-1].finish_reason, prompt)
 
 
-class GenerationClient:
+class GenerationClient(Closing):
     """Blocking generation client; each call opens its own gRPC stream (safe from many threads)."""
 
     def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
@@ -120,14 +121,8 @@ class GenerationClient:
     def close(self) -> None:
         pass  # nothing held between calls
 
-    def __enter__(self) -> "GenerationClient":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class AsyncGenerationClient:
+class AsyncGenerationClient(AsyncClosing):
     """asyncio generation client; one channel, one gRPC stream per call."""
 
     def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
@@ -156,9 +151,3 @@ class AsyncGenerationClient:
 
     async def close(self) -> None:
         await self._client.close()
-
-    async def __aenter__(self) -> "AsyncGenerationClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()

@@ -21,6 +21,7 @@ from tritonize.client.client import DEFAULT_URLS, _module, config_dict
 from tritonize.client.errors import calling, check_seed, invalid
 from tritonize.client.pool import ClientPerThread
 from tritonize.client.streams import aio_stream, grpc_stream
+from tritonize.client.closing import AsyncClosing, Closing
 
 PARAMS = {"speaking_rate": ("SPEAKING_RATE", np.float32, "FP32"), "noise_scale": ("NOISE_SCALE", np.float32, "FP32"),
           "noise_scale_duration": ("NOISE_SCALE_DURATION", np.float32, "FP32"), "seed": ("SEED", np.int64, "INT64"),
@@ -95,7 +96,7 @@ def _defaults(config: dict) -> dict:
     return {**json.loads(config["parameters"]["defaults"]["string_value"]), "seed": 0}
 
 
-class SpeechClient:
+class SpeechClient(Closing):
     """Blocking speech client; safe to share between threads (HTTP: one connection per thread)."""
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout_s: float = 300.0, headers: dict | None = None):
@@ -135,14 +136,8 @@ class SpeechClient:
     def close(self) -> None:
         self._clients.close_all()
 
-    def __enter__(self) -> "SpeechClient":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class AsyncSpeechClient:
+class AsyncSpeechClient(AsyncClosing):
     """asyncio variant (gRPC): `await synthesize(...)`, `async for audio in stream(...)`."""
 
     def __init__(self, url: str | None = None, timeout_s: float = 300.0, headers: dict | None = None):
@@ -180,9 +175,3 @@ class AsyncSpeechClient:
 
     async def close(self) -> None:
         await self._client.close()
-
-    async def __aenter__(self) -> "AsyncSpeechClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()

@@ -276,18 +276,28 @@ class ChatCompletionRequest(Sampling):
         return super().sampling(self.max_completion_tokens)
 
 
-class CompletionChoice(Body):
+class Choice(Body):
+    """What every choice of a completion, a chat completion and a chunk carries besides its content."""
+
     index: int = 0
-    text: str
     logprobs: None = None
     finish_reason: str | None = None
 
 
-class CompletionResponse(Body):
+class Response(Body):
+    """What every (chat) completion response and chunk carries besides its choices."""
+
     id: str
-    object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
+
+
+class CompletionChoice(Choice):
+    text: str
+
+
+class CompletionResponse(Response):
+    object: Literal["text_completion"] = "text_completion"
     choices: list[CompletionChoice]
     usage: Usage | None = None
 
@@ -297,18 +307,12 @@ class AssistantMessage(Body):
     content: str
 
 
-class ChatChoice(Body):
-    index: int = 0
+class ChatChoice(Choice):
     message: AssistantMessage
-    logprobs: None = None
-    finish_reason: str | None = None
 
 
-class ChatCompletionResponse(Body):
-    id: str
+class ChatCompletionResponse(Response):
     object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
     choices: list[ChatChoice]
     usage: Usage
 
@@ -318,18 +322,12 @@ class Delta(Body):
     content: str | None = None
 
 
-class ChatChunkChoice(Body):
-    index: int = 0
+class ChatChunkChoice(Choice):
     delta: Delta
-    logprobs: None = None
-    finish_reason: str | None = None
 
 
-class ChatCompletionChunk(Body):
-    id: str
+class ChatCompletionChunk(Response):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
 
