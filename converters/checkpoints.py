@@ -56,19 +56,24 @@ def served_name(model: str, name: str | None) -> str:
     return check_name(name if name is not None else default_name(model))
 
 
-SHARED_CODE = ("repository.py", "checkpoints.py", "device.py")
+SHARED_CODE = ("repository.py", "checkpoints.py", "device.py", "base.py")
 
 
 def fingerprint(source: str, options: dict, family: str) -> str:
     """What decides whether a conversion can be reused: the options, the converter code (the family's
-    folder and the shared writer: new code writes anew) and, for a local checkpoint, its files' sizes
-    and times (new weights)."""
+    folder, the shared writer, the contract it writes and the registry naming the served classes: new code
+    writes anew) and, for a local
+    checkpoint, its files' sizes and times (new weights)."""
     import hashlib
     import json
 
+    import tritonize.contract
+    import tritonize.families
+
     h = hashlib.sha256(json.dumps({"source": source, **options}, sort_keys=True).encode())
-    here = Path(__file__).parent
-    for path in [here / name for name in SHARED_CODE] + sorted((here / family).glob("*.py")):
+    here, contract = Path(__file__).parent, Path(tritonize.contract.__file__).parent
+    registry = Path(tritonize.families.__file__)  # the served classes the shims name
+    for path in [here / name for name in SHARED_CODE] + sorted((here / family).glob("*.py")) + sorted(contract.glob("*.py")) + [registry]:
         h.update(path.read_bytes())
     src = Path(source)
     if src.is_dir():

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-DEVICES = ("cpu", "cuda")
-DTYPES = ("float32", "float16", "bfloat16")
-WEIGHTS = "torch"  # must equal tritonize.runtime.engine_torch.WEIGHTS (checked by a test)
+from tritonize.contract.engines import DEVICES, DTYPES, EngineSpec
+from tritonize.contract.files import WEIGHTS
 
 
 class DeviceError(ValueError):
@@ -41,6 +40,12 @@ class Placement:
     def torch(self) -> bool:
         return self.device is not None
 
+    def check_torch(self, entry: str, onnx_entry: str) -> None:
+        """For the PyTorch flavour's entry points, before any work: a device is given and visible."""
+        if not self.torch:
+            raise ValueError(f"{entry} needs a device (cpu or cuda); {onnx_entry} writes the ONNX flavour")
+        self.check_available()
+
     def check_available(self) -> None:
         """Fail before any work when `cuda` is asked for and no CUDA device is visible."""
         if self.device != "cuda":
@@ -58,8 +63,8 @@ class Placement:
         return {"device": self.device, "dtype": self.dtype} if self.torch else {}
 
     def parameters(self) -> dict[str, str]:
-        """The step's config parameters that select its engine (read by tritonize.runtime.engines.EngineSpec)."""
-        return {"engine": self.engine, "device": self.device or "cpu", "dtype": self.dtype}
+        """The step's config parameters that select its engine (tritonize.contract.engines.EngineSpec)."""
+        return EngineSpec(self.engine, self.device or "cpu", self.dtype).placement_parameters()
 
     def place(self, config: mc.ModelConfig, count: int = 1) -> mc.ModelConfig:
         """A step that runs the engine: KIND_GPU without a GPU list, which Triton reads as `count` instances

@@ -1,9 +1,9 @@
 """`tritonize convert chatbot`: an FAQ, a served embedder and a served generator -> the chatbot models.
 
-The FAQ is read and checked (`faq.py`), its questions embedded once with the embedder's own files
-(`embed.py`), the vectors stored with the FAQ, and an index built: exact cosine in numpy by default, an
-HNSW graph (FAISS) for large FAQs. A second run with the same FAQ, options, embedder and generator
-reuses the first.
+The FAQ is read and checked (`faq.py`), its questions embedded once with the embedder's files and the
+code it is served with (`embed.py`), the vectors stored with the FAQ, and an index built: exact cosine in
+numpy by default, an HNSW graph (FAISS) for large FAQs. The conversion sequence (reuse of a run with the
+same FAQ, options, embedder and generator; the manifest) is `base.Conversion`'s.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from google.protobuf import text_format
 
+from tritonize.contract.chat import GENERATOR_LIMITS
+from tritonize.contract.files import read_manifest, write_manifest as write_manifest_file
+from tritonize.contract.model_config import config_parameters, read_config
+from tritonize.converters.base import Conversion, manifest
 from tritonize.converters.chat.embed import PipelineEmbedder
 from tritonize.converters.chat.faq import FaqEntry, read_faq
-from tritonize.converters.chat.repository import GENERATOR_LIMITS, ChatbotSpec, write_chatbot
-from tritonize.converters.checkpoints import fingerprint
-from tritonize.converters.repository import mc, read_manifest
+from tritonize.converters.chat.repository import ChatbotSpec, write_chatbot
 
 DEFAULT_TEMPLATE = "{context}Question: {question}\nAnswer:"
 TEMPLATE_FIELDS = ("question", "context")  # tritonize.runtime.chat.prompt fills them
@@ -71,8 +72,7 @@ def generator_settings(repository: Path, name: str) -> tuple[str, dict]:
     manifest = read_manifest(repository, name)
     if not path.exists() or manifest is None:
         raise ValueError(f"generator {name!r} is not in {repository}; convert it first: tritonize convert gpt2|t5 --model CHECKPOINT --name {name}")
-    config = text_format.Parse(path.read_text(), mc.ModelConfig())
-    params = {k: v.string_value for k, v in config.parameters.items()}
+    params = config_parameters(read_config(path))
     if params.get("task") != "generation":
         raise ValueError(f"{name!r} is not a generator (task {params.get('task')!r}); the chatbot needs a GPT-2 or T5 generator")
     return params["family"], {k: int(params[k]) for k in GENERATOR_LIMITS if params.get(k, "") != ""}
@@ -120,8 +120,55 @@ def write_from_vectors(repository: Path, spec: ChatbotSpec, entries: list[FaqEnt
 
 def write_manifest(repository: Path, spec: ChatbotSpec, key: str, report: ChatbotReport) -> None:
     """Written last: a manifest marks a complete write (and lets a second run reuse it)."""
-    manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}, "chatbot": asdict(spec)}
-    (repository / spec.name / "tritonize.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest_file(repository, spec.name, manifest(key, report, chatbot=asdict(spec)))
+
+
+class ChatbotConversion(Conversion[ChatbotReport]):
+    """The source is the FAQ; the export embeds its questions with the served embedder's code (no parity:
+    the vectors are the served ones by construction, and the tests compare them)."""
+
+    family, report_type, tolerance = "chat", ChatbotReport, 0.0
+    reuse_reason = "same FAQ, options, embedder and generator"
+
+    def __init__(self, faq: str | Path, embedder: str, generator: str, repository: Path, name: str | None, threshold: float, top_k: int,
+                 prompt_template: str | Path | None, index: str, force: bool, log: Callable[[str], None]):
+        name = name or f"{Path(faq).stem}-bot"
+        if not MODEL_NAME.match(name):
+            raise ValueError(f"name {name!r}: use letters, digits, '-', '_' and '.' only")
+        super().__init__(name, str(faq), repository, force, log)
+        self.entries = read_faq(faq)
+        self.template = check_template(Path(prompt_template).read_text(encoding="utf-8") if prompt_template else DEFAULT_TEMPLATE)
+        family, limits = generator_settings(self.repository, generator)
+        self.spec = ChatbotSpec(name, embedder, generator, family, limits, index, threshold, top_k)
+
+    def options(self) -> dict:
+        r, spec = self.repository, self.spec
+        return {"faq": hashlib.sha256(faq_lines(self.entries).encode()).hexdigest(), "template": self.template, "spec": asdict(spec),
+                "embedder_key": (read_manifest(r, spec.embedder) or {}).get("key"),
+                "generator_key": (read_manifest(r, spec.generator) or {}).get("key")}
+
+    def export(self, tmp: Path) -> None:
+        model = PipelineEmbedder(self.repository, self.spec.embedder)
+        t0 = time.monotonic()
+        self.vectors = model.embed([e.question for e in self.entries])
+        self.embed_seconds = time.monotonic() - t0
+        self.log(f"{self.name}: embedded {len(self.entries)} FAQ questions with {self.spec.embedder}'s served code in {self.embed_seconds:.1f} s")
+
+    def parity(self) -> None:
+        """Nothing to compare: the vectors come from the served code itself."""
+
+    def report(self) -> ChatbotReport:
+        spec = self.spec
+        return ChatbotReport(self.name, spec.stream_name, len(self.entries), spec.embedder, spec.generator, spec.index, spec.threshold,
+                             spec.top_k, str(self.repository), embed_seconds=round(self.embed_seconds, 2))
+
+    def write(self, report: ChatbotReport) -> dict:
+        report.index_seconds = round(write_from_vectors(self.repository, self.spec, self.entries, self.vectors, self.template), 2)
+        report.seconds = self.seconds()
+        return {"chatbot": asdict(self.spec)}
+
+    def written(self, report: ChatbotReport) -> str:
+        return f"{self.name}: wrote {self.repository / self.name} and {self.spec.stream_name} ({self.spec.index} index) in {report.seconds:.0f} s"
 
 
 def convert_chatbot(
@@ -137,33 +184,4 @@ def convert_chatbot(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> ChatbotReport:
-    started = time.monotonic()
-    repository = Path(repository)
-    name = name or f"{Path(faq).stem}-bot"
-    if not MODEL_NAME.match(name):
-        raise ValueError(f"name {name!r}: use letters, digits, '-', '_' and '.' only")
-    entries = read_faq(faq)
-    template = check_template(Path(prompt_template).read_text(encoding="utf-8") if prompt_template else DEFAULT_TEMPLATE)
-    family, limits = generator_settings(repository, generator)
-    spec = ChatbotSpec(name, embedder, generator, family, limits, index, threshold, top_k)
-    options = {"faq": hashlib.sha256(faq_lines(entries).encode()).hexdigest(), "template": template, "spec": asdict(spec),
-               "embedder_key": (read_manifest(repository, embedder) or {}).get("key"),
-               "generator_key": (read_manifest(repository, generator) or {}).get("key")}
-    key = fingerprint(str(faq), options, "chat")
-    previous = read_manifest(repository, name)
-    if previous and previous.get("key") == key and not force:
-        log(f"{name}: reusing {repository / name} (same FAQ, options, embedder and generator)")
-        return ChatbotReport(**previous["report"], reused=True)
-
-    model = PipelineEmbedder(repository, embedder)
-    t0 = time.monotonic()
-    vectors = model.embed([e.question for e in entries])
-    embed_seconds = time.monotonic() - t0
-    log(f"{name}: embedded {len(entries)} FAQ questions with {embedder}'s own files in {embed_seconds:.1f} s")
-    report = ChatbotReport(name, spec.stream_name, len(entries), embedder, generator, index, threshold, top_k, str(repository),
-                           embed_seconds=round(embed_seconds, 2))
-    report.index_seconds = round(write_from_vectors(repository, spec, entries, vectors, template), 2)
-    report.seconds = round(time.monotonic() - started, 1)
-    write_manifest(repository, spec, key, report)
-    log(f"{name}: wrote {repository / name} and {spec.stream_name} ({index} index) in {report.seconds:.0f} s")
-    return report
+    return ChatbotConversion(faq, embedder, generator, Path(repository), name, threshold, top_k, prompt_template, index, force, log).run()

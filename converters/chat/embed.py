@@ -1,7 +1,7 @@
-"""Embed FAQ questions once, at conversion, with the served embedder's own files: its tokenizer.json (same
-truncation) and its model.onnx in ONNX Runtime, then the served postprocess (mean pooling + L2, from the
-module the runtime shares). The stored vectors are then the ones the embedder ensemble returns, up to
-float32 rounding of different padding."""
+"""Embed FAQ questions once, at conversion, with the code the served embedder runs: its tokenizer.json
+through the runtime's tokenizer loader (same truncation), its engine step's parameters read back through
+the contract (length buckets, padding, threads, engine), the runtime's engine and bucketing, and its
+pooling. The stored vectors are then the ones the embedder returns."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.converters.repository import model_files, read_manifest
-from tritonize.runtime.pooling import l2_normalize, mean_pool
+from tritonize.contract.encoders import Buckets, Pooling
+from tritonize.contract.engines import EngineSpec
+from tritonize.contract.model_config import config_parameters, read_config
+from tritonize.converters.repository import engine_model, model_files, read_manifest
+from tritonize.runtime.encoders.encoder import Bucketed, Rows, load_engine
+from tritonize.runtime.encoders.postprocess import embedding_outputs
+from tritonize.runtime.encoders.tokenizer import load_tokenizer
+
+TEXTS_PER_EXECUTION = 256  # bounds memory; the buckets inside an execution are the served ones
 
 
 class EmbedderError(ValueError):
@@ -19,9 +26,6 @@ class EmbedderError(ValueError):
 
 class PipelineEmbedder:
     def __init__(self, repository: Path, name: str, threads: int = 0):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
         manifest = read_manifest(repository, name)
         if manifest is None or "pipeline" not in manifest:
             raise EmbedderError(f"embedder {name!r} is not an encoder pipeline in {repository}; convert it first: "
@@ -31,35 +35,26 @@ class PipelineEmbedder:
             raise EmbedderError(f"embedder {name!r} is a {pipeline['task']} pipeline; the chatbot needs --task embedding")
         self.name, self.key = name, manifest.get("key", "")
         self.dims = int(pipeline["hidden_size"])
-        self.pad_id = int(pipeline["pad_token_id"])
-        files = model_files(repository, name)  # model.onnx, and tokenizer.json when fused
+        files = model_files(repository, name)  # the engine's files, and tokenizer.json when fused
+        step = engine_model(repository, name) or f"{name}_model"  # NAME when fused
+        # The engine step's parameters (a native flavour's step, Triton's own, has none: the defaults).
+        params = {"pad_token_id": str(pipeline["pad_token_id"]), **config_parameters(read_config(repository / step / "config.pbtxt"))}
+        post = repository / name if step == name else repository / f"{name}_postprocess"
+        self.normalize = Pooling.from_params(config_parameters(read_config(post / "config.pbtxt"))).normalize
         tokenizer_json = files / "tokenizer.json"
         if not tokenizer_json.exists():
             tokenizer_json = repository / f"{name}_tokenizer" / "1" / "tokenizer.json"
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
-        self.tokenizer.enable_truncation(max_length=int(pipeline["max_length"]))
-        self.tokenizer.no_padding()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(files / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = load_tokenizer(tokenizer_json, int(pipeline["max_length"]))
+        spec = EngineSpec.from_params(params)
+        if threads:
+            spec = EngineSpec(spec.engine, spec.device, spec.dtype, threads)
+        self.engine = Bucketed(load_engine(files, "last_hidden_state", spec), Buckets.from_params(params))
 
-    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """float32 [len(texts), dims], L2-normalised; rows are batched by length so padding stays small."""
-        encodings = self.tokenizer.encode_batch(texts)
-        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts), dims], pooled (and L2-normalised) as the served embedder returns them."""
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            width = max(len(encodings[r].ids) for r in rows)
-            ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for k, r in enumerate(rows):
-                n = len(encodings[r].ids)
-                ids[k, :n], mask[k, :n] = encodings[r].ids, 1
-            feeds = {"input_ids": ids, "attention_mask": mask}
-            if "token_type_ids" in self.inputs:
-                feeds["token_type_ids"] = np.zeros_like(ids)
-            hidden = self.session.run(["last_hidden_state"], feeds)[0]
-            out[rows] = l2_normalize(mean_pool(hidden, mask))
+        for start in range(0, len(texts), TEXTS_PER_EXECUTION):
+            rows = Rows.of_texts(self.tokenizer.encode_batch(texts[start : start + TEXTS_PER_EXECUTION]))
+            for bucket, mask, hidden in self.engine.run(rows):
+                out[start + bucket] = embedding_outputs(hidden, mask, self.normalize)["EMBEDDING"]
         return out

@@ -13,50 +13,46 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tritonize.contract.chat import Chatbot, ChatSettings
 from tritonize.converters.repository import mc, shim, tensor_in, tensor_out, with_parameters, write_model
+from tritonize.families import CHAT
 
-SHIMS = {False: "tritonize.runtime.chat.chatbot:Chatbot", True: "tritonize.runtime.chat.chatbot:ChatbotStream"}
-CALLS_PARAMETER = "tritonize_calls"  # models a BLS model calls; server/control.py drains the caller first
-GENERATOR_LIMITS = ("max_context", "max_new_tokens", "default_max_new_tokens", "max_sequences", "max_queue", "max_prompt_bytes")
+SHIMS = {False: CHAT.runtime.served["model"], True: CHAT.runtime.served["stream"]}  # streaming -> served class
 
 
 @dataclass(frozen=True)
 class ChatbotSpec:
-    """Everything the writer needs; checked on construction."""
+    """Everything the writer needs; checked on construction (by the contract's classes)."""
 
     name: str
     embedder: str
     generator: str
     generator_family: str  # decoder | encoder-decoder
-    generator_limits: dict = field(default_factory=dict)  # GENERATOR_LIMITS, from the generator's config
-    index: str = "exact"
-    threshold: float = 0.5
-    top_k: int = 3
-    max_top_k: int = 20
-    max_question_bytes: int = 4_096
-    workers: int = 16  # threads waiting on sub-requests at once (concurrent questions the embedder can batch)
-    max_in_flight: int = 256  # accepted and unanswered requests; beyond it: UNAVAILABLE, retry later
-    faiss_ef_search: int = 64  # HNSW candidates visited per search (recall vs time), index=faiss only
+    generator_limits: dict = field(default_factory=dict)  # contract.chat.GENERATOR_LIMITS, from the generator's config
+    index: str = Chatbot.index
+    threshold: float = ChatSettings.threshold
+    top_k: int = ChatSettings.top_k
+    max_top_k: int = ChatSettings.max_top_k
+    max_question_bytes: int = ChatSettings.max_question_bytes
+    workers: int = Chatbot.workers
+    max_in_flight: int = Chatbot.max_in_flight
+    faiss_ef_search: int = Chatbot.faiss_ef_search
 
     def __post_init__(self):
-        if self.index not in ("exact", "faiss"):
-            raise ValueError(f"index must be exact or faiss, not {self.index!r}")
-        if not -1.0 <= self.threshold <= 1.0:
+        if not -1.0 <= self.threshold <= 1.0:  # in the words of `convert chatbot --threshold`; the contract checks the rest
             raise ValueError(f"threshold must be a cosine score in [-1, 1], got {self.threshold}")
-        if not 1 <= self.top_k <= self.max_top_k:
-            raise ValueError(f"top_k must be between 1 and {self.max_top_k}, got {self.top_k}")
-        for k in ("max_question_bytes", "workers", "max_in_flight", "faiss_ef_search"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        missing = [k for k in ("max_context", "max_new_tokens") if k not in self.generator_limits]
-        if missing:
-            raise ValueError(f"generator_limits lacks {', '.join(missing)}")
+        self.parameters()
         if self.name in (self.embedder, self.generator) or f"{self.name}_stream" in (self.embedder, self.generator):
             raise ValueError(f"the chatbot's name {self.name!r} must differ from its embedder's and generator's")
 
     @property
     def stream_name(self) -> str:
         return f"{self.name}_stream"
+
+    def parameters(self) -> Chatbot:
+        settings = ChatSettings(self.threshold, self.top_k, self.max_top_k, self.max_question_bytes)
+        return Chatbot(self.embedder, self.generator, self.generator_family, self.name, settings, self.generator_limits, self.index,
+                       self.workers, self.max_in_flight, self.faiss_ef_search)
 
 
 def chatbot_config(spec: ChatbotSpec, streaming: bool) -> mc.ModelConfig:
@@ -75,25 +71,7 @@ def chatbot_config(spec: ChatbotSpec, streaming: bool) -> mc.ModelConfig:
         model_transaction_policy=mc.ModelTransactionPolicy(decoupled=streaming),
         instance_group=[mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)],
     )
-    params = {
-        # What the pipeline is, for clients and the gateway's model list: on NAME only, as for the
-        # speech pipeline (NAME_stream is its streaming twin, not a pipeline of its own).
-        **({} if streaming else {"task": "chat"}),
-        "embedder": spec.embedder,
-        "generator": spec.generator,
-        "generator_family": spec.generator_family,
-        "data_model": spec.name,
-        "index": spec.index,
-        "threshold": repr(spec.threshold),
-        "top_k": str(spec.top_k),
-        "max_top_k": str(spec.max_top_k),
-        "max_question_bytes": str(spec.max_question_bytes),
-        "workers": str(spec.workers),
-        "max_in_flight": str(spec.max_in_flight),
-        "faiss_ef_search": str(spec.faiss_ef_search),
-        CALLS_PARAMETER: [spec.embedder, spec.generator],
-        **{f"generator_{k}": str(v) for k, v in spec.generator_limits.items() if k in GENERATOR_LIMITS},
-    }
+    params = spec.parameters().to_params(streaming)
     return with_parameters(config, params)
 
 

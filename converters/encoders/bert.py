@@ -9,22 +9,22 @@ second run with the same source and options reuses what the first wrote.
 from __future__ import annotations
 
 import json
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import fingerprint, resolve, served_name
+from tritonize.contract.encoders import UNFUSED_AT_LOAD
+from tritonize.converters.base import Conversion, ParityError
+from tritonize.converters.checkpoints import resolve, served_name
 from tritonize.converters.encoders.calibration import text_sets
 from tritonize.converters.encoders.quantize import Int8Options, check_floor
 from tritonize.converters.encoders.quantize import accuracy as int8_accuracy
 from tritonize.converters.encoders.quantize import quantize as quantize_graph
-from tritonize.converters.encoders.repository import EncoderPipeline, check_engine, write_encoder_pipeline
+from tritonize.converters.encoders.repository import check_engine, encoder_pipeline, write_encoder_pipeline
 from tritonize.converters.encoders.tensorrt import PRECISIONS, to_fp16
-from tritonize.converters.repository import Batching, read_manifest
+from tritonize.converters.repository import Batching
 
 TASKS = {"embedding": "feature-extraction", "classification": "text-classification"}
 # Max abs error allowed between ONNX Runtime fp32 and PyTorch (hidden states or logits); measured
@@ -45,10 +45,6 @@ VALIDATION_TEXTS = [
     "Zahlen wie 42 und 3,14 — und Satzzeichen!?",
     "",
 ]
-
-
-class ParityError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -137,12 +133,6 @@ def fp16_relative_error(fp16, fp32, tokenizer, task: str, max_length: int) -> fl
     return worst
 
 
-# ONNX Runtime's CPU SkipLayerNormalization kernel measured 5.4x slower than Add + LayerNormalization
-# ([4, 24, 384], ORT 1.32, one thread: 314 vs 58 µs): 22% of an int8 MiniLM run, 12% of fp32. So the
-# fusion is left out offline and at load (the runtime's encoder session disables the same one).
-UNFUSED_AT_LOAD = ["SkipLayerNormFusion"]
-
-
 def ort_session(path: Path):
     import onnxruntime as ort
 
@@ -166,6 +156,108 @@ def optimize_graph(src: Path, dst: Path, config) -> bool:
     return True
 
 
+class BertConversion(Conversion[ConversionReport]):
+    family, report_type, tolerance = "encoders", ConversionReport, FP32_TOLERANCE
+
+    def __init__(self, model: str, task: str, repository: Path, name: str | None, optimize: bool, quantize: bool, batching: Batching,
+                 flavour: str, tolerance: float, force: bool, log: Callable[[str], None], engine: str, precision: str,
+                 int8: Int8Options | None):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
+        name = served_name(model, name)  # checked before anything is written
+        check_engine(flavour, engine)
+        if engine == "tensorrt":
+            if quantize:
+                raise ValueError("quantize makes ONNX Runtime int8 ops, which TensorRT cannot parse: use precision fp16 instead")
+            if precision not in PRECISIONS:
+                raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+            optimize = False  # ORT's fusions emit com.microsoft ops TensorRT cannot parse; TensorRT fuses on its own
+        self.texts = None
+        if quantize:
+            int8 = int8 or Int8Options()
+            self.texts = text_sets(int8.calibration_texts, int8.calibration_limit)  # a bad file fails before any work
+        super().__init__(name, resolve(model), repository, force, log, tolerance)
+        self.model, self.task, self.optimize, self.quantize, self.int8 = model, task, optimize, quantize, int8
+        self.batching, self.flavour, self.engine, self.precision = batching, flavour, engine, precision
+
+    def options(self) -> dict:
+        options = {"task": self.task, "optimize": self.optimize, "quantize": self.quantize, "flavour": self.flavour,
+                   "batching": asdict(self.batching)}
+        if self.engine != "onnxruntime":  # keeps the reuse key of existing conversions unchanged
+            options |= {"engine": self.engine, "precision": self.precision}
+        if self.int8 is not None:  # method, calibration texts and floor; fp32 conversions keep their reuse key
+            options |= {"int8": self.int8.key(self.texts)}
+        return options
+
+    def export(self, tmp: Path) -> None:
+        from optimum.exporters.onnx import main_export
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+        name, source = self.name, self.source
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        if not self.tokenizer.is_fast:
+            raise ValueError(f"{self.model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
+        self.config = AutoConfig.from_pretrained(source)
+        self.max_length = max_sequence_length(self.tokenizer, self.config, source)
+        self.tmp = tmp
+        self.log(f"{name}: exporting {self.model} to ONNX ({TASKS[self.task]}, dynamic batch and sequence)")
+        main_export(source, tmp / "export", task=TASKS[self.task], library_name="transformers", do_validation=False)
+        self.onnx_path = tmp / "export" / "model.onnx"
+        self.optimized = False
+        if self.optimize:
+            self.optimized = optimize_graph(self.onnx_path, tmp / "model_opt.onnx", self.config)
+            self.onnx_path = tmp / "model_opt.onnx" if self.optimized else self.onnx_path
+            self.log(f"{name}: ORT transformer fusions {'applied' if self.optimized else 'not applicable, plain export kept'}")
+        self.torch_model = (AutoModel if self.task == "embedding" else AutoModelForSequenceClassification).from_pretrained(source).eval()
+
+    def parity(self) -> None:
+        """fp32 against PyTorch; then the int8 graph against fp32 (held-out texts) or the fp16 one for TensorRT."""
+        name, task, tmp, tokenizer, max_length = self.name, self.task, self.tmp, self.tokenizer, self.max_length
+        self.fp32 = fp32 = ort_session(self.onnx_path)
+        self.err = max_error(fp32, self.torch_model, tokenizer, task, max_length)
+        self.log(f"{name}: max abs error vs PyTorch {self.err:.2e} (tolerance {self.tolerance:.0e})")
+        if not self.err <= self.tolerance:
+            raise ParityError(f"{name}: ONNX output differs from PyTorch by {self.err:.3e} > tolerance {self.tolerance:.0e}")
+        self.accuracy: dict = {}
+        if self.int8 is not None:
+            done = quantize_graph(self.onnx_path, tmp / "model_int8.onnx", tokenizer, max_length, self.texts, self.int8)
+            self.onnx_path = tmp / "model_int8.onnx"
+            self.accuracy = done | int8_accuracy(fp32, ort_session(self.onnx_path), tokenizer, task, max_length, self.texts)
+            self.log(f"{name}: int8 ({self.int8.method}) vs fp32 on {self.accuracy['held_out_texts']} held-out texts "
+                     f"(calibrated on {self.accuracy['calibration_texts']}): " + ", ".join(
+                         f"{k} {v:.4f}" for k, v in self.accuracy.items() if isinstance(v, float)))
+            if self.int8.enforce_floor:
+                check_floor(self.accuracy, task, name)
+        self.fp16_error = None
+        if self.engine == "tensorrt" and self.precision == "fp16":
+            to_fp16(self.onnx_path, tmp / "model_fp16.onnx")
+            self.onnx_path = tmp / "model_fp16.onnx"
+            self.fp16_error = error = fp16_relative_error(ort_session(self.onnx_path), fp32, tokenizer, task, max_length)
+            self.log(f"{name}: fp16 graph for TensorRT, max error vs fp32 {error:.1e} of the output scale "
+                     f"(tolerance {FP16_RELATIVE_TOLERANCE:.0e})")
+            if not error <= FP16_RELATIVE_TOLERANCE:
+                raise ParityError(f"{name}: the fp16 graph differs from fp32 by {error:.2e} of the output scale "
+                                  f"> {FP16_RELATIVE_TOLERANCE:.0e}; convert with precision fp32")
+
+    def report(self) -> ConversionReport:
+        return ConversionReport(
+            name=self.name, task=self.task, source=str(self.model), repository=str(self.repository), reused=False, max_abs_error=self.err,
+            tolerance=self.tolerance, optimized=self.optimized, quantized=self.quantize, int8_accuracy=self.accuracy,
+            seconds=self.seconds(), engine=self.engine, fp16_relative_error=self.fp16_error,
+        )
+
+    def write(self, report: ConversionReport) -> dict:
+        tokenizer_json = self.tmp / "tokenizer.json"
+        self.tokenizer.backend_tokenizer.save(str(tokenizer_json))
+        pipeline = encoder_pipeline(self.name, self.task, self.config, self.tokenizer, self.max_length, self.batching,
+                                    graph_inputs=[i.name for i in self.fp32.get_inputs()], flavour=self.flavour, engine=self.engine,
+                                    precision=self.precision)
+        return write_encoder_pipeline(self.repository, pipeline, self.onnx_path, tokenizer_json)
+
+    def written(self, report: ConversionReport) -> str:
+        return f"{self.name}: wrote {self.repository / self.name} and its steps in {report.seconds:.0f} s"
+
+
 def convert_bert(
     model: str,
     task: str = "embedding",
@@ -183,105 +275,5 @@ def convert_bert(
     int8: Int8Options | None = None,
 ) -> ConversionReport:
     """`int8` (with quantize=True): the method, calibration texts and floor; default Int8Options()."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
-    name = served_name(model, name)  # checked before anything is written
-    check_engine(flavour, engine)
-    if engine == "tensorrt":
-        if quantize:
-            raise ValueError("quantize makes ONNX Runtime int8 ops, which TensorRT cannot parse: use precision fp16 instead")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-        optimize = False  # ORT's fusions emit com.microsoft ops TensorRT cannot parse; TensorRT fuses on its own
-    texts = None
-    if quantize:
-        int8 = int8 or Int8Options()
-        texts = text_sets(int8.calibration_texts, int8.calibration_limit)  # a bad file fails before any work
-    started = time.monotonic()
-    source = resolve(model)
-    repository = Path(repository)
-    batching = batching or Batching()
-    options = {"task": task, "optimize": optimize, "quantize": quantize, "flavour": flavour, "batching": asdict(batching)}
-    if engine != "onnxruntime":  # keeps the reuse key of existing conversions unchanged
-        options |= {"engine": engine, "precision": precision}
-    if quantize:  # method, calibration texts and floor; fp32 conversions keep their reuse key
-        options |= {"int8": int8.key(texts)}
-    key = fingerprint(source, options, "encoders")
-    previous = read_manifest(repository, name)
-    if previous and previous.get("key") == key and not force:
-        log(f"{name}: reusing {repository / name} (same source and options)")
-        return ConversionReport(**previous["report"], reused=True)
-
-    from optimum.exporters.onnx import main_export
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
-    config = AutoConfig.from_pretrained(source)
-    max_length = max_sequence_length(tokenizer, config, source)
-
-    with tempfile.TemporaryDirectory(prefix="tritonize-bert-") as tmp:
-        tmp = Path(tmp)
-        log(f"{name}: exporting {model} to ONNX ({TASKS[task]}, dynamic batch and sequence)")
-        main_export(source, tmp / "export", task=TASKS[task], library_name="transformers", do_validation=False)
-        onnx_path = tmp / "export" / "model.onnx"
-        optimized = False
-        if optimize:
-            optimized = optimize_graph(onnx_path, tmp / "model_opt.onnx", config)
-            onnx_path = tmp / "model_opt.onnx" if optimized else onnx_path
-            log(f"{name}: ORT transformer fusions {'applied' if optimized else 'not applicable, plain export kept'}")
-
-        torch_model = (AutoModel if task == "embedding" else AutoModelForSequenceClassification).from_pretrained(source).eval()
-        fp32 = ort_session(onnx_path)
-        err = max_error(fp32, torch_model, tokenizer, task, max_length)
-        log(f"{name}: max abs error vs PyTorch {err:.2e} (tolerance {tolerance:.0e})")
-        if not err <= tolerance:
-            raise ParityError(f"{name}: ONNX output differs from PyTorch by {err:.3e} > tolerance {tolerance:.0e}")
-
-        accuracy: dict = {}
-        if quantize:
-            done = quantize_graph(onnx_path, tmp / "model_int8.onnx", tokenizer, max_length, texts, int8)
-            onnx_path = tmp / "model_int8.onnx"
-            accuracy = done | int8_accuracy(fp32, ort_session(onnx_path), tokenizer, task, max_length, texts)
-            log(f"{name}: int8 ({int8.method}) vs fp32 on {accuracy['held_out_texts']} held-out texts "
-                f"(calibrated on {accuracy['calibration_texts']}): " + ", ".join(
-                    f"{k} {v:.4f}" for k, v in accuracy.items() if isinstance(v, float)))
-            if int8.enforce_floor:
-                check_floor(accuracy, task, name)
-
-        fp16_error = None
-        if engine == "tensorrt" and precision == "fp16":
-            to_fp16(onnx_path, tmp / "model_fp16.onnx")
-            onnx_path = tmp / "model_fp16.onnx"
-            fp16_error = fp16_relative_error(ort_session(onnx_path), fp32, tokenizer, task, max_length)
-            log(f"{name}: fp16 graph for TensorRT, max error vs fp32 {fp16_error:.1e} of the output scale "
-                f"(tolerance {FP16_RELATIVE_TOLERANCE:.0e})")
-            if not fp16_error <= FP16_RELATIVE_TOLERANCE:
-                raise ParityError(f"{name}: the fp16 graph differs from fp32 by {fp16_error:.2e} of the output scale "
-                                  f"> {FP16_RELATIVE_TOLERANCE:.0e}; convert with precision fp32")
-
-        tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
-        labels = [config.id2label[i] for i in range(config.num_labels)] if task == "classification" else []
-        pipeline = EncoderPipeline(
-            name=name,
-            task=task,
-            hidden_size=getattr(config, "hidden_size", getattr(config, "dim", 0)),
-            max_length=max_length,
-            pad_token_id=tokenizer.pad_token_id or 0,
-            labels=labels,
-            graph_inputs=[i.name for i in fp32.get_inputs()],
-            batching=batching,
-            flavour=flavour,
-            engine=engine,
-            precision=precision,
-        )
-        report = ConversionReport(
-            name=name, task=task, source=str(model), repository=str(repository), reused=False, max_abs_error=err,
-            tolerance=tolerance, optimized=optimized, quantized=quantize, int8_accuracy=accuracy,
-            seconds=round(time.monotonic() - started, 1), engine=engine, fp16_relative_error=fp16_error,
-        )
-        manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
-        write_encoder_pipeline(repository, pipeline, onnx_path, tmp / "tokenizer.json", manifest)
-    log(f"{name}: wrote {repository / name} and its steps in {report.seconds:.0f} s")
-    return report
+    return BertConversion(model, task, Path(repository), name, optimize, quantize, batching or Batching(), flavour, tolerance, force, log,
+                          engine, precision, int8 if quantize else None).run()

@@ -22,7 +22,7 @@ import numpy as np
 from tritonize.converters.encoders.calibration import TextSets
 
 METHODS = ("dynamic", "static")
-DEFAULT_METHOD = "dynamic"  # measured on all-MiniLM-L6-v2: see README (int8) and benchmarks/int8_bench.py
+DEFAULT_METHOD = "dynamic"  # measured on all-MiniLM-L6-v2: see docs/performance.md (int8) and benchmarks/int8_bench.py
 # The floors a conversion must meet on the held-out texts, per task.
 EMBEDDING_FLOOR = {"min_cosine_vs_fp32": 0.98, "mean_cosine_vs_fp32": 0.995}
 CLASSIFICATION_FLOOR = {"label_agreement": 0.95, "max_probability_diff": 0.1}

@@ -17,7 +17,6 @@ on the stored weights (`tritonize.converters.device`).
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 from dataclasses import asdict, dataclass, field
@@ -25,11 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonize.contract.encoders import GRAPH_OUTPUT, STEP_OUTPUT, Buckets, EngineStep, Labels, Pooling, Served, Tokenizing
+from tritonize.contract.files import MANIFEST
 from tritonize.converters.encoders.tensorrt import PLAN_FILE, SPEC_FILE, BuildSpec, derive_profiles, length_buckets
 from tritonize.converters.device import Placement
 from tritonize.converters.repository import (
     WARMUP_TOKENS, Batching, dynamic_batching, mc, python_step, shim, tensor_in, tensor_out, warmup, with_parameters, write_model,
 )
+from tritonize.families import ENCODERS
 
 FLAVOURS = ("fused", "python", "native")
 ENGINES = ("onnxruntime", "tensorrt")  # the native flavour's model step
@@ -51,9 +53,9 @@ class EncoderPipeline:
     flavour: str = "fused"
     engine: str = "onnxruntime"  # native flavour only: onnxruntime (TensorRT EP) or tensorrt (a plan)
     precision: str = "fp16"  # tensorrt engine only
-    max_text_bytes: int = 1_000_000
-    max_padding_ratio: float = 1.25
-    min_padding_tokens: int = 8  # per row; see tritonize.runtime.buckets.plan_buckets
+    max_text_bytes: int = Tokenizing.max_text_bytes
+    max_padding_ratio: float = Buckets.max_padding_ratio
+    min_padding_tokens: int = Buckets.min_padding_tokens  # per row; see tritonize.runtime.buckets.plan_buckets
     device: str | None = None  # None: ONNX Runtime; cpu | cuda: the PyTorch engine (python flavour)
     dtype: str = "float32"
 
@@ -63,7 +65,19 @@ class EncoderPipeline:
 
     @property
     def graph_output(self) -> str:
-        return "last_hidden_state" if self.task == "embedding" else "logits"
+        return GRAPH_OUTPUT[self.task]
+
+    def served(self) -> dict[str, str]:
+        """What the client reads (on the ensemble and the fused step): the task, the limit, the labels."""
+        return {**Served(self.task, self.max_length).to_params(), **Labels(tuple(self.labels)).to_params()}
+
+    def tokenizing(self, native: bool = False) -> Tokenizing:
+        return Tokenizing(self.max_length, self.max_text_bytes, self.pad_token_id, NATIVE_PAD_MULTIPLE if native else 1,
+                          emit_token_type_ids=native and "token_type_ids" in self.graph_inputs)
+
+    def buckets(self) -> Buckets:
+        return Buckets(self.pad_token_id, self.max_padding_ratio, self.min_padding_tokens, self.batching.max_batch_size,
+                       self.batching.intra_op_threads)
 
     @property
     def step_names(self) -> dict[str, str]:
@@ -76,13 +90,7 @@ def tokenizer_config(p: EncoderPipeline) -> mc.ModelConfig:
     outputs = [tensor_out("INPUT_IDS", "INT64", [-1]), tensor_out("ATTENTION_MASK", "INT64", [-1])]
     if native and "token_type_ids" in p.graph_inputs:
         outputs.append(tensor_out("TOKEN_TYPE_IDS", "INT64", [-1]))
-    params = {
-        "max_length": str(p.max_length),
-        "max_text_bytes": str(p.max_text_bytes),
-        "pad_token_id": str(p.pad_token_id),
-        "pad_to_multiple_of": str(NATIVE_PAD_MULTIPLE if native else 1),
-        "emit_token_type_ids": "true" if len(outputs) == 3 else "false",
-    }
+    params = p.tokenizing(native).to_params()
     return python_step(p.step_names["tokenizer"], [tensor_in("TEXT", "BYTES", [1])], outputs, params, p.batching, entry=True)
 
 
@@ -136,20 +144,11 @@ def model_config(p: EncoderPipeline) -> mc.ModelConfig:
         trt.parameters["max_workspace_size_bytes"] = str(1 << 30)
         config.model_warmup.append(warmup({n: f"ones_{WARMUP_TOKENS}" for n in p.graph_inputs}))
         return config
-    out_name = "TOKEN_EMBEDDINGS" if p.task == "embedding" else "LOGITS"
     config = python_step(
         p.step_names["model"],
         [tensor_in("INPUT_IDS", "INT64", [-1], ragged=True), tensor_in("ATTENTION_MASK", "INT64", [-1], ragged=True)],
-        [tensor_out(out_name, "FP32", out_dims)],
-        {
-            "output_name": p.graph_output,
-            "output_tensor": out_name,
-            "pad_token_id": str(p.pad_token_id),
-            "max_padding_ratio": str(p.max_padding_ratio),
-            "min_padding_tokens": str(p.min_padding_tokens),
-            "max_rows_per_run": str(b.max_batch_size),
-            "intra_op_threads": str(b.intra_op_threads),
-        },
+        [tensor_out(STEP_OUTPUT[p.task], "FP32", out_dims)],
+        {**EngineStep.of(p.task).to_params(), **p.buckets().to_params()},
         b,
         instances=b.instance_count,
     )
@@ -166,10 +165,10 @@ def postprocess_config(p: EncoderPipeline) -> mc.ModelConfig:
             tensor_in("ATTENTION_MASK", "INT64", [-1], ragged=True),
         ]
         outputs = [tensor_out("EMBEDDING", "FP32", [p.hidden_size]), tensor_out("TOKEN_COUNT", "INT64", [1])]
-        return python_step(p.step_names["postprocess"], inputs, outputs, {"normalize": "true"}, p.batching)
+        return python_step(p.step_names["postprocess"], inputs, outputs, Pooling().to_params(), p.batching)
     n = len(p.labels)
     outputs = [tensor_out("LOGITS", "FP32", [n]), tensor_out("PROBABILITIES", "FP32", [n]), tensor_out("LABEL", "BYTES", [1])]
-    return python_step(p.step_names["postprocess"], [tensor_in("LOGITS", "FP32", [n])], outputs, {"labels": p.labels}, p.batching)
+    return python_step(p.step_names["postprocess"], [tensor_in("LOGITS", "FP32", [n])], outputs, Labels(tuple(p.labels)).to_params(), p.batching)
 
 
 def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
@@ -179,7 +178,7 @@ def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
     if native and "token_type_ids" in p.graph_inputs:
         tok_out["TOKEN_TYPE_IDS"] = "token_type_ids"
     model_in = {n: n for n in p.graph_inputs} if native else {"INPUT_IDS": "input_ids", "ATTENTION_MASK": "attention_mask"}
-    model_out_name = p.graph_output if native else ("TOKEN_EMBEDDINGS" if p.task == "embedding" else "LOGITS")
+    model_out_name = p.graph_output if native else STEP_OUTPUT[p.task]
     if p.task == "embedding":
         post_in = {"TOKEN_EMBEDDINGS": "model_output", "ATTENTION_MASK": "attention_mask"}
         outputs = {"EMBEDDING": [p.hidden_size], "TOKEN_COUNT": [1]}
@@ -200,7 +199,7 @@ def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
     # Read by the client: what this pipeline does and, for classification, its label names.
-    return with_parameters(config, {"task": p.task, "labels": p.labels, "max_length": str(p.max_length)})
+    return with_parameters(config, p.served())
 
 
 # Warm-up text for the fused step: a BYTES input file holds each string as a 4-byte little-endian
@@ -215,20 +214,8 @@ def fused_config(p: EncoderPipeline) -> mc.ModelConfig:
     ensemble's inputs, outputs and client-facing parameters."""
     b = p.batching
     ensemble = ensemble_config(p)
-    params = {
-        # read by the client, as from the ensemble
-        "task": p.task, "labels": p.labels, "max_length": str(p.max_length),
-        # tokenizer
-        "max_text_bytes": str(p.max_text_bytes),
-        # engine and length buckets
-        "pad_token_id": str(p.pad_token_id),
-        "max_padding_ratio": str(p.max_padding_ratio),
-        "min_padding_tokens": str(p.min_padding_tokens),
-        "max_rows_per_run": str(b.max_batch_size),
-        "intra_op_threads": str(b.intra_op_threads),
-        # postprocess
-        "normalize": "true",
-    }
+    # Read by the client, as from the ensemble; then the tokenizer's, the buckets' and the pooling's.
+    params = {**p.served(), **p.tokenizing().to_params(), **p.buckets().to_params(), **Pooling().to_params()}
     config = python_step(p.name, list(ensemble.input), list(ensemble.output), params, b, instances=b.instance_count, entry=True)
     if p.placement.torch:
         p.placement.place(config, b.instance_count)
@@ -247,29 +234,30 @@ def check_engine(flavour: str, engine: str) -> None:
         raise ValueError("engine 'tensorrt' needs flavour 'native': the embedded server has no TensorRT backend")
 
 
-SHIMS = {
-    "tokenizer": "tritonize.runtime.encoders.tokenizer:TokenizerStep",
-    "model": "tritonize.runtime.encoders.encoder:EncoderStep",
-    "fused": "tritonize.runtime.encoders.fused:FusedEncoderStep",
-    "embedding": "tritonize.runtime.encoders.postprocess:EmbeddingPostprocess",
-    "classification": "tritonize.runtime.encoders.postprocess:ClassificationPostprocess",
-}
+SHIMS = ENCODERS.runtime.served  # step role -> the served class its one-line model.py imports
 
 
 
 def remove_previous(repo: Path, name: str) -> None:
     """A conversion replaces the pipeline it converted before, whichever flavour that was: no step of
     the old one stays behind to be loaded. Only folders of a pipeline we wrote (it has a manifest)."""
-    if not (repo / name / "tritonize.json").exists():
+    if not (repo / name / MANIFEST).exists():
         return
     for folder in [repo / name, *(repo / f"{name}_{s}" for s in ("tokenizer", "model", "postprocess"))]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | None, tokenizer_json: Path, manifest: dict,
-                           weights: dict[str, Path] | None = None) -> list[Path]:
-    """Write the models of an encoder pipeline (four, or one when fused); the manifest goes last, so it
-    marks a complete write. The engine gets `model.onnx`, or for the PyTorch engine the stored `weights`."""
+def encoder_pipeline(name: str, task: str, config, tokenizer, max_length: int, batching: Batching, **options) -> EncoderPipeline:
+    """The pipeline of a checkpoint (its transformers config and tokenizer); `options`: flavour, engine, device..."""
+    labels = [config.id2label[i] for i in range(config.num_labels)] if task == "classification" else []
+    return EncoderPipeline(name=name, task=task, hidden_size=getattr(config, "hidden_size", getattr(config, "dim", 0)), max_length=max_length,
+                           pad_token_id=tokenizer.pad_token_id or 0, labels=labels, batching=batching, **options)
+
+
+def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | None, tokenizer_json: Path,
+                           weights: dict[str, Path] | None = None) -> dict:
+    """Write the models of an encoder pipeline (four, or one when fused); returns the manifest's `pipeline`.
+    The engine gets `model.onnx`, or for the PyTorch engine the stored `weights`."""
     check_engine(p.flavour, p.engine)
     if p.placement.torch and p.flavour != "python":
         raise ValueError("the PyTorch engine (--device) runs in the python flavour; native is ONNX Runtime/TensorRT")
@@ -279,20 +267,16 @@ def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | No
     engine_files = dict(weights) if p.placement.torch else {"model.onnx": onnx_model}
     if p.flavour == "fused":
         files = {**engine_files, "model.py": shim(SHIMS["fused"]), "tokenizer.json": tokenizer_json, f"warmup/{WARMUP_TEXT_FILE}": WARMUP_TEXT}
-        folders = [write_model(repo, fused_config(p), files)]
-        (repo / p.name / "tritonize.json").write_text(json.dumps({**manifest, "pipeline": asdict(p)}, indent=2))
-        return folders
+        write_model(repo, fused_config(p), files)
+        return {"pipeline": asdict(p)}
     model_files: dict[str, Path | str | bytes] = {**engine_files, f"warmup/ones_{WARMUP_TOKENS}": ones}
     if p.flavour == "python":
         model_files["model.py"] = shim(SHIMS["model"])
     if p.engine == "tensorrt":  # the graph and the build spec; the plan is built on the serving GPU
         model_files = {"model.onnx": onnx_model, SPEC_FILE: tensorrt_build_spec(p).to_json()}
         model_files |= {f"warmup/ones_{n}": np.ones(n, dtype=np.int64).tobytes() for n in length_buckets(p.max_length, NATIVE_PAD_MULTIPLE)}
-    folders = [
-        write_model(repo, tokenizer_config(p), {"model.py": shim(SHIMS["tokenizer"]), "tokenizer.json": tokenizer_json}),
-        write_model(repo, model_config(p), model_files),
-        write_model(repo, postprocess_config(p), {"model.py": shim(SHIMS[p.task])}),
-        write_model(repo, ensemble_config(p)),
-    ]
-    (repo / p.name / "tritonize.json").write_text(json.dumps({**manifest, "pipeline": asdict(p)}, indent=2))
-    return folders
+    write_model(repo, tokenizer_config(p), {"model.py": shim(SHIMS["tokenizer"]), "tokenizer.json": tokenizer_json})
+    write_model(repo, model_config(p), model_files)
+    write_model(repo, postprocess_config(p), {"model.py": shim(SHIMS[p.task])})
+    write_model(repo, ensemble_config(p))
+    return {"pipeline": asdict(p)}

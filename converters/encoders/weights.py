@@ -7,19 +7,18 @@ engine's own parity (buckets, SDPA, dtypes) is what the tests and benchmarks/gpu
 
 from __future__ import annotations
 
-import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from tritonize.converters.checkpoints import fingerprint, resolve, served_name
+from tritonize.converters.base import Conversion, ParityError
+from tritonize.converters.checkpoints import resolve, served_name
 from tritonize.converters.device import Placement, save_weights
 from tritonize.converters.encoders.bert import (
-    FP32_TOLERANCE, TASKS, ConversionReport, ParityError, compare, max_sequence_length, torch_reference, validation_batches,
+    FP32_TOLERANCE, TASKS, ConversionReport, compare, max_sequence_length, torch_reference, validation_batches,
 )
-from tritonize.converters.encoders.repository import EncoderPipeline, write_encoder_pipeline
-from tritonize.converters.repository import Batching, read_manifest
+from tritonize.converters.encoders.repository import encoder_pipeline, write_encoder_pipeline
+from tritonize.converters.repository import Batching
 
 
 @dataclass
@@ -27,6 +26,64 @@ class TorchConversionReport(ConversionReport):
     engine: str = "torch"
     device: str = "cpu"
     dtype: str = "float32"
+
+
+class BertWeightsConversion(Conversion[TorchConversionReport]):
+    family, report_type, tolerance = "encoders", TorchConversionReport, FP32_TOLERANCE
+
+    def __init__(self, model: str, task: str, repository: Path, name: str | None, placement: Placement, batching: Batching,
+                 tolerance: float, force: bool, log: Callable[[str], None]):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
+        placement.check_torch("convert_bert_torch", "convert_bert")  # before any work
+        super().__init__(served_name(model, name), resolve(model), repository, force, log, tolerance)
+        self.model, self.task, self.placement, self.batching = model, task, placement, batching
+
+    def options(self) -> dict:
+        return {"task": self.task, "flavour": "python", "batching": asdict(self.batching), **self.placement.options()}
+
+    def export(self, tmp: Path) -> None:
+        """No export: the checkpoint's weights, stored as the step loads them."""
+        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+        if not self.tokenizer.is_fast:
+            raise ValueError(f"{self.model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
+        self.config = AutoConfig.from_pretrained(self.source)
+        self.max_length = max_sequence_length(self.tokenizer, self.config, self.source)
+        cls = AutoModel if self.task == "embedding" else AutoModelForSequenceClassification
+        self.reference = cls.from_pretrained(self.source).eval()
+        self.tmp = tmp
+        self.log(f"{self.name}: storing {self.model} for the PyTorch engine ({self.placement.device}, {self.placement.dtype})")
+        self.weights = save_weights(self.reference, self.tokenizer, tmp / "torch")
+        self.stored = cls.from_pretrained(str(tmp / "torch"), local_files_only=True).eval()
+
+    def parity(self) -> None:
+        """The stored copy, reloaded the way the step loads it, against the checkpoint."""
+        self.err = 0.0
+        for batch in validation_batches(self.max_length):
+            ref, mask = torch_reference(self.reference, self.tokenizer, batch, self.task, self.max_length)
+            got, _ = torch_reference(self.stored, self.tokenizer, batch, self.task, self.max_length)
+            self.err = max(self.err, compare(got, ref, mask, self.task))
+        self.log(f"{self.name}: stored weights vs PyTorch: max abs error {self.err:.2e} (tolerance {self.tolerance:.0e})")
+        if not self.err <= self.tolerance:
+            raise ParityError(f"{self.name}: the stored weights give outputs {self.err:.3e} away from PyTorch > tolerance {self.tolerance:.0e}")
+
+    def report(self) -> TorchConversionReport:
+        return TorchConversionReport(
+            name=self.name, task=self.task, source=str(self.model), repository=str(self.repository), reused=False, max_abs_error=self.err,
+            tolerance=self.tolerance, optimized=False, quantized=False, seconds=self.seconds(), device=self.placement.device or "cpu",
+            dtype=self.placement.dtype,
+        )
+
+    def write(self, report: TorchConversionReport) -> dict:
+        self.tokenizer.backend_tokenizer.save(str(self.tmp / "tokenizer.json"))
+        pipeline = encoder_pipeline(self.name, self.task, self.config, self.tokenizer, self.max_length, self.batching,
+                                    device=self.placement.device, dtype=self.placement.dtype, flavour="python")
+        return write_encoder_pipeline(self.repository, pipeline, None, self.tmp / "tokenizer.json", weights=self.weights)
+
+    def written(self, report: TorchConversionReport) -> str:
+        return f"{self.name}: wrote {self.repository / self.name} and its steps (PyTorch engine) in {report.seconds:.0f} s"
 
 
 def convert_bert_torch(
@@ -40,55 +97,4 @@ def convert_bert_torch(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> TorchConversionReport:
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, not {task!r}")
-    if not placement.torch:
-        raise ValueError("convert_bert_torch needs a device (cpu or cuda); convert_bert writes the ONNX flavour")
-    placement.check_available()  # before any work
-    started = time.monotonic()
-    source, name, repository = resolve(model), served_name(model, name), Path(repository)
-    batching = batching or Batching()
-    key = fingerprint(source, {"task": task, "flavour": "python", "batching": asdict(batching), **placement.options()}, "encoders")
-    previous = read_manifest(repository, name)
-    if previous and previous.get("key") == key and not force:
-        log(f"{name}: reusing {repository / name} (same source and options)")
-        return TorchConversionReport(**previous["report"], reused=True)
-
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
-    config = AutoConfig.from_pretrained(source)
-    max_length = max_sequence_length(tokenizer, config, source)
-    cls = AutoModel if task == "embedding" else AutoModelForSequenceClassification
-    reference = cls.from_pretrained(source).eval()
-
-    with tempfile.TemporaryDirectory(prefix="tritonize-bert-torch-") as tmp:
-        tmp = Path(tmp)
-        log(f"{name}: storing {model} for the PyTorch engine ({placement.device}, {placement.dtype})")
-        weights = save_weights(reference, tokenizer, tmp / "torch")
-        stored = cls.from_pretrained(str(tmp / "torch"), local_files_only=True).eval()
-        err = 0.0
-        for batch in validation_batches(max_length):
-            ref, mask = torch_reference(reference, tokenizer, batch, task, max_length)
-            got, _ = torch_reference(stored, tokenizer, batch, task, max_length)
-            err = max(err, compare(got, ref, mask, task))
-        log(f"{name}: stored weights vs PyTorch: max abs error {err:.2e} (tolerance {tolerance:.0e})")
-        if not err <= tolerance:
-            raise ParityError(f"{name}: the stored weights give outputs {err:.3e} away from PyTorch > tolerance {tolerance:.0e}")
-        tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
-        pipeline = EncoderPipeline(
-            name=name, task=task, hidden_size=getattr(config, "hidden_size", getattr(config, "dim", 0)), max_length=max_length,
-            pad_token_id=tokenizer.pad_token_id or 0,
-            labels=[config.id2label[i] for i in range(config.num_labels)] if task == "classification" else [],
-            batching=batching, device=placement.device, dtype=placement.dtype, flavour="python",
-        )
-        report = TorchConversionReport(
-            name=name, task=task, source=str(model), repository=str(repository), reused=False, max_abs_error=err, tolerance=tolerance,
-            optimized=False, quantized=False, seconds=round(time.monotonic() - started, 1), device=placement.device, dtype=placement.dtype,
-        )
-        manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
-        write_encoder_pipeline(repository, pipeline, None, tmp / "tokenizer.json", manifest, weights=weights)
-    log(f"{name}: wrote {repository / name} and its steps (PyTorch engine) in {report.seconds:.0f} s")
-    return report
+    return BertWeightsConversion(model, task, Path(repository), name, placement, batching or Batching(), tolerance, force, log).run()

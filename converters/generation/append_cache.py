@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NEW_PREFIX = "new_key_values."  # graph outputs of a rewritten graph: new_key_values.L.key / .value
+from tritonize.contract.generation import NEW_CACHE_PREFIX  # the rewritten graph's outputs: new_key_values.L.key / .value
+
 INT64_MAX = 2**63 - 1
 
 
 def new_output_name(present: str) -> str:
-    return present.replace("present.", NEW_PREFIX, 1)
+    return present.replace("present.", NEW_CACHE_PREFIX, 1)
 
 
 def split_cache_attention(path: Path) -> int:

@@ -1,23 +1,29 @@
-"""What the GPT-2 and T5 converters share: the served generator's config, reuse of a previous
-conversion, and the report.
+"""What the GPT-2 and T5 converters share (both engines): the served generator's config, the report, the
+parity check and the conversion sequence's generation half.
 
-A generator is one decoupled Python-backend model (no ensemble): its graphs, its tokenizer.json and a
-one-line shim that imports `tritonize.runtime.generation.step:GenerationStep`. Limits and defaults are config
-parameters, so an operator changes them in config.pbtxt without converting again.
+A generator is one decoupled Python-backend model (no ensemble): its graphs (or stored weights), its
+tokenizer.json and a one-line shim that imports `tritonize.runtime.generation.step:GenerationStep`.
+Limits and defaults are config parameters (tritonize.contract.generation), so an operator changes them
+in config.pbtxt without converting again.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonize.contract.generation import ChatTemplate, Generator
+from tritonize.contract.generation import Limits as GenerationLimits  # the converters' name for it
+from tritonize.converters.base import Conversion, ParityError
+from tritonize.converters.checkpoints import resolve, served_name
 from tritonize.converters.device import Placement
-from tritonize.converters.repository import read_manifest, shim, tensor_in, tensor_out, with_parameters, write_model
+from tritonize.converters.repository import shim, tensor_in, tensor_out, with_parameters, write_model
+from tritonize.families import GENERATION
 
-STEP = "tritonize.runtime.generation.step:GenerationStep"
+STEP = GENERATION.runtime.served["model"]
 # Max abs logits error allowed between ONNX Runtime fp32 and PyTorch, relative to the largest logit.
 # fp32 rounding grows with the activations: tiny random models with scaled initialisation are badly
 # conditioned (the tiny T5 measured 1e-5 to 3e-5 relative, varying run to run with thread scheduling).
@@ -27,23 +33,6 @@ VALIDATION_PROMPTS = [
     "The quick brown fox jumps over the lazy dog.",
     "Triton batches requests of different lengths together when a step allows it, and streams tokens back.",
 ]
-
-
-class ParityError(RuntimeError):
-    pass
-
-
-@dataclass
-class GenerationLimits:
-    """Served limits (see tritonize.runtime.generation.params.Limits); 0 means: derive from the model."""
-
-    max_new_tokens: int = 512  # the most a request may ask for (capped by the context for GPT-2)
-    default_max_new_tokens: int = 32
-    max_sequences: int = 16
-    max_queue: int = 64
-    max_prompt_bytes: int = 100_000
-    intra_op_threads: int = 0  # ONNX Runtime threads (0: one per core)
-    max_prefill_tokens: int = 2048  # rows x padded length of one prefill forward (1: every prompt alone)
 
 
 @dataclass
@@ -58,18 +47,11 @@ class GenerationReport:
     tolerance: float  # relative to logits_scale
     logits_scale: float  # the largest |logit| of the PyTorch reference
     max_context: int
-    limits: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)  # the served parameters
     seconds: float = 0.0
     engine: str = "onnx"  # onnx | torch (then on device, in dtype)
     device: str = "cpu"
     dtype: str = "float32"
-
-
-def previous_report(repository: Path, name: str, key: str) -> GenerationReport | None:
-    previous = read_manifest(repository, name)
-    if previous and previous.get("key") == key:
-        return GenerationReport(**previous["report"], reused=True)
-    return None
 
 
 def check_parity(name: str, first: float, cached: float, scale: float, tolerance: float, log) -> None:
@@ -81,7 +63,7 @@ def check_parity(name: str, first: float, cached: float, scale: float, tolerance
                           f"({tolerance:.0e} x largest logit {scale:.1f})")
 
 
-def generator_config(name: str, params: dict[str, object]) -> mc.ModelConfig:
+def generator_config(name: str, generator: Generator) -> mc.ModelConfig:
     config = mc.ModelConfig(
         name=name,
         backend="python",
@@ -92,43 +74,66 @@ def generator_config(name: str, params: dict[str, object]) -> mc.ModelConfig:
         model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
         instance_group=[mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)],
     )
-    return with_parameters(config, {k: v if isinstance(v, str) else str(v) for k, v in params.items()})
+    return with_parameters(config, generator.to_params())
 
 
-def served_parameters(family: str, max_context: int, limits: GenerationLimits, eos: int | None, start: int | None) -> dict:
-    max_new = min(limits.max_new_tokens, max_context - 1) if family == "decoder" else limits.max_new_tokens
-    return {
-        "task": "generation",
-        "family": family,
-        "max_context": max_context,
-        "max_new_tokens": max_new,
-        "default_max_new_tokens": min(limits.default_max_new_tokens, max_new),
-        "max_sequences": limits.max_sequences,
-        "max_queue": limits.max_queue,
-        "max_prompt_bytes": limits.max_prompt_bytes,
-        "intra_op_threads": limits.intra_op_threads,
-        "max_prefill_tokens": limits.max_prefill_tokens,
-        "eos_token_id": "" if eos is None else eos,
-        "decoder_start_token_id": "" if start is None else start,
-    }
-
-
-def chat_parameters(tokenizer) -> dict[str, str]:
-    """The checkpoint's chat template and the special tokens it refers to, for the OpenAI gateway
-    (which renders chat messages into a prompt); empty when the checkpoint has none."""
+def chat_template(tokenizer) -> ChatTemplate:
+    """The checkpoint's chat template (the default one of several named) and its special tokens."""
     template = getattr(tokenizer, "chat_template", None) or ""
-    if isinstance(template, dict):  # several named templates: the default one
+    if isinstance(template, dict):
         template = template.get("default", "")
-    return {"chat_template": template, "bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
+    return ChatTemplate(template, tokenizer.bos_token or "", tokenizer.eos_token or "")
 
 
-def write_generator(repository: Path, name: str, params: dict, files: dict[str, Path], report: GenerationReport, key: str,
-                    placement: Placement = Placement()) -> Path:
-    """The model folder; the manifest goes last, so it marks a complete write."""
-    config = generator_config(name, params)
-    if placement.torch:
-        placement.place(config)
-    folder = write_model(repository, config, {"model.py": shim(STEP), **files})
-    manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
-    (folder / "tritonize.json").write_text(json.dumps(manifest, indent=2))
-    return folder
+class GenerationConversion(Conversion[GenerationReport]):
+    """GPT-2 or T5, either engine. A subclass's `export` loads the tokenizer and the reference, sets
+    `max_context`, `eos`, `start` (T5's decoder start), `files` (what the version folder holds) and its
+    `parity` sets `errors` (first step, cached step, largest logit)."""
+
+    family, report_type, tolerance = "generation", GenerationReport, LOGITS_TOLERANCE
+    model_family: str  # gpt2 | t5
+    placement = Placement()
+    with_chat_template = True  # the gateway renders chat messages with it
+    # set by `export`
+    tmp: Path
+    tokenizer: Any
+    max_context: int
+    eos: int | None
+    files: dict[str, Path]
+
+    def __init__(self, model: str, repository: Path, name: str | None, limits: GenerationLimits, tolerance: float, force: bool,
+                 log: Callable[[str], None]):
+        super().__init__(served_name(model, name), resolve(model), repository, force, log, tolerance)
+        self.model, self.limits = model, limits
+        self.start: int | None = None
+        self.errors = (0.0, 0.0, 0.0)
+
+    def options(self) -> dict:
+        return {"family": self.model_family, "limits": asdict(self.limits), **self.placement.options()}
+
+    def generator(self) -> Generator:
+        decoder = self.model_family == "gpt2"
+        return Generator("decoder" if decoder else "encoder-decoder", self.limits.served(self.max_context, decoder), self.eos, self.start,
+                         chat_template(self.tokenizer) if self.with_chat_template else None)
+
+    def report(self) -> GenerationReport:
+        first, cached, scale = self.errors
+        p = self.placement
+        return GenerationReport(
+            name=self.name, family=self.model_family, source=str(self.model), repository=str(self.repository), reused=False,
+            max_abs_error_first_step=first, max_abs_error_cached_step=cached, tolerance=self.tolerance, logits_scale=scale,
+            max_context=self.max_context, limits=self.generator().to_params(), seconds=self.seconds(),
+            engine=p.engine, device=p.device or "cpu", dtype=p.dtype,
+        )
+
+    def write(self, report: GenerationReport) -> dict:
+        self.tokenizer.backend_tokenizer.save(str(self.tmp / "tokenizer.json"))
+        config = generator_config(self.name, self.generator())
+        if self.placement.torch:
+            self.placement.place(config)
+        write_model(self.repository, config, {"model.py": shim(STEP), **self.files, "tokenizer.json": self.tmp / "tokenizer.json"})
+        return {}
+
+    def written(self, report: GenerationReport) -> str:
+        engine = " (PyTorch engine)" if self.placement.torch else ""
+        return f"{self.name}: wrote {self.repository / self.name}{engine} in {report.seconds:.0f} s"

@@ -11,20 +11,16 @@ a cached one-token forward against PyTorch, on prompts of several lengths.
 
 from __future__ import annotations
 
-import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import fingerprint, resolve, served_name
+from tritonize.contract.generation import NEW_CACHE_PREFIX
+from tritonize.converters.generation.append_cache import split_cache_attention
 from tritonize.converters.generation.common import (
-    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
-    chat_parameters, previous_report, served_parameters, write_generator,
+    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationLimits, GenerationReport, check_parity,
 )
-from tritonize.converters.generation.append_cache import NEW_PREFIX, split_cache_attention
 from tritonize.converters.generation.key_transpose import fuse_key_transposes
 
 TASK = "text-generation-with-past"
@@ -38,7 +34,7 @@ PARITY_SPARE_COLUMNS = 5
 def _ort_step(session, ids: np.ndarray, past: list[np.ndarray], past_names: list[str], start: int):
     n = ids.shape[1]
     mask = np.ones((1, start + n), np.int64)
-    if start and any(o.name.startswith(NEW_PREFIX) for o in session.get_outputs()):
+    if start and any(o.name.startswith(NEW_CACHE_PREFIX) for o in session.get_outputs()):
         past = [np.pad(p, ((0, 0), (0, 0), (0, PARITY_SPARE_COLUMNS), (0, 0))) for p in past]
         mask = np.concatenate([mask[:, :start], np.zeros((1, PARITY_SPARE_COLUMNS), np.int64), mask[:, start:]], axis=1)
     feed = {"input_ids": ids, "attention_mask": mask, **dict(zip(past_names, past))}
@@ -98,6 +94,42 @@ def parity(session, model, tokenizer) -> tuple[float, float, float]:
     return first, cached, scale
 
 
+class Gpt2Conversion(GenerationConversion):
+    model_family = "gpt2"
+
+    def export(self, tmp: Path) -> None:
+        import onnxruntime as ort
+        from optimum.exporters.onnx import main_export
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        name, model = self.name, self.model
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+        if not self.tokenizer.is_fast:
+            raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
+        self.torch_model = AutoModelForCausalLM.from_pretrained(self.source).eval()
+        config = self.torch_model.config
+        self.max_context = int(getattr(config, "n_positions", getattr(config, "max_position_embeddings", 1024)))
+        self.eos, self.tmp = config.eos_token_id, tmp
+        out = tmp / "export"
+        self.log(f"{name}: exporting {model} to ONNX ({TASK}: one graph, cache of any length)")
+        main_export(self.source, out, task=TASK, library_name="transformers", do_validation=False)
+        if not keep_last_position_logits(out / "model.onnx"):
+            self.log(f"{name}: the LM head is not a plain MatMul; the graph keeps logits at every position")
+        fused = fuse_key_transposes(out / "model.onnx")
+        self.log(f"{name}: attention reads the key cache untransposed in {fused} layers")
+        split = split_cache_attention(out / "model.onnx")
+        self.log(f"{name}: " + (f"the graph returns only each step's new cache columns ({split} layers)" if split
+                                else "the cache attention is not the expected pattern; the graph returns the whole cache"))
+        self.session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+        self.files = {"model.onnx": out / "model.onnx"}
+        if (out / "model.onnx_data").exists():  # weights over 2 GB live beside the graph
+            self.files["model.onnx_data"] = out / "model.onnx_data"
+
+    def parity(self) -> None:
+        self.errors = parity(self.session, self.torch_model, self.tokenizer)
+        check_parity(self.name, *self.errors, self.tolerance, self.log)
+
+
 def convert_gpt2(
     model: str,
     repository: Path = Path("model_repository"),
@@ -107,51 +139,4 @@ def convert_gpt2(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
-    name = served_name(model, name)  # checked before anything is written
-    started = time.monotonic()
-    source = resolve(model)
-    repository = Path(repository)
-    limits = limits or GenerationLimits()
-    key = fingerprint(source, {"family": "gpt2", "limits": asdict(limits)}, "generation")
-    if not force and (report := previous_report(repository, name, key)):
-        log(f"{name}: reusing {repository / name} (same source and options)")
-        return report
-
-    import onnxruntime as ort
-    from optimum.exporters.onnx import main_export
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
-    torch_model = AutoModelForCausalLM.from_pretrained(source).eval()
-    config = torch_model.config
-    max_context = int(getattr(config, "n_positions", getattr(config, "max_position_embeddings", 1024)))
-
-    with tempfile.TemporaryDirectory(prefix="tritonize-gpt2-") as tmp:
-        out = Path(tmp) / "export"
-        log(f"{name}: exporting {model} to ONNX ({TASK}: one graph, cache of any length)")
-        main_export(source, out, task=TASK, library_name="transformers", do_validation=False)
-        if not keep_last_position_logits(out / "model.onnx"):
-            log(f"{name}: the LM head is not a plain MatMul; the graph keeps logits at every position")
-        fused = fuse_key_transposes(out / "model.onnx")
-        log(f"{name}: attention reads the key cache untransposed in {fused} layers")
-        split = split_cache_attention(out / "model.onnx")
-        log(f"{name}: " + (f"the graph returns only each step's new cache columns ({split} layers)" if split
-                           else "the cache attention is not the expected pattern; the graph returns the whole cache"))
-        session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-        first, cached, scale = parity(session, torch_model, tokenizer)
-        check_parity(name, first, cached, scale, tolerance, log)
-        tokenizer.backend_tokenizer.save(str(Path(tmp) / "tokenizer.json"))
-        params = {**served_parameters("decoder", max_context, limits, config.eos_token_id, None), **chat_parameters(tokenizer)}
-        report = GenerationReport(
-            name=name, family="gpt2", source=str(model), repository=str(repository), reused=False,
-            max_abs_error_first_step=first, max_abs_error_cached_step=cached, tolerance=tolerance, logits_scale=scale,
-            max_context=max_context, limits=params, seconds=round(time.monotonic() - started, 1),
-        )
-        files = {"model.onnx": out / "model.onnx", "tokenizer.json": Path(tmp) / "tokenizer.json"}
-        if (out / "model.onnx_data").exists():  # weights over 2 GB live beside the graph
-            files["model.onnx_data"] = out / "model.onnx_data"
-        write_generator(repository, name, params, files, report, key)
-    log(f"{name}: wrote {repository / name} in {report.seconds:.0f} s")
-    return report
+    return Gpt2Conversion(model, Path(repository), name, limits or GenerationLimits(), tolerance, force, log).run()

@@ -9,18 +9,13 @@ against PyTorch, on prompts of several lengths.
 
 from __future__ import annotations
 
-import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.generation.common import (
-    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity,
-    chat_parameters, previous_report, served_parameters, write_generator,
+    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationLimits, GenerationReport, check_parity,
 )
 
 TASK = "text2text-generation-with-past"
@@ -58,6 +53,35 @@ def parity(folder: Path, model, tokenizer, start: int) -> tuple[float, float, fl
     return first, cached, scale
 
 
+class T5Conversion(GenerationConversion):
+    model_family = "t5"
+
+    def export(self, tmp: Path) -> None:
+        from optimum.exporters.onnx import main_export
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        from tritonize.converters.generation.t5_step import export_masked_step
+
+        name, model = self.name, self.model
+        self.tokenizer = tokenizer = AutoTokenizer.from_pretrained(self.source)
+        if not tokenizer.is_fast:
+            raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
+        self.torch_model = AutoModelForSeq2SeqLM.from_pretrained(self.source).eval()
+        config = self.torch_model.config
+        self.start = self.decoder_start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.pad_token_id
+        self.max_context = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else DEFAULT_CONTEXT
+        self.eos, self.tmp = config.eos_token_id, tmp
+        self.out = out = tmp / "export"
+        self.log(f"{name}: exporting {model} to ONNX ({TASK}: encoder and first decoder step; the cached step with a decoder mask)")
+        main_export(self.source, out, task=TASK, library_name="transformers", do_validation=False)
+        export_masked_step(self.torch_model, out / "decoder_step.onnx")
+        self.files = {g: out / g for g in GRAPHS}
+
+    def parity(self) -> None:
+        self.errors = parity(self.out, self.torch_model, self.tokenizer, self.decoder_start)
+        check_parity(self.name, *self.errors, self.tolerance, self.log)
+
+
 def convert_t5(
     model: str,
     repository: Path = Path("model_repository"),
@@ -67,45 +91,4 @@ def convert_t5(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
-    name = served_name(model, name)  # checked before anything is written
-    started = time.monotonic()
-    source = resolve(model)
-    repository = Path(repository)
-    limits = limits or GenerationLimits()
-    key = fingerprint(source, {"family": "t5", "limits": asdict(limits)}, "generation")
-    if not force and (report := previous_report(repository, name, key)):
-        log(f"{name}: reusing {repository / name} (same source and options)")
-        return report
-
-    from optimum.exporters.onnx import main_export
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from tritonize.converters.generation.t5_step import export_masked_step
-
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
-    torch_model = AutoModelForSeq2SeqLM.from_pretrained(source).eval()
-    config = torch_model.config
-    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.pad_token_id
-    max_context = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else DEFAULT_CONTEXT
-
-    with tempfile.TemporaryDirectory(prefix="tritonize-t5-") as tmp:
-        out = Path(tmp) / "export"
-        log(f"{name}: exporting {model} to ONNX ({TASK}: encoder and first decoder step; the cached step with a decoder mask)")
-        main_export(source, out, task=TASK, library_name="transformers", do_validation=False)
-        export_masked_step(torch_model, out / "decoder_step.onnx")
-        first, cached, scale = parity(out, torch_model, tokenizer, start)
-        check_parity(name, first, cached, scale, tolerance, log)
-        tokenizer.backend_tokenizer.save(str(Path(tmp) / "tokenizer.json"))
-        params = {**served_parameters("encoder-decoder", max_context, limits, config.eos_token_id, start), **chat_parameters(tokenizer)}
-        report = GenerationReport(
-            name=name, family="t5", source=str(model), repository=str(repository), reused=False,
-            max_abs_error_first_step=first, max_abs_error_cached_step=cached, tolerance=tolerance, logits_scale=scale,
-            max_context=max_context, limits=params, seconds=round(time.monotonic() - started, 1),
-        )
-        files = {g: out / g for g in GRAPHS}
-        files["tokenizer.json"] = Path(tmp) / "tokenizer.json"
-        write_generator(repository, name, params, files, report, key)
-    log(f"{name}: wrote {repository / name} in {report.seconds:.0f} s")
-    return report
+    return T5Conversion(model, Path(repository), name, limits or GenerationLimits(), tolerance, force, log).run()

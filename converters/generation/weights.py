@@ -8,19 +8,14 @@ rows, left-padded caches) are checked by the tests against Hugging Face `generat
 
 from __future__ import annotations
 
-import tempfile
-import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import fingerprint, resolve, served_name
 from tritonize.converters.device import Placement, save_weights
 from tritonize.converters.generation.common import (
-    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationLimits, GenerationReport, check_parity, previous_report,
-    served_parameters, write_generator,
+    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationLimits, GenerationReport, check_parity,
 )
 
 FAMILIES = {"gpt2": "decoder", "t5": "encoder-decoder"}
@@ -46,6 +41,53 @@ def hf_steps(model, ids: np.ndarray, start: int | None) -> tuple[np.ndarray, np.
     return first.logits.numpy(), cached.logits.numpy()
 
 
+class GeneratorWeightsConversion(GenerationConversion):
+    with_chat_template = False
+
+    def __init__(self, family: str, model: str, repository: Path, name: str | None, limits: GenerationLimits, placement: Placement,
+                 tolerance: float, force: bool, log: Callable[[str], None]):
+        if family not in FAMILIES:
+            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
+        placement.check_torch("convert_generator_torch", "convert_gpt2/convert_t5")  # before any work
+        self.model_family, self.placement = family, placement
+        super().__init__(model, repository, name, limits, tolerance, force, log)
+
+    def export(self, tmp: Path) -> None:
+        """No export: the checkpoint's weights, stored as the step loads them."""
+        from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+        family, model = self.model_family, self.model
+        cls = AutoModelForCausalLM if family == "gpt2" else AutoModelForSeq2SeqLM
+        self.tokenizer = tokenizer = AutoTokenizer.from_pretrained(self.source)
+        if not tokenizer.is_fast:
+            raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
+        self.reference = cls.from_pretrained(self.source).eval()
+        config = self.reference.config
+        if config.model_type != family:
+            raise ValueError(f"{model} is a {config.model_type!r} model; `convert {family}` takes {family} checkpoints")
+        if family == "gpt2":
+            self.max_context = int(getattr(config, "n_positions", getattr(config, "max_position_embeddings", 1024)))
+        else:
+            self.start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.pad_token_id
+            self.max_context = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else DEFAULT_T5_CONTEXT
+        self.eos, self.tmp = config.eos_token_id, tmp
+        self.log(f"{self.name}: storing {model} for the PyTorch engine ({self.placement.device}, {self.placement.dtype})")
+        self.files = save_weights(self.reference, tokenizer, tmp / "torch")
+        self.stored = cls.from_pretrained(str(tmp / "torch"), local_files_only=True).eval()
+
+    def parity(self) -> None:
+        """The stored copy, reloaded the way the step loads it, against the checkpoint."""
+        first = cached = scale = 0.0
+        for prompt in VALIDATION_PROMPTS:
+            ids = np.asarray([self.tokenizer(prompt).input_ids], np.int64)
+            (ref_first, ref_cached), (got_first, got_cached) = hf_steps(self.reference, ids, self.start), hf_steps(self.stored, ids, self.start)
+            first = max(first, float(np.abs(got_first - ref_first).max()))
+            cached = max(cached, float(np.abs(got_cached - ref_cached).max()))
+            scale = max(scale, float(np.abs(ref_first).max()))
+        self.errors = (first, cached, scale)
+        check_parity(self.name, first, cached, scale, self.tolerance, self.log)
+
+
 def convert_generator_torch(
     family: str,
     model: str,
@@ -57,58 +99,4 @@ def convert_generator_torch(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
-    if not placement.torch:
-        raise ValueError("convert_generator_torch needs a device (cpu or cuda); convert_gpt2/convert_t5 write the ONNX flavour")
-    placement.check_available()  # before any work
-    started = time.monotonic()
-    source, name, repository = resolve(model), served_name(model, name), Path(repository)
-    limits = limits or GenerationLimits()
-    key = fingerprint(source, {"family": family, "limits": asdict(limits), **placement.options()}, "generation")
-    if not force and (report := previous_report(repository, name, key)):
-        log(f"{name}: reusing {repository / name} (same source and options)")
-        return report
-
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
-    cls = AutoModelForCausalLM if family == "gpt2" else AutoModelForSeq2SeqLM
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if not tokenizer.is_fast:
-        raise ValueError(f"{model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
-    reference = cls.from_pretrained(source).eval()
-    config = reference.config
-    if config.model_type != family:
-        raise ValueError(f"{model} is a {config.model_type!r} model; `convert {family}` takes {family} checkpoints")
-    if family == "gpt2":
-        start = None
-        max_context = int(getattr(config, "n_positions", getattr(config, "max_position_embeddings", 1024)))
-    else:
-        start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.pad_token_id
-        max_context = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else DEFAULT_T5_CONTEXT
-
-    with tempfile.TemporaryDirectory(prefix=f"tritonize-{family}-torch-") as tmp:
-        tmp = Path(tmp)
-        log(f"{name}: storing {model} for the PyTorch engine ({placement.device}, {placement.dtype})")
-        weights = save_weights(reference, tokenizer, tmp / "torch")
-        stored = cls.from_pretrained(str(tmp / "torch"), local_files_only=True).eval()
-        first = cached = scale = 0.0
-        for prompt in VALIDATION_PROMPTS:
-            ids = np.asarray([tokenizer(prompt).input_ids], np.int64)
-            (ref_first, ref_cached), (got_first, got_cached) = hf_steps(reference, ids, start), hf_steps(stored, ids, start)
-            first = max(first, float(np.abs(got_first - ref_first).max()))
-            cached = max(cached, float(np.abs(got_cached - ref_cached).max()))
-            scale = max(scale, float(np.abs(ref_first).max()))
-        check_parity(name, first, cached, scale, tolerance, log)
-        tokenizer.backend_tokenizer.save(str(tmp / "tokenizer.json"))
-        params = served_parameters(FAMILIES[family], max_context, limits, config.eos_token_id, start)
-        report = GenerationReport(
-            name=name, family=family, source=str(model), repository=str(repository), reused=False,
-            max_abs_error_first_step=first, max_abs_error_cached_step=cached, tolerance=tolerance, logits_scale=scale,
-            max_context=max_context, limits=params, seconds=round(time.monotonic() - started, 1),
-            engine="torch", device=placement.device, dtype=placement.dtype,
-        )
-        files = {**weights, "tokenizer.json": tmp / "tokenizer.json"}
-        write_generator(repository, name, params, files, report, key, placement)
-    log(f"{name}: wrote {repository / name} (PyTorch engine) in {report.seconds:.0f} s")
-    return report
+    return GeneratorWeightsConversion(family, model, Path(repository), name, limits or GenerationLimits(), placement, tolerance, force, log).run()

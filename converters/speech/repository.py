@@ -17,26 +17,15 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tritonize.contract.speech import MAX_AUDIO, Speech, SpeechLimits, Synthesis
 from tritonize.converters.device import Placement
 from tritonize.converters.repository import (
     Batching, mc, python_step, shim, tensor_in, tensor_out, with_parameters, write_model,
 )
+from tritonize.families import SPEECH
 
 PARAMS = {"SPEAKING_RATE": "FP32", "NOISE_SCALE": "FP32", "NOISE_SCALE_DURATION": "FP32", "SEED": "INT64"}
-# Optional per request: a tighter limit on the audio's duration than the voice's max_audio_seconds.
-MAX_AUDIO = "MAX_AUDIO_SECONDS"
 _DTYPES = {"INT16": mc.TYPE_INT16, "INT32": mc.TYPE_INT32}
-
-
-@dataclass
-class SpeechLimits:
-    max_text_bytes: int = 200_000
-    max_sentence_chars: int = 300  # longer sentences are cut at commas, then spaces
-    max_sentences: int = 2_000
-    pause_ms: int = 120  # silence between sentences
-    # The longest audio one request may produce (one-shot or streamed); a request may ask for less
-    # (MAX_AUDIO_SECONDS). Without it, 100,000 characters made ~50 minutes (~260 MB) in one response.
-    max_audio_seconds: float = 600.0
 
 
 @dataclass
@@ -46,12 +35,11 @@ class SpeechPipeline:
     batching: Batching = field(default_factory=lambda: Batching(max_batch_size=16))
     limits: SpeechLimits = field(default_factory=SpeechLimits)
     flavour: str = "python"
-    min_tokens: int = 1  # rows are padded at least to this (see converters/speech/vits.py)
+    min_tokens: int = Speech.min_tokens  # rows are padded at least to this (see converters/speech/vits.py)
     device: str | None = None  # None: ONNX Runtime; cpu | cuda: the PyTorch engine (model and stream steps)
     dtype: str = "float32"
-    # Rows of a run may pad up to this x their real tokens. On CPU a padded VITS batch costs more than its
-    # rows one by one (runtime/speech/synthesis.py), so 1.0; on a GPU batching pays (not yet measured).
-    max_padding_ratio: float = 1.0
+    # Rows of a run may pad up to this x their real tokens (1.0 on CPU, see the contract); on a GPU batching pays.
+    max_padding_ratio: float = Synthesis.max_padding_ratio
 
     @property
     def placement(self) -> Placement:
@@ -73,7 +61,7 @@ def _max_audio_input() -> mc.ModelInput:
 
 
 def _params(p: SpeechPipeline) -> dict:
-    return {"limits": asdict(p.limits), "sampling_rate": str(p.sampling_rate), "min_tokens": str(p.min_tokens)}
+    return Speech(p.sampling_rate, p.limits, p.min_tokens).to_params()
 
 
 def frontend_config(p: SpeechPipeline) -> mc.ModelConfig:
@@ -91,8 +79,7 @@ def model_config(p: SpeechPipeline) -> mc.ModelConfig:
     # already use every thread for one row, and a batch adds padding. The dynamic batcher still
     # gathers requests into one execution. The PyTorch engine (a GPU) runs up to max_batch_size rows.
     rows = b.max_batch_size if p.placement.torch else 1
-    params = {**_params(p), "intra_op_threads": str(b.intra_op_threads), "max_rows_per_run": str(rows),
-              "max_padding_ratio": str(p.max_padding_ratio)}
+    params = {**_params(p), **Synthesis(rows, p.max_padding_ratio, b.intra_op_threads).to_params()}
     config = python_step(p.steps["model"], inputs, outputs, params, b, instances=b.instance_count)
     return p.placement.place(config, b.instance_count) if p.placement.torch else config
 
@@ -111,8 +98,7 @@ def stream_config(p: SpeechPipeline) -> mc.ModelConfig:
         instance_group=[mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)],
         model_transaction_policy=mc.ModelTransactionPolicy(decoupled=True),
     )
-    b = p.batching
-    config = with_parameters(config, {**_params(p), "intra_op_threads": str(b.intra_op_threads)})
+    config = with_parameters(config, {**_params(p), "intra_op_threads": str(p.batching.intra_op_threads)})
     return p.placement.place(config) if p.placement.torch else config
 
 
@@ -140,28 +126,21 @@ def ensemble_config(p: SpeechPipeline, defaults: dict) -> mc.ModelConfig:
                                     "stream_model": s["stream"], "max_audio_seconds": str(p.limits.max_audio_seconds)})
 
 
-SHIMS = {
-    "frontend": "tritonize.runtime.speech.frontend:FrontendStep",
-    "model": "tritonize.runtime.speech.synthesis:SynthesisStep",
-    "audio": "tritonize.runtime.speech.audio:AudioStep",
-    "stream": "tritonize.runtime.speech.stream:StreamingSpeechStep",
-}
+SHIMS = SPEECH.runtime.served  # step role -> the served class its one-line model.py imports
 
 
-def write_speech_pipeline(repo: Path, p: SpeechPipeline, onnx_model: Path | None, frontend: dict, manifest: dict,
-                          weights: dict[str, Path] | None = None) -> list[Path]:
-    """The model and stream steps get `model.onnx`, or for the PyTorch engine the stored `weights`."""
+def write_speech_pipeline(repo: Path, p: SpeechPipeline, onnx_model: Path | None, frontend: dict,
+                          weights: dict[str, Path] | None = None) -> dict:
+    """The model and stream steps get `model.onnx`, or for the PyTorch engine the stored `weights`;
+    returns the manifest's `pipeline`."""
     if p.flavour != "python":
         raise ValueError("speech pipelines are written for the Python backend only so far (flavour 'python')")
     repo.mkdir(parents=True, exist_ok=True)
     spec = json.dumps(frontend)
     engine = dict(weights) if p.placement.torch else {"model.onnx": onnx_model}
-    folders = [
-        write_model(repo, frontend_config(p), {"model.py": shim(SHIMS["frontend"]), "frontend.json": spec}),
-        write_model(repo, model_config(p), {"model.py": shim(SHIMS["model"]), **engine}),
-        write_model(repo, audio_config(p), {"model.py": shim(SHIMS["audio"])}),
-        write_model(repo, stream_config(p), {"model.py": shim(SHIMS["stream"]), "frontend.json": spec, **engine}),
-        write_model(repo, ensemble_config(p, frontend["defaults"])),
-    ]
-    (repo / p.name / "tritonize.json").write_text(json.dumps({**manifest, "pipeline": asdict(p)}, indent=2))
-    return folders
+    write_model(repo, frontend_config(p), {"model.py": shim(SHIMS["frontend"]), "frontend.json": spec})
+    write_model(repo, model_config(p), {"model.py": shim(SHIMS["model"]), **engine})
+    write_model(repo, audio_config(p), {"model.py": shim(SHIMS["audio"])})
+    write_model(repo, stream_config(p), {"model.py": shim(SHIMS["stream"]), "frontend.json": spec, **engine})
+    write_model(repo, ensemble_config(p, frontend["defaults"]))
+    return {"pipeline": asdict(p)}

@@ -9,28 +9,24 @@ fixed waveform and the parity check compares against VitsModel's own forward pas
 
 from __future__ import annotations
 
-import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from tritonize.converters.checkpoints import fingerprint, resolve, served_name
+from tritonize.converters.base import Conversion, ParityError
+from tritonize.converters.checkpoints import resolve, served_name
+from tritonize.converters.device import Placement
 from tritonize.converters.speech.masking import padding_invariant
 from tritonize.converters.speech.noise import seeded_noise
 from tritonize.converters.speech.repository import SpeechLimits, SpeechPipeline, write_speech_pipeline
-from tritonize.converters.repository import Batching, read_manifest
+from tritonize.converters.repository import Batching
 from tritonize.runtime.pooling import pad_vits_batch  # the served engine's padding
 
 # Max abs difference of waveform samples (range about +-1), ONNX Runtime vs PyTorch, same noise.
 WAVE_TOLERANCE = 1e-3  # -60 dB; measured 2e-5 on the tiny voice, 2.4e-4 at MMS-TTS size
 PARITY_TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "a", "speech from triton"]
-
-
-class ParityError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -141,6 +137,62 @@ def validate(model, tokenizer, session, min_tokens: int) -> float:
     return worst
 
 
+class VitsConversion(Conversion[TtsReport]):
+    family, report_type, tolerance = "speech", TtsReport, WAVE_TOLERANCE
+    placement = Placement()
+
+    def __init__(self, model: str, repository: Path, name: str | None, batching: Batching, flavour: str, limits: SpeechLimits,
+                 tolerance: float, force: bool, log: Callable[[str], None]):
+        super().__init__(served_name(model, name), resolve(model), repository, force, log, tolerance)
+        self.model, self.batching, self.flavour, self.limits = model, batching, flavour, limits
+        self.onnx_path: Path | None = None
+        self.weights: dict[str, Path] | None = None
+
+    def options(self) -> dict:
+        return {"flavour": self.flavour, "batching": asdict(self.batching), "limits": asdict(self.limits), **self.placement.options()}
+
+    def load(self) -> None:
+        from transformers import AutoTokenizer, VitsModel
+
+        self.vits = VitsModel.from_pretrained(self.source).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+        self.spec = frontend_spec(self.tokenizer, self.vits.config)
+        # The traced relative attention is only right from window_size + 2 tokens on: pad up to that.
+        self.min_tokens = int(getattr(self.vits.config, "window_size", 0) or 0) + 2
+
+    def export(self, tmp: Path) -> None:
+        import onnxruntime as ort
+
+        self.load()
+        self.onnx_path = tmp / "model.onnx"
+        self.log(f"{self.name}: exporting VITS to ONNX (dynamic batch and text length, noise and rate as inputs)")
+        export_onnx(self.vits, self.onnx_path)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.onnx_path), opts, providers=["CPUExecutionProvider"])
+
+    def parity(self) -> None:
+        self.err = validate(self.vits, self.tokenizer, self.session, self.min_tokens)
+        self.log(f"{self.name}: max abs waveform error vs PyTorch {self.err:.2e} (tolerance {self.tolerance:.0e})")
+        if not self.err <= self.tolerance:
+            raise ParityError(f"{self.name}: ONNX waveform differs from PyTorch by {self.err:.3e} > {self.tolerance:.0e}")
+
+    def report(self) -> TtsReport:
+        return TtsReport(self.name, str(self.model), str(self.repository), False, self.spec["sampling_rate"], self.err, self.tolerance,
+                         self.seconds())
+
+    def pipeline(self) -> SpeechPipeline:
+        return SpeechPipeline(name=self.name, sampling_rate=self.spec["sampling_rate"], batching=self.batching, limits=self.limits,
+                              flavour=self.flavour, min_tokens=self.min_tokens)
+
+    def write(self, report: TtsReport) -> dict:
+        return write_speech_pipeline(self.repository, self.pipeline(), self.onnx_path, self.spec, weights=self.weights)
+
+    def written(self, report: TtsReport) -> str:
+        engine = ", PyTorch engine" if self.placement.torch else ""
+        return f"{self.name}: wrote {self.repository / self.name} ({self.spec['sampling_rate']} Hz{engine}) in {report.seconds:.0f} s"
+
+
 def convert_tts(
     model: str,
     repository: Path = Path("model_repository"),
@@ -152,41 +204,5 @@ def convert_tts(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> TtsReport:
-    import onnxruntime as ort
-    from transformers import AutoTokenizer, VitsModel
-
-    started = time.monotonic()
-    name = served_name(model, name)  # checked before anything is written
-    source, repository = resolve(model), Path(repository)
-    batching, limits = batching or Batching(max_batch_size=16), limits or SpeechLimits()
-    key = fingerprint(source, {"flavour": flavour, "batching": asdict(batching), "limits": asdict(limits)}, "speech")
-    previous = read_manifest(repository, name)
-    if previous and previous.get("key") == key and not force:
-        log(f"{name}: reusing {repository / name} (same source and options)")
-        return TtsReport(**previous["report"], reused=True)
-
-    vits = VitsModel.from_pretrained(source).eval()
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    spec = frontend_spec(tokenizer, vits.config)
-    with tempfile.TemporaryDirectory(prefix="tritonize-tts-") as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        log(f"{name}: exporting VITS to ONNX (dynamic batch and text length, noise and rate as inputs)")
-        export_onnx(vits, onnx_path)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        # The traced relative attention is only right from window_size + 2 tokens on: pad up to that.
-        min_tokens = int(getattr(vits.config, "window_size", 0) or 0) + 2
-        err = validate(vits, tokenizer, session, min_tokens)
-        log(f"{name}: max abs waveform error vs PyTorch {err:.2e} (tolerance {tolerance:.0e})")
-        if not err <= tolerance:
-            raise ParityError(f"{name}: ONNX waveform differs from PyTorch by {err:.3e} > {tolerance:.0e}")
-        report = TtsReport(name, str(model), str(repository), False, spec["sampling_rate"], err, tolerance,
-                           round(time.monotonic() - started, 1))
-        pipeline = SpeechPipeline(name=name, sampling_rate=spec["sampling_rate"], batching=batching, limits=limits, flavour=flavour,
-                                  min_tokens=min_tokens)
-        manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
-        write_speech_pipeline(repository, pipeline, onnx_path, spec, manifest)
-    log(f"{name}: wrote {repository / name} ({spec['sampling_rate']} Hz) in {report.seconds:.0f} s")
-    return report
-
+    return VitsConversion(model, Path(repository), name, batching or Batching(max_batch_size=16), flavour, limits or SpeechLimits(),
+                          tolerance, force, log).run()

@@ -7,19 +7,17 @@ VitsModel's waveform for the same seeds on the same texts and tolerance as the O
 
 from __future__ import annotations
 
-import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 
-from tritonize.converters.checkpoints import fingerprint, resolve, served_name
+from tritonize.converters.base import ParityError
 from tritonize.converters.device import Placement, save_weights
-from tritonize.converters.repository import Batching, read_manifest
-from tritonize.converters.speech.repository import SpeechLimits, SpeechPipeline, write_speech_pipeline
-from tritonize.converters.speech.vits import PARITY_TEXTS, WAVE_TOLERANCE, ParityError, TtsReport, frontend_spec, torch_waveform
+from tritonize.converters.repository import Batching
+from tritonize.converters.speech.repository import SpeechLimits, SpeechPipeline
+from tritonize.converters.speech.vits import PARITY_TEXTS, WAVE_TOLERANCE, TtsReport, VitsConversion, torch_waveform
 
 GPU_MAX_PADDING_RATIO = 1.5  # rows of a GPU run may pad up to 1.5x their tokens (CPU: equal lengths only)
 
@@ -29,6 +27,48 @@ class TorchTtsReport(TtsReport):
     engine: str = "torch"
     device: str = "cpu"
     dtype: str = "float32"
+
+
+class VitsWeightsConversion(VitsConversion):
+    report_type = TorchTtsReport
+
+    def __init__(self, model: str, repository: Path, name: str | None, placement: Placement, batching: Batching, limits: SpeechLimits,
+                 tolerance: float, force: bool, log: Callable[[str], None]):
+        placement.check_torch("convert_tts_torch", "convert_tts")  # before any work
+        self.placement = placement
+        super().__init__(model, repository, name, batching, "python", limits, tolerance, force, log)
+
+    def export(self, tmp: Path) -> None:
+        """No export: the checkpoint's weights, stored as the steps load them."""
+        from transformers import VitsModel
+
+        self.load()  # min_tokens as the ONNX flavour pads (masked)
+        self.log(f"{self.name}: storing VITS for the PyTorch engine ({self.placement.device}, {self.placement.dtype})")
+        self.weights = save_weights(self.vits, self.tokenizer, tmp / "torch")
+        self.stored = VitsModel.from_pretrained(str(tmp / "torch"), local_files_only=True).eval()
+
+    def parity(self) -> None:
+        """The stored copy, reloaded, against VitsModel for the same seeds."""
+        self.err = 0.0
+        for i, text in enumerate(PARITY_TEXTS):
+            ids = self.tokenizer(text)["input_ids"]
+            ref, got = (torch_waveform(m, ids, 7 + i, 0.667, 0.8, 1.0) for m in (self.vits, self.stored))
+            if len(ref) != len(got):
+                raise ParityError(f"{self.name}: the stored voice gives {len(got)} samples for {text!r}, PyTorch {len(ref)}")
+            self.err = max(self.err, float(np.abs(got - ref).max()))
+        self.log(f"{self.name}: stored weights vs PyTorch: max abs waveform error {self.err:.2e} (tolerance {self.tolerance:.0e})")
+        if not self.err <= self.tolerance:
+            raise ParityError(f"{self.name}: the stored voice differs from PyTorch by {self.err:.3e} > {self.tolerance:.0e}")
+
+    def report(self) -> TorchTtsReport:
+        return TorchTtsReport(self.name, str(self.model), str(self.repository), False, self.spec["sampling_rate"], self.err, self.tolerance,
+                              self.seconds(), device=self.placement.device or "cpu", dtype=self.placement.dtype)
+
+    def pipeline(self) -> SpeechPipeline:
+        p = self.placement
+        return SpeechPipeline(name=self.name, sampling_rate=self.spec["sampling_rate"], batching=self.batching, limits=self.limits,
+                              min_tokens=self.min_tokens, device=p.device, dtype=p.dtype,
+                              max_padding_ratio=GPU_MAX_PADDING_RATIO if p.device == "cuda" else 1.0)
 
 
 def convert_tts_torch(
@@ -42,44 +82,6 @@ def convert_tts_torch(
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> TorchTtsReport:
-    if not placement.torch:
-        raise ValueError("convert_tts_torch needs a device (cpu or cuda); convert_tts writes the ONNX flavour")
-    placement.check_available()  # before any work
-    started = time.monotonic()
-    source, name, repository = resolve(model), served_name(model, name), Path(repository)
-    batching, limits = batching or Batching(max_batch_size=16), limits or SpeechLimits()
-    key = fingerprint(source, {"flavour": "python", "batching": asdict(batching), "limits": asdict(limits), **placement.options()}, "speech")
-    previous = read_manifest(repository, name)
-    if previous and previous.get("key") == key and not force:
-        log(f"{name}: reusing {repository / name} (same source and options)")
-        return TorchTtsReport(**previous["report"], reused=True)
-
-    from transformers import AutoTokenizer, VitsModel
-
-    reference = VitsModel.from_pretrained(source).eval()
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    spec = frontend_spec(tokenizer, reference.config)
-    with tempfile.TemporaryDirectory(prefix="tritonize-tts-torch-") as tmp:
-        log(f"{name}: storing VITS for the PyTorch engine ({placement.device}, {placement.dtype})")
-        weights = save_weights(reference, tokenizer, Path(tmp) / "torch")
-        stored = VitsModel.from_pretrained(str(Path(tmp) / "torch"), local_files_only=True).eval()
-        err = 0.0
-        for i, text in enumerate(PARITY_TEXTS):
-            ids = tokenizer(text)["input_ids"]
-            ref, got = (torch_waveform(m, ids, 7 + i, 0.667, 0.8, 1.0) for m in (reference, stored))
-            if len(ref) != len(got):
-                raise ParityError(f"{name}: the stored voice gives {len(got)} samples for {text!r}, PyTorch {len(ref)}")
-            err = max(err, float(np.abs(got - ref).max()))
-        log(f"{name}: stored weights vs PyTorch: max abs waveform error {err:.2e} (tolerance {tolerance:.0e})")
-        if not err <= tolerance:
-            raise ParityError(f"{name}: the stored voice differs from PyTorch by {err:.3e} > {tolerance:.0e}")
-        report = TorchTtsReport(name, str(model), str(repository), False, spec["sampling_rate"], err, tolerance,
-                                round(time.monotonic() - started, 1), device=placement.device, dtype=placement.dtype)
-        min_tokens = int(getattr(reference.config, "window_size", 0) or 0) + 2  # as the ONNX flavour pads (masked)
-        pipeline = SpeechPipeline(name=name, sampling_rate=spec["sampling_rate"], batching=batching, limits=limits, min_tokens=min_tokens,
-                                  device=placement.device, dtype=placement.dtype,
-                                  max_padding_ratio=GPU_MAX_PADDING_RATIO if placement.device == "cuda" else 1.0)
-        manifest = {"key": key, "report": {k: v for k, v in asdict(report).items() if k != "reused"}}
-        write_speech_pipeline(repository, pipeline, None, spec, manifest, weights=weights)
-    log(f"{name}: wrote {repository / name} ({spec['sampling_rate']} Hz, PyTorch engine) in {report.seconds:.0f} s")
-    return report
+    conversion = VitsWeightsConversion(model, Path(repository), name, placement, batching or Batching(max_batch_size=16),
+                                       limits or SpeechLimits(), tolerance, force, log)
+    return cast(TorchTtsReport, conversion.run())  # its report_type

@@ -34,6 +34,7 @@ def _write(tmp_path, name: str, content: str | bytes):
     return path
 
 
+@pytest.mark.unit
 def test_demo_faq_reads_and_csv_reads_the_same(tmp_path):
     entries = read_faq(demo_faq())
     assert 45 <= len(entries) <= 60 and len({e.id for e in entries}) == len(entries)
@@ -66,6 +67,7 @@ BAD_FILES = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name, content, message", BAD_FILES, ids=[m.split(";")[0][:40] for _, _, m in BAD_FILES])
 def test_bad_faq_files_name_the_line_field_and_limit(tmp_path, name, content, message):
     path = _write(tmp_path, name, content)
@@ -74,6 +76,7 @@ def test_bad_faq_files_name_the_line_field_and_limit(tmp_path, name, content, me
     assert message in str(e.value) and (str(path) in str(e.value) or name == "faq.txt")
 
 
+@pytest.mark.unit
 def test_faq_entry_validates():
     with pytest.raises(FaqError, match="question is empty"):
         FaqEntry("a", "", "A")
@@ -102,6 +105,7 @@ def test_conversion_errors_name_what_to_do(built, tmp_path):
     assert not (repo / "x-bot").exists()
 
 
+@pytest.mark.unit
 def test_templates():
     assert check_template("Q: {question}\nA:") == "Q: {question}\nA:"
     for bad, message in (("{context}", "{question} is missing"), ("{question} {", "write literal braces")):
@@ -121,6 +125,7 @@ def test_stored_vectors_are_the_embedders_and_a_second_conversion_is_reused(buil
     assert report.reused and "reusing" in logs[0] and report.entries == len(stored.ids)
 
 
+@pytest.mark.unit
 def test_config_round_trips_through_protobuf_text():
     spec = ChatbotSpec("bot", "emb", "gen", "decoder", {"max_context": 512, "max_new_tokens": 400})
     for streaming in (False, True):
@@ -141,6 +146,7 @@ def _request(mode="auto", threshold=None, top_k=None, **gen):
     return make_request("How?", mode, threshold, top_k, gen, SETTINGS, LIMITS)
 
 
+@pytest.mark.unit
 def test_route_by_mode_and_threshold():
     rows, scores = [4, 1, 7], [0.62, 0.5, 0.1]
     assert route(_request(threshold=0.62), rows, scores).kind == "faq"
@@ -157,12 +163,14 @@ def test_route_by_mode_and_threshold():
     ({"max_new_tokens": "many"}, "max_new_tokens must be an integer, got 'many'"),
     ({"stream": False}, "set by the chatbot"),
 ])
+@pytest.mark.unit
 def test_request_errors(kwargs, message):
     with pytest.raises(InputError) as e:
         _request(**kwargs)
     assert message in str(e.value)
 
 
+@pytest.mark.unit
 def test_settings_validate():
     with pytest.raises(ValueError, match="threshold must be in"):
         ChatSettings(threshold=1.5)
@@ -170,6 +178,7 @@ def test_settings_validate():
 
 
 # -- prompts ----------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_prompt_drops_the_worst_entries_until_it_fits():
     words = lambda text: len(text.split())  # noqa: E731 (a stand-in tokenizer: one token per word)
     entries = [("q1 " * 10, "a1 " * 10), ("q2 " * 10, "a2 " * 10), ("q3 " * 10, "a3 " * 10)]
@@ -188,6 +197,7 @@ def _unit(rng, n, d=16):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+@pytest.mark.unit
 def test_exact_index_is_best_first_with_ties_in_file_order():
     vectors = np.array([[1, 0], [0, 1], [1, 0], [0.6, 0.8]], dtype=np.float32)
     rows, scores = ExactIndex(vectors).search(np.array([1, 0], dtype=np.float32), 3)
@@ -211,6 +221,7 @@ def test_faiss_index_finds_what_exact_search_finds(tmp_path):
     assert np.mean(recall) >= 0.95, np.mean(recall)
 
 
+@pytest.mark.unit
 def test_in_flight_count_refuses_beyond_the_limit_and_waits_for_zero():
     import threading
 

@@ -45,6 +45,7 @@ def arun(coro):
     (None, "Failed to process the request(s) for model 'x', message: Stub process 'x' is not healthy.", ("UNAVAILABLE", None)),
     (None, "something else", (None, "something else")),
 ])
+@pytest.mark.unit
 def test_statuses_are_tritons_codes_whatever_the_transport_said(status, message, expected):
     from tritonize.client.status import normalize
 
@@ -76,6 +77,7 @@ def test_unknown_model_is_not_found_on_every_client(server):
         assert e.value.status == "NOT_FOUND", (i, e.value.status, str(e.value))
 
 
+@pytest.mark.unit
 def test_a_refused_connection_is_unavailable_naming_the_address():
     url = f"127.0.0.1:{free_port()}"  # nothing listens there
     calls = [

@@ -20,6 +20,7 @@ from tritonize.converters.quiet import library_output
 BAD_NAMES = ["../../x", "/abs", "a/b", "my model", "", ".hidden", "a..b", "Upper", "x" * 65, "name\n", "a\\b"]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_bad_names_are_refused_naming_the_field_and_the_pattern(name):
     with pytest.raises(InvalidName) as e:
@@ -29,10 +30,12 @@ def test_bad_names_are_refused_naming_the_field_and_the_pattern(name):
 
 @pytest.mark.parametrize("hub_id", ["sentence-transformers/all-MiniLM-L6-v2", "facebook/mms-tts-eng", "gpt2", "google/flan-t5-small",
                                     "./My Checkpoint (v2)/", "Ünïcode/Ça-Va", "x" * 100, "---"])
+@pytest.mark.unit
 def test_default_names_match_the_pattern(hub_id):
     assert check_name(default_name(hub_id)) == default_name(hub_id)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("family", ["bert", "gpt2", "t5", "tts"])
 def test_every_converter_checks_the_name_before_writing_anything(family, tmp_path):
     from tritonize.converters.encoders.bert import convert_bert
@@ -48,6 +51,7 @@ def test_every_converter_checks_the_name_before_writing_anything(family, tmp_pat
     assert sorted(p.name for p in tmp_path.rglob("*")) == []  # nothing written, inside or outside the repository
 
 
+@pytest.mark.unit
 def test_cli_refuses_a_bad_name_in_one_paragraph(tmp_path):
     r = CliRunner().invoke(app, ["convert", "bert", "--model", str(tmp_path), "--name", "../../x", "-r", str(tmp_path / "repo")])
     assert r.exit_code == 1 and "Traceback (most recent call last)" not in r.output
@@ -104,6 +108,7 @@ def test_roberta_limit_is_positions_minus_pad_id_minus_one(pad_id, tokenizer_lim
 
 
 # -- failures and library output (items 7 and 15) ---------------------------------------------------
+@pytest.mark.unit
 def test_library_output_goes_to_the_log_file(tmp_path, capfd):
     path = tmp_path / "convert.log"
     with library_output(path):
@@ -128,6 +133,7 @@ def test_library_output_goes_to_the_log_file(tmp_path, capfd):
     assert not (tmp_path / "quiet.log").exists()  # nothing said, no file
 
 
+@pytest.mark.unit
 def test_cli_conversion_failure_is_one_paragraph_with_the_log_path(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{ not json")

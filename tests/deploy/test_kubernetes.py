@@ -191,6 +191,7 @@ def test_a_repository_without_the_planned_pipeline_fails_clearly(plan_file, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.unit
 def test_quantities_are_exact_or_rounded_down_in_milli_units():
     from tritonize.deploy.kubernetes import quantity
 

@@ -40,6 +40,7 @@ def test_parity_failure_stops_the_conversion(built, tmp_path):
     assert read_manifest(tmp_path, "strict") is None  # nothing half-written is marked as converted
 
 
+@pytest.mark.unit
 def test_checkpoint_names_and_packaged_weights(tmp_path):
     assert default_name("sentence-transformers/all-MiniLM-L6-v2") == "all-minilm-l6-v2"
     assert default_name("all-MiniLM-L6-v2") == "all-minilm-l6-v2"

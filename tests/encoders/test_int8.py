@@ -14,6 +14,7 @@ from tritonize.converters.repository import model_files, read_manifest
 TEXTS = ["the quick brown fox", "triton serves models", "hello", "numbers like 42 and 3.14 " * 5, "padding tokens batch queue"]
 
 
+@pytest.mark.unit
 def test_shipped_texts_and_the_held_out_set_are_disjoint():
     sets = text_sets()
     assert len(sets.calibration) >= 250 and len(sets.held_out) >= 40
@@ -21,6 +22,7 @@ def test_shipped_texts_and_the_held_out_set_are_disjoint():
     assert max(len(t.split()) for t in sets.calibration) > 40 and min(len(t.split()) for t in sets.calibration) == 1  # short and long
 
 
+@pytest.mark.unit
 def test_a_calibration_file_that_holds_held_out_texts_loses_them_from_the_report(tmp_path):
     held = read_texts(HELD_OUT)
     f = tmp_path / "calib.txt"
@@ -33,6 +35,7 @@ def test_a_calibration_file_that_holds_held_out_texts_loses_them_from_the_report
 
 @pytest.mark.parametrize("content, message", [(None, "does not exist"), (b"\n  \n", "has no texts"),
                                               (b"caf\xe9 au lait\n", "is not UTF-8")])
+@pytest.mark.unit
 def test_bad_calibration_files_are_refused_naming_the_field(tmp_path, content, message):
     f = tmp_path / "calib.txt"
     if content is not None:
@@ -48,6 +51,7 @@ def test_bad_calibration_files_are_refused_naming_the_field(tmp_path, content, m
 @pytest.mark.parametrize("extra, message", [(["--quantize", "--calibration-texts", "{missing}"], "does not exist"),
                                             (["--quantize", "--quantization", "weekly"], "quantization must be one of"),
                                             (["--calibration-texts", "{missing}"], "add --quantize")])
+@pytest.mark.unit
 def test_cli_refuses_bad_int8_options_and_writes_nothing(tmp_path, extra, message):
     from tritonize.cli import app
 
@@ -57,6 +61,7 @@ def test_cli_refuses_bad_int8_options_and_writes_nothing(tmp_path, extra, messag
     assert not (tmp_path / "repo").exists()
 
 
+@pytest.mark.unit
 def test_the_floor_names_each_missed_measure():
     report = {"method": "static", "held_out_texts": 50, "min_cosine_vs_fp32": 0.97, "mean_cosine_vs_fp32": 0.999}
     with pytest.raises(Int8AccuracyError, match=r"min_cosine_vs_fp32 0.9700 \(floor >= 0.98\)") as e:

@@ -24,6 +24,7 @@ from tritonize.converters.repository import Batching, render
 NO_BUILDER = builder_unavailable()
 
 
+@pytest.mark.unit
 def test_buckets_double_from_the_padding_multiple_up_to_the_model_length():
     assert length_buckets(512) == [16, 32, 64, 128, 256, 512]
     assert length_buckets(256) == [16, 32, 64, 128, 256]
@@ -32,6 +33,7 @@ def test_buckets_double_from_the_padding_multiple_up_to_the_model_length():
     assert length_buckets(16) == [16] and length_buckets(10) == [10]
 
 
+@pytest.mark.unit
 def test_profiles_cover_each_padded_length_exactly_once():
     profiles = derive_profiles(max_length=512, max_batch_size=64)
     assert len(profiles) == 6
@@ -57,6 +59,7 @@ def test_profiles_partition_one_to_max_length(max_length, max_batch_size):
 
 @pytest.mark.parametrize("kw, field", [({"max_length": 0, "max_batch_size": 8}, "max_length"),
                                       ({"max_length": 64, "max_batch_size": 0}, "max_batch_size")])
+@pytest.mark.unit
 def test_bad_bucket_inputs_name_the_field(kw, field):
     with pytest.raises(ValueError, match=field):
         derive_profiles(**kw)
@@ -79,6 +82,7 @@ def test_every_config_round_trips_through_model_config_pb2(flavour, engine, task
         assert parsed == config and render(parsed) == text
 
 
+@pytest.mark.unit
 def test_tensorrt_step_lists_every_profile_for_every_instance():
     p = pipeline(flavour="native", engine="tensorrt")
     config = model_config(p)
@@ -91,6 +95,7 @@ def test_tensorrt_step_lists_every_profile_for_every_instance():
     assert all(set(w.inputs) == set(p.graph_inputs) for w in config.model_warmup)
 
 
+@pytest.mark.unit
 def test_tensorrt_needs_the_native_flavour():
     with pytest.raises(ValueError, match="needs flavour 'native'"):
         from tritonize.converters.encoders.repository import check_engine
@@ -153,6 +158,7 @@ def test_the_fp16_graph_matches_fp32_on_cpu(tensorrt_repo, tmp_path):
 @pytest.mark.parametrize("extra, message", [(["--flavour", "python"], "needs flavour 'native'"),
                                             (["--flavour", "native", "--quantize"], "TensorRT cannot parse"),
                                             (["--flavour", "native", "--precision", "int4"], "precision must be one of")])
+@pytest.mark.unit
 def test_bad_engine_options_fail_clearly_and_write_nothing(tmp_path, extra, message):
     from tritonize.cli import app
 
@@ -162,6 +168,7 @@ def test_bad_engine_options_fail_clearly_and_write_nothing(tmp_path, extra, mess
     assert not (tmp_path / "repo").exists()
 
 
+@pytest.mark.unit
 def test_a_repository_without_tensorrt_steps_needs_no_build(tmp_path):
     assert prepare_engines(tmp_path, tmp_path / "cache") == []
     assert not (tmp_path / "cache").exists()

@@ -97,6 +97,7 @@ def test_models_lists_every_pipeline_with_its_kind_and_no_steps(oai, base):
     assert httpx.get(f"{base}/health").json() == {"status": "ok"}
 
 
+@pytest.mark.unit
 def test_a_server_that_is_not_ready_gets_503_with_retry_after():
     with running(GatewaySettings(f"127.0.0.1:{free_port()}", port=free_port(), ready_poll_s=0.2)) as url:
         r = httpx.get(f"{url}/health")
@@ -367,6 +368,7 @@ def test_locust_streams_generations_through_the_gateway(base, tmp_path):
     ("prompt is 900 tokens; the limit is 511 tokens", None, 400, "messages"),
     ("engine thread died", "StatusCode.INTERNAL", 500, None),
 ])
+@pytest.mark.unit
 def test_triton_errors_map_to_statuses(message, status, expected, param):
     from tritonize.client import TritonizeError
     from tritonize.gateway.errors import from_triton

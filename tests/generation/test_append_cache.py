@@ -17,6 +17,8 @@ from onnx import TensorProto, helper
 from tritonize.converters.generation.append_cache import split_cache_attention
 from tritonize.runtime.generation.cache import CacheSlot, RowBatch
 
+pytestmark = pytest.mark.unit  # the fast tier: no server, no conversion
+
 B, H, T, D = 2, 3, 6, 4
 NEG = -1e9
 

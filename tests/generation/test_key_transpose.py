@@ -37,6 +37,7 @@ def run(path: Path, q: np.ndarray, k: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["scores"], {"q": q, "k": k})[0]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("scaled", [True, False])
 def test_rewritten_scores_equal_the_original_graph(tmp_path, scaled):
     rng = np.random.default_rng(0)
@@ -50,6 +51,7 @@ def test_rewritten_scores_equal_the_original_graph(tmp_path, scaled):
     np.testing.assert_allclose(run(path, q, k), before, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.unit
 def test_a_transpose_read_elsewhere_is_left_alone(tmp_path):
     path = tmp_path / "shared.onnx"
     scores_graph(path, scaled=True, shared=True)

@@ -32,6 +32,7 @@ def test_byte_level_pieces_never_split_a_character(bpe):
     assert "" in pieces[:-1], "the tokenizer must split some character across tokens for this test to mean anything"
 
 
+@pytest.mark.unit
 def test_unigram_metaspace_pieces_rebuild_the_text():
     tok = train_unigram()
     text = "the quick brown fox jumps"
@@ -66,6 +67,7 @@ def params(**kw) -> SamplingParams:
     return SamplingParams(max_new_tokens=10, **kw)
 
 
+@pytest.mark.unit
 def test_greedy_is_argmax_and_repetition_penalty_moves_it():
     logits = np.array([1.0, 3.0, 2.9, -1.0], np.float32)
     rng = np.random.default_rng(0)
@@ -73,6 +75,7 @@ def test_greedy_is_argmax_and_repetition_penalty_moves_it():
     assert next_token(logits, np.array([1]), params(repetition_penalty=1.5), rng) == 2
 
 
+@pytest.mark.unit
 def test_top_k_and_top_p_limit_the_support():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
     assert np.count_nonzero(sample_probabilities(logits, params(temperature=1.0, top_k=2))) == 2
@@ -82,6 +85,7 @@ def test_top_k_and_top_p_limit_the_support():
     assert draws == {0, 1}
 
 
+@pytest.mark.unit
 def test_same_seed_same_tokens():
     logits = np.random.default_rng(1).normal(size=100).astype(np.float32)
     def draw(seed):
@@ -93,6 +97,7 @@ def test_same_seed_same_tokens():
 LIMITS = Limits(max_context=64, max_new_tokens=50, default_max_new_tokens=32)
 
 
+@pytest.mark.unit
 def test_default_max_new_tokens_shrinks_to_the_context_but_an_explicit_one_must_fit():
     p, explicit = parse({}, LIMITS)
     assert fit_to_context(p, explicit, 40, LIMITS, decoder_only=True).max_new_tokens == 24
@@ -108,11 +113,13 @@ def test_default_max_new_tokens_shrinks_to_the_context_but_an_explicit_one_must_
     ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
     ({"top_p": float("nan")}, "top_p must be a finite number"),
 ])
+@pytest.mark.unit
 def test_parameter_errors_name_the_field(raw, message):
     with pytest.raises(InputError, match=message):
         parse(raw, LIMITS)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("seed", range(20))
 def test_prefill_plan_covers_every_prompt_within_the_token_budget_and_bounded_padding(seed):
     rng = np.random.default_rng(seed)
@@ -129,6 +136,7 @@ def test_prefill_plan_covers_every_prompt_within_the_token_budget_and_bounded_pa
         assert len(groups) == len(lengths)  # every prompt alone: the way to switch batched prefill off
 
 
+@pytest.mark.unit
 def test_similar_prompts_share_one_forward_and_a_budget_below_one_is_refused():
     assert plan_prefill([10, 12, 11, 9], 2048) == [[1, 2, 0, 3]]
     assert plan_prefill([10, 12, 11, 9], 24) == [[0, 3], [1, 2]]  # shortest forward first

@@ -53,6 +53,7 @@ def test_dry_run_parity_of_the_torch_engines_in_float32_is_within_the_cpu_tolera
     assert any(x["dtype"] == "bfloat16" for x in rows)  # reduced precision is measured and reported
 
 
+@pytest.mark.unit
 def test_plan_validates_its_fields():
     from benchmarks.gpu_check import Plan
 
@@ -62,6 +63,7 @@ def test_plan_validates_its_fields():
         Plan(seconds=0)
 
 
+@pytest.mark.unit
 def test_the_carried_wheel_list_is_complete_and_under_the_limit():
     listed = [line.split() for line in (ROOT / "benchmarks/gpu_wheels.txt").read_text().splitlines() if line and not line.startswith("#")]
     names = {n.split("-")[0].lower().replace("_", "-") for n, *_ in listed}

@@ -23,6 +23,7 @@ def config(built, model: str) -> mc.ModelConfig:
     return text_format.Parse((built["repository"] / model / "config.pbtxt").read_text(), mc.ModelConfig())
 
 
+@pytest.mark.unit
 def test_placement_and_engine_spec_name_the_field_and_the_choices():
     with pytest.raises(DeviceError, match=r"--device must be one of cpu, cuda .* got 'tpu'"):
         Placement("tpu")
@@ -50,6 +51,7 @@ def test_the_step_stores_weights_config_and_tokenizer_and_runs_torch_on_cpu(buil
     assert '"engine": "torch"' in report and '"device": "cpu"' in report
 
 
+@pytest.mark.unit
 def test_a_cuda_repository_asks_for_one_instance_on_each_gpu():
     from tritonize.converters.encoders.repository import EncoderPipeline, model_config
     from tritonize.converters.speech.repository import SpeechPipeline, stream_config
@@ -99,6 +101,7 @@ def test_loading_a_cuda_step_without_a_gpu_fails_naming_the_device(built, step):
             load_engine(folder, params)
 
 
+@pytest.mark.unit
 def test_gpu_out_of_memory_fails_that_batch_only_with_a_clear_error():
     """The real exception type CUDA raises; the guard frees the cache and the next batch runs (on a GPU
     the allocation itself fails; this machine has none, so the exception is raised by hand)."""

@@ -13,6 +13,8 @@ from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
 from tritonize.runtime.text_inputs import decode_texts, pad_rows
 from tritonize.runtime.triton import METRICS_SETTLE_S, InputError, _Outbox
 
+pytestmark = pytest.mark.unit  # the fast tier: no server, no conversion
+
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 256), min_size=1, max_size=200), st.sampled_from([1.0, 1.1, 1.25, 2.0]), st.integers(1, 64),

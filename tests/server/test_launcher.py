@@ -36,6 +36,7 @@ def test_model_that_fails_to_load_is_named_with_tritons_reason(tmp_path):
     assert "tritonserver log" in str(e.value)
 
 
+@pytest.mark.unit
 def test_missing_repository_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         TritonServer(ServerConfig(tmp_path / "nope", http_port=0, grpc_port=0, metrics_port=0)).start()
@@ -87,6 +88,7 @@ def test_servers_bind_loopback_only(server):
     assert "--http-address=127.0.0.1" in server.command() and "--model-control-mode=explicit" in server.command()
 
 
+@pytest.mark.unit
 def test_huge_pages_tunable_joins_the_operators_and_yields_to_their_choice():
     from tritonize.server.memory import with_huge_pages
 
@@ -112,6 +114,7 @@ def test_the_server_and_every_stub_run_with_huge_pages(server):
         assert sum(anon_huge_kb(pid) for pid in stubs) > 0
 
 
+@pytest.mark.unit
 def test_writer_emits_parseable_configs_for_both_flavours():
     from google.protobuf import text_format
 

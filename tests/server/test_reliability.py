@@ -333,6 +333,7 @@ def test_malformed_config_names_tritons_reason_and_the_log(tmp_path):
     assert not server.group_alive()
 
 
+@pytest.mark.unit
 def test_embedded_binary_refuses_a_non_loopback_host(tmp_path):
     server = TritonServer(ServerConfig(tmp_path, host="0.0.0.0", binary="embedded", http_port=0, grpc_port=0, metrics_port=0))
     with pytest.raises(ServerStartError, match="--allow-insecure-embedded") as e:

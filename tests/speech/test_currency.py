@@ -5,6 +5,8 @@ import pytest
 
 from tritonize.runtime.speech.text import normalize_english
 
+pytestmark = pytest.mark.unit  # the fast tier: no server, no conversion
+
 
 @pytest.mark.parametrize("text, spoken", [
     ("$3.50", "three dollars and fifty cents"),

@@ -7,6 +7,7 @@ from tritonize.runtime.speech.text import normalize_english, number_words, ordin
 from tritonize.runtime.triton import InputError
 
 
+@pytest.mark.unit
 def test_numbers_and_abbreviations_are_spelled_out():
     assert number_words(0) == "zero" and number_words(21) == "twenty one"
     assert number_words(1_234_567) == "one million two hundred thirty four thousand five hundred sixty seven"
@@ -16,6 +17,7 @@ def test_numbers_and_abbreviations_are_spelled_out():
     assert normalize_english("It costs 1,000 today") == "It costs one thousand today"
 
 
+@pytest.mark.unit
 def test_sentences_split_at_punctuation_and_length():
     assert split_sentences("One. Two! Three? Four; five", 100) == ["One.", "Two!", "Three?", "Four;", "five"]
     long = "word " * 100

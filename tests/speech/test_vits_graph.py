@@ -40,6 +40,7 @@ def _convs_of_every_kind():
     )
 
 
+@pytest.mark.unit
 def test_rewrite_leaves_no_1d_conv_and_the_same_outputs(tmp_path):
     import torch
 
@@ -81,6 +82,7 @@ class _MaskedResidual:
         return Block()
 
 
+@pytest.mark.unit
 def test_sinking_squeezes_fuses_conv_activations_and_keeps_outputs(tmp_path):
     import torch
 
@@ -102,6 +104,7 @@ def test_sinking_squeezes_fuses_conv_activations_and_keeps_outputs(tmp_path):
     np.testing.assert_allclose(after, before, atol=1e-5)
 
 
+@pytest.mark.unit
 def test_rewrite_refuses_opsets_without_squeeze_axes_inputs(tmp_path):
     import torch
 
@@ -194,6 +197,7 @@ def test_time_tiles_equal_the_untiled_stage_in_ort(tmp_path, tiles):
         np.testing.assert_allclose(cut, plain, atol=1e-5)
 
 
+@pytest.mark.unit
 def test_time_tile_halo_is_the_stacks_receptive_radius():
     """The halo is tight: one sample less and the tiles' cut edges reach the kept samples."""
     import torch

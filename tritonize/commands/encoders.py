@@ -35,7 +35,7 @@ def convert_bert(
     max_queue_delay_us: int = typer.Option(0, help="Dynamic batcher delay; 0 still batches whatever queued."),
     preferred_batch_size: List[int] = typer.Option([], help="Preferred batch sizes (repeatable)."),
     max_queue_size: int = typer.Option(0, help="Requests queued at the pipeline's first step beyond this are rejected (0: no bound). "
-                                                 "A bound costs Triton's batch prefetching: see the README."),
+                                                 "A bound costs Triton's batch prefetching: see docs/reliability.md."),
     queue_timeout_us: int = typer.Option(0, help="Reject requests queued at the first step longer than this (0: never)."),
     instances: int = typer.Option(1, help="Model step instances."),
     threads: int = typer.Option(0, help="ONNX Runtime (or PyTorch CPU) threads per instance (0: one per core)."),

@@ -58,7 +58,7 @@ def _print_points(results) -> None:
 
 
 def bench(
-    scenario: str = typer.Option("embed-mix", help="Scenario name (benchmarks/scenarios) or JSON file."),
+    scenario: str = typer.Option("embed-mix", help="Scenario name (tritonize/planner/scenarios) or JSON file."),
     model: str = typer.Option(None, help="Served pipeline (default: the scenario's)."),
     users: str = typer.Option("1,4,16", help="Load levels: concurrent Locust users, comma-separated (a step load)."),
     seconds: float = typer.Option(10, help="Seconds per load level."),
@@ -110,7 +110,7 @@ def bench(
 
 
 def plan(
-    scenario: str = typer.Option("embed-mix", help="Scenario name (benchmarks/scenarios) or JSON file."),
+    scenario: str = typer.Option("embed-mix", help="Scenario name (tritonize/planner/scenarios) or JSON file."),
     model: str = typer.Option(None, help="Served pipeline(s), comma-separated, e.g. an fp32 and an int8 conversion (default: the scenario's)."),
     repository: Path = Repository,
     max_batch_size: str = typer.Option("64", help="Grid: rows per model-step execution."),

@@ -22,7 +22,7 @@ import yaml
 
 from tritonize.planner.systems import apply_variant, read_config
 from tritonize.converters.repository import engine_model
-from tritonize.converters.repository import render
+from tritonize.contract.model_config import render
 from tritonize.deploy.plan import DeployError, DeployPlan
 
 # The schemas the tests validate against. Only GA APIs are used (apps/v1, autoscaling/v2, policy/v1).

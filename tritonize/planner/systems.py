@@ -2,7 +2,7 @@
 
 - `TritonVariant`: a pipeline from a model repository, with the model step's batching settings
   overridden in a scratch copy of its configs (engine files are symlinked, not copied);
-- `FastApiBaseline`: benchmarks/fastapi_baseline.py under uvicorn;
+- `FastApiBaseline`: tritonize/planner/fastapi_baseline.py under uvicorn;
 - `ViaGateway`: any Triton system above, called through `tritonize gateway` (the OpenAI API) started
   in front of it as its own process.
 """
@@ -23,7 +23,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonize.converters.repository import engine_model, read_config
+from tritonize.contract.model_config import read_config
+from tritonize.converters.repository import engine_model
 from tritonize.server import ServerConfig, TritonServer
 from tritonize.server.launcher import free_port
 from tritonize.server.memory import with_huge_pages
@@ -138,7 +139,7 @@ class FastApiBaseline:
     user = "fastapi"
     name = "FastAPI + PyTorch"
     stats_urls = (None, None)
-    TASKS = ("embed", "classify")  # the scenario pipelines it serves (benchmarks/fastapi_baseline.py)
+    TASKS = ("embed", "classify")  # the scenario pipelines it serves (tritonize/planner/fastapi_baseline.py)
 
     def __init__(self, model: str, cpus: str | None = None, threads: int = 1, task: str = "embed"):
         self.model, self.cpus, self.threads, self.task = model, cpus, threads, task  # one of TASKS

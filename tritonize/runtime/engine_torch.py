@@ -18,10 +18,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from tritonize.runtime.engines import EngineSpec
+from tritonize.contract.engines import EngineSpec
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-WEIGHTS = "torch"  # the folder, inside a model version, holding config.json, model.safetensors and tokenizer files
 
 
 class DeviceUnavailable(RuntimeError):

@@ -1,43 +1,6 @@
-"""Which engine a served step runs, read from its config.pbtxt parameters (torch-free).
+"""The engine a served step runs: the contract's `EngineSpec` (tritonize.contract.engines), under the name
+the runtime's steps, the benchmarks and the tests import it by."""
 
-Every family has two implementations of one engine contract: ONNX Runtime on CPU (`engine_onnx.py`,
-the default) and PyTorch on CPU or CUDA (`engine_torch.py`, the only modules that import torch).
-The converter writes `engine`, `device` and `dtype`; the step loads the matching module lazily, so an
-ONNX-flavoured repository never imports torch.
-"""
+from tritonize.contract.engines import EngineSpec
 
-from __future__ import annotations
-
-from dataclasses import dataclass
-
-ENGINES = ("onnx", "torch")
-DEVICES = ("cpu", "cuda")
-DTYPES = ("float32", "float16", "bfloat16")
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    engine: str = "onnx"
-    device: str = "cpu"
-    dtype: str = "float32"
-    threads: int = 0  # CPU threads (ONNX Runtime intra-op, torch.set_num_threads); 0: one per core
-
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ValueError(f"parameter engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"parameter device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"parameter dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.engine == "onnx" and (self.device, self.dtype) != ("cpu", "float32"):
-            raise ValueError(f"the ONNX Runtime engine runs float32 on cpu, not {self.dtype} on {self.device}")
-        if self.threads < 0:
-            raise ValueError(f"parameter intra_op_threads must be >= 0, got {self.threads}")
-
-    @classmethod
-    def from_params(cls, p: dict[str, str]) -> "EngineSpec":
-        return cls(p.get("engine", "onnx"), p.get("device", "cpu"), p.get("dtype", "float32"), int(p.get("intra_op_threads", 0) or 0))
-
-    @property
-    def torch(self) -> bool:
-        return self.engine == "torch"
+__all__ = ["EngineSpec"]

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonize.contract.chat import Chatbot as ChatbotParams
 from tritonize.runtime.chat import bls
 from tritonize.runtime.chat.index import Faq, load_index
 from tritonize.runtime.chat.prompt import Budget, Prompter
-from tritonize.runtime.chat.request import GENERATED, NO_MATCH, ChatRequest, ChatSettings, make_request, route
-from tritonize.runtime.generation.params import Limits, Overloaded, fit_to_context, parse
+from tritonize.runtime.chat.request import GENERATED, NO_MATCH, ChatRequest, make_request, route
+from tritonize.runtime.generation.params import Overloaded, fit_to_context, parse
 from tritonize.runtime.text_inputs import decode_texts
 from tritonize.runtime.triton import InputError, input_array, model_config, parameters, pb
 
@@ -96,21 +97,20 @@ class Chatbot:
         decoupled = bool(model_config(args).get("model_transaction_policy", {}).get("decoupled", False))
         if decoupled != self.streaming:
             raise ValueError(f"{args['model_name']}: {type(self).__name__} needs decoupled={self.streaming} in its config")
-        p = parameters(args)
+        c = ChatbotParams.from_params(parameters(args))
         # NAME_stream reads the files that the converter stored once, in NAME's folder.
-        folder = Path(args["model_repository"]).parent / p["data_model"] / "1"
-        self.embedder, self.generator = p["embedder"], p["generator"]
-        self.settings = ChatSettings.from_params(p)
-        self.limits = Limits.from_params({k[len("generator_"):]: v for k, v in p.items() if k.startswith("generator_")})
+        folder = Path(args["model_repository"]).parent / c.data_model / "1"
+        self.embedder, self.generator = c.embedder, c.generator
+        self.settings, self.limits = c.settings, c.limits
         self.faq = Faq.load(folder)
-        self.index = load_index(folder, p["index"], self.faq, int(p.get("faiss_ef_search", "64")))
+        self.index = load_index(folder, c.index, self.faq, c.faiss_ef_search)
         tokenizer = Tokenizer.from_file(str(folder / "generator_tokenizer.json"))
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        budget = Budget(self.limits.max_context, self.limits.default_max_new_tokens, p["generator_family"] == "decoder")
+        budget = Budget(self.limits.max_context, self.limits.default_max_new_tokens, c.generator_family == "decoder")
         self.prompter = Prompter((folder / "prompt.txt").read_text(encoding="utf-8"), lambda t: len(tokenizer.encode(t).ids), budget)
-        self.pool = ThreadPoolExecutor(int(p.get("workers", "16")), thread_name_prefix=f"{args['model_name']}-worker")
-        self.in_flight = InFlight(int(p.get("max_in_flight", "256")))
+        self.pool = ThreadPoolExecutor(c.workers, thread_name_prefix=f"{args['model_name']}-worker")
+        self.in_flight = InFlight(c.max_in_flight)
 
     # -- Triton's thread ---------------------------------------------------------------------------
     def execute(self, requests):

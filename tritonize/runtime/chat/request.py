@@ -11,35 +11,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tritonize.runtime.generation.params import Limits, parse
+from tritonize.contract.chat import ChatSettings
+from tritonize.contract.generation import Limits
+from tritonize.runtime.generation.params import parse
 from tritonize.runtime.triton import InputError
 
 MODES = ("auto", "retrieval", "generative")
 GENERATED, NO_MATCH = "generated", "no-match"  # SOURCE of a generated answer / of a retrieval miss
 RESERVED_PARAMETERS = ("stream",)  # the chatbot decides: one response (NAME) or a stream (NAME_stream)
-
-
-@dataclass(frozen=True)
-class ChatSettings:
-    """The chatbot's defaults and limits (config.pbtxt parameters)."""
-
-    threshold: float = 0.5
-    top_k: int = 3
-    max_top_k: int = 20
-    max_question_bytes: int = 4_096
-
-    def __post_init__(self):
-        if not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [-1, 1], got {self.threshold}")
-        if not 1 <= self.top_k <= self.max_top_k:
-            raise ValueError(f"top_k must be between 1 and max_top_k ({self.max_top_k}), got {self.top_k}")
-        if self.max_question_bytes < 1:
-            raise ValueError(f"max_question_bytes must be >= 1, got {self.max_question_bytes}")
-
-    @classmethod
-    def from_params(cls, p: dict[str, str]) -> "ChatSettings":
-        kinds = {"threshold": float, "top_k": int, "max_top_k": int, "max_question_bytes": int}
-        return cls(**{k: kind(p[k]) for k, kind in kinds.items() if k in p})
 
 
 @dataclass(frozen=True)

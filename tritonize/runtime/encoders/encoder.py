@@ -18,8 +18,9 @@ from typing import Protocol
 
 import numpy as np
 
+from tritonize.contract.encoders import Buckets, EngineStep
+from tritonize.contract.engines import EngineSpec
 from tritonize.runtime.buckets import plan_buckets
-from tritonize.runtime.engines import EngineSpec
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
 
@@ -30,6 +31,14 @@ class Rows:
     ids: list[np.ndarray]  # per request, [rows, its own padded length]
     owner: np.ndarray  # row -> (request index, row in request)
     lengths: np.ndarray
+
+    @classmethod
+    def of_texts(cls, encodings) -> "Rows":
+        """Tokenized texts (`tokenizers` encodings), each a request of one row to Rows, so that
+        bucket_inputs copies each row's own tokens."""
+        ids = [np.asarray(e.ids, dtype=np.int64)[None] for e in encodings]
+        return cls(ids, np.array([(k, 0) for k in range(len(ids))], dtype=np.int64).reshape(-1, 2),
+                   np.array([len(e.ids) for e in encodings], dtype=np.int64))
 
     def bucket_inputs(self, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
         width = int(self.lengths[rows].max())
@@ -87,32 +96,40 @@ def load_engine(folder: Path, output_name: str, spec: EngineSpec, args: dict | N
     return OnnxEncoder(folder, output_name, spec, allow_spinning)
 
 
-class BucketRunner:
-    """The engine over one execution's rows: cut into length buckets, one engine call each, with the
-    padding counters. Shared by the model step of the ensemble and by the fused step."""
+class Bucketed:
+    """The engine over one execution's rows: cut into length buckets, one engine call each. Also what
+    the chatbot's converter embeds its FAQ with, outside Triton."""
+
+    def __init__(self, engine: EncoderEngine, buckets: Buckets):
+        self.engine, self.buckets = engine, buckets
+
+    def run(self, rows: Rows) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(row indices, mask, engine output) per bucket; an engine error (e.g. GPU out of memory) raises."""
+        c = self.buckets
+        results = []
+        for b in plan_buckets(rows.lengths, c.max_padding_ratio, c.max_rows_per_run, c.min_padding_tokens):
+            ids, mask = rows.bucket_inputs(b, c.pad_token_id)
+            results.append((b, mask, self.engine.run(ids, mask)))
+        return results
+
+
+class BucketRunner(Bucketed):
+    """`Bucketed` on a served step, with the padding counters. Shared by the model step of the ensemble
+    and by the fused step."""
 
     def __init__(self, args: dict, p: dict[str, str], output_name: str):
-        self.max_padding_ratio = float(p.get("max_padding_ratio", 1.25))
-        self.min_padding_tokens = int(p.get("min_padding_tokens", 0))
-        self.max_rows = int(p.get("max_rows_per_run", 64))
-        self.pad_id = int(p.get("pad_token_id", 0))
-        self.spec = EngineSpec.from_params(p)
-        self.engine = load_engine(Path(model_dir(args)), output_name, self.spec, args, p.get("allow_spinning", "0"))
+        engine = load_engine(Path(model_dir(args)), output_name, EngineSpec.from_params(p), args, p.get("allow_spinning", "0"))
+        super().__init__(engine, Buckets.from_params(p))
         labels = {"model": args["model_name"]}
         self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
         self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)
         self.engine_runs = Counter("tritonize_engine_runs_total", "Engine calls (one per length bucket)", labels)
 
     def run(self, rows: Rows) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(row indices, mask, engine output) per bucket; an engine error (e.g. GPU out of memory) raises."""
-        buckets = plan_buckets(rows.lengths, self.max_padding_ratio, self.max_rows, self.min_padding_tokens)
-        results = []
-        for b in buckets:
-            ids, mask = rows.bucket_inputs(b, self.pad_id)
-            results.append((b, mask, self.engine.run(ids, mask)))
-        self.engine_runs.add(len(buckets))
+        results = super().run(rows)
+        self.engine_runs.add(len(results))
         self.tokens_real.add(int(rows.lengths.sum()))
-        self.tokens_computed.add(sum(len(b) * int(rows.lengths[b].max()) for b in buckets))
+        self.tokens_computed.add(sum(len(b) * int(rows.lengths[b].max()) for b, _, _ in results))
         return results
 
 
@@ -121,9 +138,9 @@ class EncoderStep:
 
     def initialize(self, args: dict) -> None:
         p = parameters(args)
-        output_name = p["output_name"]  # last_hidden_state (embedding) or logits (classification)
-        self.output_tensor = p.get("output_tensor", "TOKEN_EMBEDDINGS" if output_name == "last_hidden_state" else "LOGITS")
-        self.runner = BucketRunner(args, p, output_name)
+        step = EngineStep.from_params(p)
+        self.output_tensor = step.output_tensor
+        self.runner = BucketRunner(args, p, step.output_name)
 
     def execute(self, requests):
         responses: list = [None] * len(requests)

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.runtime.engines import EngineSpec
-
-# The converter leaves SkipLayerNormalization unfused (ORT's CPU kernel measured 5.4x slower than
-# Add + LayerNormalization: converters/encoders/bert.py); re-fusing it at load would undo that.
-UNFUSED_AT_LOAD = ["SkipLayerNormFusion"]
+from tritonize.contract.encoders import UNFUSED_AT_LOAD
+from tritonize.contract.engines import EngineSpec
 
 
 def encoder_session(path: Path, threads: int = 0, allow_spinning: str = "0"):

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 # The shared module first: it sets the OpenMP wait policy before torch loads.
-from tritonize.runtime.engine_torch import WEIGHTS, guard_oom, load_pretrained, resolve_device, to_numpy
+from tritonize.contract.engines import EngineSpec
+from tritonize.contract.files import WEIGHTS
+from tritonize.runtime.engine_torch import guard_oom, load_pretrained, resolve_device, to_numpy
 import torch  # noqa: E402  (after the shared module, on purpose)
 
-from tritonize.runtime.engines import EngineSpec
 
 
 class TorchEncoder:

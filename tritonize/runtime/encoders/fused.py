@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonize.contract.encoders import GRAPH_OUTPUT, Pooling, Served, Tokenizing
 from tritonize.runtime.encoders.encoder import BucketRunner, Rows
 from tritonize.runtime.encoders.postprocess import classification_outputs, embedding_outputs, label_array
 from tritonize.runtime.encoders.tokenizer import load_tokenizer
@@ -24,11 +25,12 @@ from tritonize.runtime.triton import Counter, InputError, error_response, input_
 class FusedEncoderStep:
     def initialize(self, args: dict) -> None:
         p = parameters(args)
-        self.task = p["task"]
-        self.max_text_bytes = int(p.get("max_text_bytes", 1_000_000))
-        self.tokenizer = load_tokenizer(Path(model_dir(args)) / "tokenizer.json", int(p["max_length"]))
-        self.runner = BucketRunner(args, p, "last_hidden_state" if self.task == "embedding" else "logits")
-        self.normalize = p.get("normalize", "true") == "true"
+        self.task = Served.from_params(p).task
+        tokenizing = Tokenizing.from_params(p)
+        self.max_text_bytes = tokenizing.max_text_bytes
+        self.tokenizer = load_tokenizer(Path(model_dir(args)) / "tokenizer.json", tokenizing.max_length)
+        self.runner = BucketRunner(args, p, GRAPH_OUTPUT[self.task])
+        self.normalize = Pooling.from_params(p).normalize
         self.labels = label_array(p) if self.task == "classification" else None
         self.truncated = Counter("tritonize_truncated_texts_total", "Texts cut to the model's maximum length", {"model": args["model_name"]})
 
@@ -56,10 +58,7 @@ class FusedEncoderStep:
         batch, encodings = self.drop_tokenless(batch, encodings, responses)
         if not batch:
             return responses
-        # Every text is a "request" of one row to Rows, so bucket_inputs copies each row's own tokens.
-        ids = [np.asarray(e.ids, dtype=np.int64)[None] for e in encodings]
-        rows = Rows(ids, np.array([(k, 0) for k in range(len(ids))], dtype=np.int64).reshape(-1, 2),
-                    np.array([len(e.ids) for e in encodings], dtype=np.int64))
+        rows = Rows.of_texts(encodings)
         try:
             results = self.runner.run(rows)
         except Exception as e:  # e.g. out of memory: this execution's requests fail, the step keeps serving

@@ -3,10 +3,9 @@ serve both the ensemble's postprocess step and the fused step (`fused.py`)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from tritonize.contract.encoders import Labels, Pooling
 from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
 from tritonize.runtime.triton import InputError, error_response, input_array, parameters, response
 
@@ -24,8 +23,8 @@ def classification_outputs(logits: np.ndarray, labels: np.ndarray) -> dict[str, 
 
 
 def label_array(params: dict[str, str]) -> np.ndarray:
-    """The `labels` parameter (a JSON list) as the BYTES array LABEL is drawn from."""
-    return np.array([s.encode() for s in json.loads(params["labels"])], dtype=object)
+    """The `labels` parameter as the BYTES array LABEL is drawn from."""
+    return np.array([s.encode() for s in Labels.from_params(params).labels], dtype=object)
 
 
 class _PerRequest:
@@ -43,7 +42,7 @@ class _PerRequest:
 
 class EmbeddingPostprocess(_PerRequest):
     def initialize(self, args: dict) -> None:
-        self.normalize = parameters(args).get("normalize", "true") == "true"
+        self.normalize = Pooling.from_params(parameters(args)).normalize
 
     def process(self, request) -> dict[str, np.ndarray]:
         return embedding_outputs(input_array(request, "TOKEN_EMBEDDINGS"), input_array(request, "ATTENTION_MASK"), self.normalize)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from tritonize.contract.encoders import Tokenizing
 from tritonize.runtime.text_inputs import decode_texts, pad_rows
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
@@ -26,13 +27,9 @@ def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
 
 class TokenizerStep:
     def initialize(self, args: dict) -> None:
-        p = parameters(args)
-        self.max_length = int(p["max_length"])
-        self.max_text_bytes = int(p.get("max_text_bytes", 1_000_000))
-        self.pad_id = int(p.get("pad_token_id", 0))
-        # The native ORT flavour can only batch equal shapes, so it pads to length buckets.
-        self.pad_multiple = int(p.get("pad_to_multiple_of", 1))
-        self.token_type_ids = p.get("emit_token_type_ids", "false") == "true"
+        c = Tokenizing.from_params(parameters(args))
+        self.max_length, self.max_text_bytes, self.pad_id = c.max_length, c.max_text_bytes, c.pad_token_id
+        self.pad_multiple, self.token_type_ids = c.pad_to_multiple_of, c.emit_token_type_ids
         self.tokenizer = load_tokenizer(Path(model_dir(args)) / "tokenizer.json", self.max_length)
         self.truncated = Counter(
             "tritonize_truncated_texts_total", "Texts cut to the model's maximum length", {"model": args["model_name"]}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonize.contract.generation import NEW_CACHE_PREFIX
 from tritonize.runtime.generation.cache import CacheSlot, RowBatch, batch_for
 from tritonize.runtime.generation.prefill import CPU_PREFILL_OVERHEAD_TOKENS
 from tritonize.runtime.text_inputs import pad_rows
@@ -40,7 +41,6 @@ def ort_session(path: Path, threads: int):
 # Room a batch's cache buffers keep for new columns: each step reads the spare columns too (masked), and a
 # full buffer is copied once to grow; at 16 rows, 16 columns cost ~1 ms a step and a copy every 16 steps.
 APPEND_SPARE_COLUMNS = 16
-NEW_CACHE_PREFIX = "new_key_values."  # the outputs of such a graph (converters/generation/append_cache.py: NEW_PREFIX)
 
 
 class CausalLM:

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 # The shared module first: it sets the OpenMP wait policy before torch loads.
-from tritonize.runtime.engine_torch import WEIGHTS, guard_oom, load_pretrained, resolve_device, to_numpy
+from tritonize.contract.engines import EngineSpec
+from tritonize.contract.files import WEIGHTS
+from tritonize.runtime.engine_torch import guard_oom, load_pretrained, resolve_device, to_numpy
 import torch  # noqa: E402  (after the shared module, on purpose)
 from torch.nn import functional as F
 
-from tritonize.runtime.engines import EngineSpec
 from tritonize.runtime.generation.cache import ArrayOps, CacheSlot, RowBatch, batch_for
 from tritonize.runtime.generation.prefill import CPU_PREFILL_OVERHEAD_TOKENS
 

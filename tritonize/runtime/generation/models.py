@@ -13,7 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-from tritonize.runtime.engines import EngineSpec
+from tritonize.contract.engines import EngineSpec
+from tritonize.contract.generation import Generator
 from tritonize.runtime.generation.cache import CacheSlot
 
 
@@ -35,13 +36,12 @@ class GenerationModel(Protocol):
 
 def load_model(folder: Path, params: dict[str, str], args: dict | None = None) -> GenerationModel:
     """A model may also offer `prefill_many(prompts)`: several prompts in one forward (both engines do)."""
-    spec = EngineSpec.from_params(params)
-    decoder_only = params["family"] == "decoder"
-    start = None if decoder_only else int(params["decoder_start_token_id"])
+    spec, generator = EngineSpec.from_params(params), Generator.from_params(params)
+    start = None if generator.decoder_only else generator.decoder_start_token_id  # an encoder-decoder always has one
     if spec.torch:
         from tritonize.runtime.generation.engine_torch import TorchCausalLM, TorchSeq2SeqLM
 
-        return TorchCausalLM(folder, spec, args) if decoder_only else TorchSeq2SeqLM(folder, spec, start, args)
+        return TorchCausalLM(folder, spec, args) if start is None else TorchSeq2SeqLM(folder, spec, start, args)
     from tritonize.runtime.generation.engine_onnx import CausalLM, Seq2SeqLM
 
-    return CausalLM(folder, spec.threads) if decoder_only else Seq2SeqLM(folder, spec.threads, start)
+    return CausalLM(folder, spec.threads) if start is None else Seq2SeqLM(folder, spec.threads, start)

@@ -1,5 +1,5 @@
-"""Per-request generation parameters and the served model's limits, checked with errors that name the
-field and the limit.
+"""Per-request generation parameters, checked against the served model's limits (tritonize.contract.generation)
+with errors that name the field and the limit.
 
 Parameters travel as Triton request parameters (gRPC `parameters` map: int, double, bool or string),
 never as input tensors, so a caller sets only what it needs and unknown names are caught by name.
@@ -12,7 +12,10 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from tritonize.contract.generation import Limits
 from tritonize.runtime.triton import InputError
+
+__all__ = ["Limits", "Overloaded", "SamplingParams", "fit_to_context", "parse"]
 
 PARAMETERS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed", "stop", "stream")
 MAX_STOP_STRINGS = 8
@@ -23,27 +26,6 @@ class Overloaded(RuntimeError):
     """All sequence slots are busy and the waiting queue is full: the caller should retry later."""
 
     status = "UNAVAILABLE"  # Triton's code (runtime/triton.py: stream_error)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one served generator accepts; written into the generated config.pbtxt as parameters."""
-
-    max_context: int  # prompt tokens + new tokens (decoder-only) or prompt tokens (encoder-decoder)
-    max_new_tokens: int  # the largest max_new_tokens a request may ask for
-    default_max_new_tokens: int = 32
-    max_sequences: int = 16  # sequences generated together (the running batch)
-    max_queue: int = 64  # requests waiting for a slot; beyond it: "overloaded"
-    max_prompt_bytes: int = 100_000
-    max_prefill_tokens: int = 2048  # rows x padded length of one prefill forward (1: every prompt alone)
-
-    def __post_init__(self) -> None:
-        if self.max_prefill_tokens < 1:
-            raise ValueError(f"max_prefill_tokens must be >= 1 (1: every prompt in its own forward), got {self.max_prefill_tokens}")
-
-    @classmethod
-    def from_params(cls, p: dict[str, str]) -> "Limits":
-        return cls(**{k: int(p[k]) for k in cls.__dataclass_fields__ if k in p})
 
 
 @dataclass(frozen=True)

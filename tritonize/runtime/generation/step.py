@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonize.contract.generation import Generator
 from tritonize.runtime.generation.engine import COUNTERS, Engine, Job
 from tritonize.runtime.generation.models import load_model
-from tritonize.runtime.generation.params import Limits, fit_to_context, parse
+from tritonize.runtime.generation.params import fit_to_context, parse
 from tritonize.runtime.generation.text import TokenBytes
 from tritonize.runtime.text_inputs import decode_texts
 from tritonize.runtime.triton import Counter, Gauge, InputError, input_array, model_dir, parameters, pb, stream_error
@@ -61,7 +62,8 @@ class GenerationStep:
 
         p = parameters(args)
         folder = Path(model_dir(args))
-        self.limits = Limits.from_params(p)
+        generator = Generator.from_params(p)
+        self.limits = generator.limits
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_truncation()  # a prompt over the limit is an error, never silently cut
         self.tokenizer.no_padding()
@@ -75,8 +77,7 @@ class GenerationStep:
             running.set(n_running)
             queued.set(n_queued)
 
-        eos = int(p["eos_token_id"]) if p.get("eos_token_id", "") != "" else None
-        self.engine = Engine(model, TokenBytes(self.tokenizer), self.limits, eos, counters, gauges)
+        self.engine = Engine(model, TokenBytes(self.tokenizer), self.limits, generator.eos_token_id, counters, gauges)
         self.decoder_only = model.decoder_only
         self.engine.start()
 

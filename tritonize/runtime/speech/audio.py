@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import json
 import wave
 
 import numpy as np
 
+from tritonize.contract.speech import Speech
 from tritonize.runtime.triton import InputError, error_response, input_array, parameters, response
 
 
@@ -38,9 +38,8 @@ def wav_bytes(pcm: np.ndarray, sampling_rate: int) -> bytes:
 
 class AudioStep:
     def initialize(self, args: dict) -> None:
-        p = parameters(args)
-        self.rate = int(p["sampling_rate"])
-        self.pause = int(self.rate * json.loads(p["limits"])["pause_ms"] / 1000)
+        speech = Speech.from_params(parameters(args))
+        self.rate, self.pause = speech.sampling_rate, speech.pause_samples
 
     def execute(self, requests):
         out = []

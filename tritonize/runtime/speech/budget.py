@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import math
 
+from tritonize.contract.speech import MAX_AUDIO
 from tritonize.runtime.triton import InputError, optional_input
-
-MAX_AUDIO = "MAX_AUDIO_SECONDS"
-OLD_REPOSITORY_LIMIT_S = 600.0  # for voices converted before the limit existed (no max_audio_seconds in their limits)
-
-
-def voice_limit_s(limits: dict) -> float:
-    return float(limits.get("max_audio_seconds", OLD_REPOSITORY_LIMIT_S))
 
 
 class AudioBudget:

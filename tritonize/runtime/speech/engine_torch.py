@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 # The shared module first: it sets the OpenMP wait policy before torch loads.
-from tritonize.runtime.engine_torch import DTYPES, WEIGHTS, guard_oom, load_pretrained, resolve_device, to_numpy
+from tritonize.contract.engines import EngineSpec
+from tritonize.contract.files import WEIGHTS
+from tritonize.runtime.engine_torch import DTYPES, guard_oom, load_pretrained, resolve_device, to_numpy
 import torch  # noqa: E402  (after the shared module, on purpose)
 from torch import nn
 from torch.nn import functional as F
 
-from tritonize.runtime.engines import EngineSpec
 from tritonize.runtime.pooling import pad_vits_batch
 from tritonize.runtime.speech.voice import Voice
 

@@ -8,10 +8,12 @@ the converter saved, so serving needs no transformers.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from tritonize.contract.speech import Speech
 from tritonize.runtime.text_inputs import decode_texts, pad_rows
 from tritonize.runtime.triton import InputError, error_response, input_array, model_dir, parameters, response
 from tritonize.runtime.speech.text import normalize_english, split_sentences
@@ -61,7 +63,7 @@ class SpeechFrontend:
 
 class FrontendStep:
     def initialize(self, args: dict) -> None:
-        self.frontend = SpeechFrontend.load(model_dir(args), json.loads(parameters(args)["limits"]))
+        self.frontend = SpeechFrontend.load(model_dir(args), asdict(Speech.from_params(parameters(args)).limits))
 
     def execute(self, requests):
         out = []

@@ -4,15 +4,16 @@ one-shot ensemble, so the concatenated stream equals the one-shot audio."""
 
 from __future__ import annotations
 
-import json
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from tritonize.contract.speech import Speech
 from tritonize.runtime.triton import InputError, input_array, model_dir, parameters, pb, stream_error
 from tritonize.runtime.speech.audio import to_pcm16
-from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
+from tritonize.runtime.speech.budget import AudioBudget
 from tritonize.runtime.speech.frontend import SpeechFrontend
 from tritonize.runtime.speech.synthesis import Voice, load_engine
 
@@ -20,12 +21,12 @@ from tritonize.runtime.speech.synthesis import Voice, load_engine
 class StreamingSpeechStep:
     def initialize(self, args: dict) -> None:
         p = parameters(args)
-        limits = json.loads(p["limits"])
-        self.frontend = SpeechFrontend.load(model_dir(args), limits)
+        speech = Speech.from_params(p)
+        self.frontend = SpeechFrontend.load(model_dir(args), asdict(speech.limits))
         self.engine = load_engine(Path(model_dir(args)), p, args)
-        self.rate = int(p["sampling_rate"])
-        self.pause = np.zeros(int(self.rate * limits["pause_ms"] / 1000), np.float32)
-        self.max_audio_s = voice_limit_s(limits)
+        self.rate = speech.sampling_rate
+        self.pause = np.zeros(speech.pause_samples, np.float32)
+        self.max_audio_s = speech.limits.max_audio_seconds
 
     def execute(self, requests):
         for request in requests:  # each stream on its own thread: execute returns at once

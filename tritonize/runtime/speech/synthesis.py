@@ -7,15 +7,15 @@ length in samples comes back with it and nothing past it is ever served.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from tritonize.contract.engines import EngineSpec
+from tritonize.contract.speech import Speech, Synthesis
 from tritonize.runtime.buckets import plan_buckets
-from tritonize.runtime.engines import EngineSpec
-from tritonize.runtime.speech.budget import AudioBudget, voice_limit_s
+from tritonize.runtime.speech.budget import AudioBudget
 from tritonize.runtime.speech.voice import Voice
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
@@ -34,23 +34,22 @@ def load_engine(folder: Path, params: dict[str, str], args: dict | None = None) 
     if spec.torch:
         from tritonize.runtime.speech.engine_torch import TorchVitsEngine
 
-        return TorchVitsEngine(folder, spec, int(params["min_tokens"]), args)
+        return TorchVitsEngine(folder, spec, Speech.from_params(params).min_tokens, args)
     from tritonize.runtime.speech.engine_onnx import VitsEngine
 
-    return VitsEngine(Path(folder) / "model.onnx", spec.threads, int(params["min_tokens"]))
+    return VitsEngine(Path(folder) / "model.onnx", spec.threads, Speech.from_params(params).min_tokens)
 
 
 class SynthesisStep:
     def initialize(self, args: dict) -> None:
         p = parameters(args)
         self.engine = load_engine(Path(model_dir(args)), p, args)
-        self.max_rows = int(p.get("max_rows_per_run", 16))
+        synthesis, speech = Synthesis.from_params(p), Speech.from_params(p)
         # On CPU a padded VITS batch costs more than its rows run one by one (measured at MMS-TTS size:
         # real-time factor 0.38 batched vs 0.24 sentence by sentence; with a 1.05 cap still 0.33), so by
         # default only rows of equal length share a run. Raise it for the GPU, where batching pays.
-        self.max_padding_ratio = float(p.get("max_padding_ratio", 1.0))
-        limits, self.rate = json.loads(p["limits"]), int(p["sampling_rate"])
-        self.max_audio_s, self.pause = voice_limit_s(limits), int(self.rate * limits["pause_ms"] / 1000)
+        self.max_rows, self.max_padding_ratio = synthesis.max_rows_per_run, synthesis.max_padding_ratio
+        self.rate, self.max_audio_s, self.pause = speech.sampling_rate, speech.limits.max_audio_seconds, speech.pause_samples
         labels = {"model": args["model_name"]}
         self.tokens_real = Counter("tritonize_tokens_real_total", "Tokens in the requests (no padding)", labels)
         self.tokens_computed = Counter("tritonize_tokens_computed_total", "Tokens the engine computed, padding included", labels)

@@ -1,0 +1,85 @@
+"""An encoder pipeline's parameters (TEXT -> tokenizer -> engine in length buckets -> pooling or labels),
+as the converter writes them on each step (or all of them on the fused step) and the runtime reads them.
+
+- `Served` (ensemble and fused step, also read by the client): the task and the token limit;
+- `Labels` (classification postprocess, ensemble and fused step): the label names;
+- `Tokenizing` (tokenizer step, fused step): truncation, text size, padding;
+- `EngineStep` (model step): the graph output it runs and the tensor it returns;
+- `Buckets` (model step, fused step): how one execution's rows are cut into length buckets;
+- `Pooling` (embedding postprocess, fused step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tritonize.contract.fields import Parameters, at_least
+
+TASKS = ("embedding", "classification")
+GRAPH_OUTPUT = {"embedding": "last_hidden_state", "classification": "logits"}  # the exported graph's output
+STEP_OUTPUT = {"embedding": "TOKEN_EMBEDDINGS", "classification": "LOGITS"}  # the model step's output tensor
+# ONNX Runtime's CPU SkipLayerNormalization kernel measured 5.4x slower than Add + LayerNormalization
+# ([4, 24, 384], ORT 1.32, one thread: 314 vs 58 µs): 22% of an int8 MiniLM run, 12% of fp32. So the
+# converter leaves it unfused offline, and every session on the graph (the converter's parity check,
+# the served engine) leaves it out at load.
+UNFUSED_AT_LOAD = ["SkipLayerNormFusion"]
+
+
+@dataclass(frozen=True)
+class Served(Parameters):
+    task: str
+    max_length: int  # tokens per text; longer texts are truncated
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        at_least(self, 1, "max_length")
+
+
+@dataclass(frozen=True)
+class Labels(Parameters):
+    labels: tuple[str, ...] = ()  # classification: the label of each logit
+
+
+@dataclass(frozen=True)
+class Tokenizing(Parameters):
+    max_length: int
+    max_text_bytes: int = 1_000_000
+    pad_token_id: int = 0
+    pad_to_multiple_of: int = 1  # the native ORT flavour batches equal shapes only, so it pads to buckets
+    emit_token_type_ids: bool = False
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "max_length", "max_text_bytes", "pad_to_multiple_of")
+        at_least(self, 0, "pad_token_id")
+
+
+@dataclass(frozen=True)
+class EngineStep(Parameters):
+    output_name: str  # the graph's output: last_hidden_state (embedding) or logits (classification)
+    output_tensor: str  # the step's: TOKEN_EMBEDDINGS or LOGITS
+
+    @classmethod
+    def of(cls, task: str) -> "EngineStep":
+        return cls(GRAPH_OUTPUT[task], STEP_OUTPUT[task])
+
+
+@dataclass(frozen=True)
+class Buckets(Parameters):
+    """See tritonize.runtime.buckets.plan_buckets."""
+
+    pad_token_id: int = 0
+    max_padding_ratio: float = 1.25  # padded tokens of a bucket / its real tokens
+    min_padding_tokens: int = 8  # per row: short rows may pad this much whatever the ratio
+    max_rows_per_run: int = 64
+    intra_op_threads: int = 0  # 0: one per core
+
+    def __post_init__(self) -> None:
+        at_least(self, 1.0, "max_padding_ratio")
+        at_least(self, 1, "max_rows_per_run")
+        at_least(self, 0, "pad_token_id", "min_padding_tokens", "intra_op_threads")
+
+
+@dataclass(frozen=True)
+class Pooling(Parameters):
+    normalize: bool = True  # L2-normalise the mean-pooled embedding
