@@ -70,7 +70,7 @@ def build(repo: Path, entries: int, threads: int) -> dict[str, str]:
     from tritonize.converters.chat.repository import ChatbotSpec
     from tritonize.converters.checkpoints import fingerprint
     from tritonize.converters.encoders.bert import convert_bert
-    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.contract.generation import Limits
     from tritonize.converters.generation.gpt2 import convert_gpt2
     from tritonize.converters.generation.tiny import build_tiny_gpt2
     from tritonize.converters.repository import Batching, read_manifest
@@ -79,7 +79,7 @@ def build(repo: Path, entries: int, threads: int) -> dict[str, str]:
     convert_bert("sentence-transformers/all-MiniLM-L6-v2", "embedding", repo, EMBEDDER, batching=Batching(intra_op_threads=threads), log=quiet)
     if not (CACHE / "tiny-gpt2" / "config.json").exists():
         build_tiny_gpt2(CACHE / "tiny-gpt2")
-    convert_gpt2(str(CACHE / "tiny-gpt2"), repo, GENERATOR, GenerationLimits(max_new_tokens=64, intra_op_threads=threads), log=quiet)
+    convert_gpt2(str(CACHE / "tiny-gpt2"), repo, GENERATOR, Limits(max_new_tokens=64, intra_op_threads=threads), log=quiet)
     family, limits = generator_settings(repo, GENERATOR)
     small = read_faq(demo_faq())
     small += synthetic_entries(100 - len(small), 0, seed=1)

@@ -39,7 +39,7 @@ console = Console()
 
 def build_repository(repo: Path) -> Path:
     from tritonize.converters.encoders.bert import convert_bert
-    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.contract.generation import Limits
     from tritonize.converters.generation.gpt2 import convert_gpt2
     from tritonize.converters.generation.tiny import build_tiny_gpt2
     from tritonize.converters.repository import Batching
@@ -49,7 +49,7 @@ def build_repository(repo: Path) -> Path:
     checkpoint = CACHE / "tiny-gpt2"
     if not (checkpoint / "config.json").exists():
         build_tiny_gpt2(checkpoint)
-    convert_gpt2(str(checkpoint), repo, GENERATOR, GenerationLimits(max_new_tokens=128, max_sequences=32), log=quiet)
+    convert_gpt2(str(checkpoint), repo, GENERATOR, Limits(max_new_tokens=128, max_sequences=32), log=quiet)
     return repo
 
 

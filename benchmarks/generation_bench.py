@@ -118,11 +118,11 @@ async def served_row(url: str, name: str, model: str, texts: list[str], concurre
 
 
 def convert(name: str, path: Path, repo: Path, threads: int) -> None:
-    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.contract.generation import Limits
     from tritonize.converters.generation.gpt2 import convert_gpt2
     from tritonize.converters.generation.t5 import convert_t5
 
-    limits = GenerationLimits(max_new_tokens=256, max_sequences=16, max_queue=64, intra_op_threads=threads)
+    limits = Limits(max_new_tokens=256, max_sequences=16, max_queue=64, intra_op_threads=threads)
     (convert_gpt2 if name == "gpt2" else convert_t5)(str(path), repo, name, limits, log=console.print)
 
 

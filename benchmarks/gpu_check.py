@@ -132,7 +132,7 @@ def convert(run: Run, ck: dict) -> dict:
     from tritonize.planner.systems import Variant, apply_variant, read_config
     from tritonize.converters.device import Placement
     from tritonize.converters.encoders.weights import convert_bert_torch
-    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.contract.generation import Limits
     from tritonize.converters.generation.weights import convert_generator_torch
     from tritonize.converters.repository import Batching, render
     from tritonize.converters.speech.weights import convert_tts_torch
@@ -146,7 +146,7 @@ def convert(run: Run, ck: dict) -> dict:
         path = repo / step / "config.pbtxt"  # batching off: Triton runs every request on its own
         path.write_text(render(apply_variant(read_config(path), Variant(dynamic_batching=False))))
     top = max(p.streams)
-    convert_generator_torch("gpt2", str(ck["gpt2"]), repo, "gpt2", GenerationLimits(max_new_tokens=256, max_sequences=top, max_queue=4 * top),
+    convert_generator_torch("gpt2", str(ck["gpt2"]), repo, "gpt2", Limits(max_new_tokens=256, max_sequences=top, max_queue=4 * top),
                             target, log=quiet)
     convert_tts_torch(str(ck["voice"]), repo, "voice", target, Batching(max_batch_size=16), log=quiet)
     shutil.rmtree(repo / "voice_stream")  # measured: the one-shot ensemble; the stream step would hold a second copy of the voice

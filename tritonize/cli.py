@@ -1,5 +1,5 @@
 """The `tritonize` command: convert, serve, infer, demo, bench, plan, deploy, gateway. Each subcommand is a thin
-layer over a function in converters/, client/ or tritonize/ (server, gateway, planner, deploy).
+layer over a function in converters/, client/ or tritonize/ (server, gateway, planner, deploy)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonize.contract.generation import ChatTemplate, Generator
-from tritonize.contract.generation import Limits as GenerationLimits  # the converters' name for it
+from tritonize.contract.generation import Limits
 from tritonize.converters.base import Conversion, ParityError
 from tritonize.converters.checkpoints import resolve, served_name
 from tritonize.converters.device import Placement
@@ -101,7 +101,7 @@ class GenerationConversion(Conversion[GenerationReport]):
     eos: int | None
     files: dict[str, Path]
 
-    def __init__(self, model: str, repository: Path, name: str | None, limits: GenerationLimits, tolerance: float, force: bool,
+    def __init__(self, model: str, repository: Path, name: str | None, limits: Limits, tolerance: float, force: bool,
                  log: Callable[[str], None]):
         super().__init__(served_name(model, name), resolve(model), repository, force, log, tolerance)
         self.model, self.limits = model, limits

@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from tritonize.contract.generation import NEW_CACHE_PREFIX
+from tritonize.contract.generation import NEW_CACHE_PREFIX, Limits
 from tritonize.converters.generation.append_cache import split_cache_attention
 from tritonize.converters.generation.common import (
-    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationLimits, GenerationReport, check_parity,
+    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationReport, check_parity,
 )
 from tritonize.converters.generation.key_transpose import fuse_key_transposes
 
@@ -134,9 +134,9 @@ def convert_gpt2(
     model: str,
     repository: Path = Path("model_repository"),
     name: str | None = None,
-    limits: GenerationLimits | None = None,
+    limits: Limits | None = None,
     tolerance: float = LOGITS_TOLERANCE,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
-    return Gpt2Conversion(model, Path(repository), name, limits or GenerationLimits(), tolerance, force, log).run()
+    return Gpt2Conversion(model, Path(repository), name, limits or Limits(), tolerance, force, log).run()

@@ -14,8 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from tritonize.contract.generation import Limits
 from tritonize.converters.generation.common import (
-    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationLimits, GenerationReport, check_parity,
+    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationReport, check_parity,
 )
 
 TASK = "text2text-generation-with-past"
@@ -86,9 +87,9 @@ def convert_t5(
     model: str,
     repository: Path = Path("model_repository"),
     name: str | None = None,
-    limits: GenerationLimits | None = None,
+    limits: Limits | None = None,
     tolerance: float = LOGITS_TOLERANCE,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
-    return T5Conversion(model, Path(repository), name, limits or GenerationLimits(), tolerance, force, log).run()
+    return T5Conversion(model, Path(repository), name, limits or Limits(), tolerance, force, log).run()

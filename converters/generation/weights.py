@@ -13,9 +13,10 @@ from typing import Callable
 
 import numpy as np
 
+from tritonize.contract.generation import Limits
 from tritonize.converters.device import Placement, save_weights
 from tritonize.converters.generation.common import (
-    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationLimits, GenerationReport, check_parity,
+    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationReport, check_parity,
 )
 
 FAMILIES = {"gpt2": "decoder", "t5": "encoder-decoder"}
@@ -44,7 +45,7 @@ def hf_steps(model, ids: np.ndarray, start: int | None) -> tuple[np.ndarray, np.
 class GeneratorWeightsConversion(GenerationConversion):
     with_chat_template = False
 
-    def __init__(self, family: str, model: str, repository: Path, name: str | None, limits: GenerationLimits, placement: Placement,
+    def __init__(self, family: str, model: str, repository: Path, name: str | None, limits: Limits, placement: Placement,
                  tolerance: float, force: bool, log: Callable[[str], None]):
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
@@ -93,10 +94,10 @@ def convert_generator_torch(
     model: str,
     repository: Path = Path("model_repository"),
     name: str | None = None,
-    limits: GenerationLimits | None = None,
+    limits: Limits | None = None,
     placement: Placement = Placement("cpu"),
     tolerance: float = LOGITS_TOLERANCE,
     force: bool = False,
     log: Callable[[str], None] = print,
 ) -> GenerationReport:
-    return GeneratorWeightsConversion(family, model, Path(repository), name, limits or GenerationLimits(), placement, tolerance, force, log).run()
+    return GeneratorWeightsConversion(family, model, Path(repository), name, limits or Limits(), placement, tolerance, force, log).run()

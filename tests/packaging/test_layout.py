@@ -126,7 +126,7 @@ ALLOWED = {
     "gateway": {"gateway", "client", "families"},  # the OpenAI API over the async clients; started by the CLI
     "converters": {"converters", "contract", "families"},  # the registry names the served classes the shims import
     "client": {"client"},
-    "server": {"server"},
+    "server": {"server", "contract"},
     "runtime": {"runtime", "contract"},
     "contract": {"contract"},
     "families": set(),  # names what it lists by import path, imports nothing

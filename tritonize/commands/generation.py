@@ -15,9 +15,9 @@ from tritonize.options import Device, Dtype, Repository, Url, placement
 
 
 def _limits(max_new_tokens: int, default_max_new_tokens: int, max_sequences: int, max_queue: int, threads: int):
-    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.contract.generation import Limits
 
-    return GenerationLimits(max_new_tokens, default_max_new_tokens, max_sequences, max_queue, intra_op_threads=threads)
+    return Limits(max_new_tokens, default_max_new_tokens, max_sequences, max_queue, intra_op_threads=threads)
 
 
 def _convert(alias: str):
@@ -121,7 +121,7 @@ DEMO_CHECKPOINTS = Path.home() / ".cache" / "tritonize" / "demo-checkpoints"
 
 
 def _demo_convert(repository: Path) -> None:
-    from tritonize.converters.generation.common import GenerationLimits
+    from tritonize.contract.generation import Limits
     from tritonize.converters.generation.tiny import build_tiny_gpt2, build_tiny_t5
 
     console.print("[yellow]tiny GPT-2 and T5 with random weights, built locally (nothing may download): "
@@ -129,7 +129,7 @@ def _demo_convert(repository: Path) -> None:
     for name, build in (("tiny-gpt2", build_tiny_gpt2), ("tiny-t5", build_tiny_t5)):
         if not (DEMO_CHECKPOINTS / name / "config.json").exists():  # built once, so a second demo reuses the conversion
             build(DEMO_CHECKPOINTS / name)
-    limits = GenerationLimits(max_new_tokens=128)
+    limits = Limits(max_new_tokens=128)
     for alias, name in (("gpt2", DEMO_GPT2), ("t5", DEMO_T5)):
         GENERATION.converter(alias)(str(DEMO_CHECKPOINTS / f"tiny-{alias}"), repository, name, limits, log=console.print)
 

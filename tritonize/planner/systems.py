@@ -23,6 +23,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonize.contract.chat import CALLS_PARAMETER
 from tritonize.contract.model_config import read_config
 from tritonize.converters.repository import engine_model
 from tritonize.server import ServerConfig, TritonServer
@@ -54,10 +55,10 @@ def pipeline_models(repo: Path, ensemble: str) -> list[str]:
     calls in `tritonize_calls`) its streaming twin and the pipelines it calls."""
     config = read_config(repo / ensemble / "config.pbtxt")
     models = [ensemble] + [s.model_name for s in config.ensemble_scheduling.step]
-    if "tritonize_calls" in config.parameters:
+    if CALLS_PARAMETER in config.parameters:
         if (repo / f"{ensemble}_stream").is_dir():
             models.append(f"{ensemble}_stream")
-        for callee in json.loads(config.parameters["tritonize_calls"].string_value):
+        for callee in json.loads(config.parameters[CALLS_PARAMETER].string_value):
             models += [m for m in pipeline_models(repo, callee) if m not in models]
     return models
 

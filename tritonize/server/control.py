@@ -8,7 +8,7 @@ import time
 
 import tritonclient.grpc as grpcclient
 
-CALLS_PARAMETER = "tritonize_calls"  # written by converters/chat/repository.py (server/ imports no converter)
+from tritonize.contract.chat import CALLS_PARAMETER  # a chatbot names the pipelines it calls (BLS)
 
 
 class ModelControl:
