@@ -12,8 +12,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonize.contract.files import read_manifest  # noqa: F401 (the writer's callers read manifests through it)
-from tritonize.contract.model_config import read_config, render
+from tritonize.contract.model_config import engine_model, read_config, render
 
 WARMUP_TOKENS = 16
 
@@ -111,16 +110,6 @@ def write_model(repo: Path, config: mc.ModelConfig, files: dict[str, Path | str 
             dst.write_text(src)
     return folder
 
-
-def engine_model(repo: Path, pipeline: str) -> str | None:
-    """The model of a pipeline that runs its engine (the one batching settings and the planner's
-    variants apply to): an ensemble's `NAME_model` step, or the pipeline itself when it is one fused
-    Python-backend model (it has the engine's `max_rows_per_run`); None for pipelines without one."""
-    config = read_config(Path(repo) / pipeline / "config.pbtxt")
-    steps = [s.model_name for s in config.ensemble_scheduling.step]
-    if f"{pipeline}_model" in steps:
-        return f"{pipeline}_model"
-    return pipeline if "max_rows_per_run" in config.parameters else None
 
 
 def model_files(repo: Path, pipeline: str) -> Path:

@@ -28,7 +28,7 @@ from rich.console import Console
 from benchmarks.investigations.batcher_cost import rotating_windows
 from tritonize.planner.scenarios import Scenario
 from tritonize.planner.systems import TritonVariant, Variant
-from tritonize.converters.repository import engine_model
+from tritonize.contract.model_config import engine_model
 from tritonize.server.memory import with_huge_pages
 from tritonize.server.stubs import stubs_of
 

@@ -12,7 +12,9 @@ import numpy as np
 from tritonize.contract.encoders import Buckets, Pooling
 from tritonize.contract.engines import EngineSpec
 from tritonize.contract.model_config import config_parameters, read_config
-from tritonize.converters.repository import engine_model, model_files, read_manifest
+from tritonize.contract.model_config import engine_model
+from tritonize.contract.files import read_manifest
+from tritonize.converters.repository import model_files
 from tritonize.runtime.encoders.encoder import Bucketed, Rows, load_engine
 from tritonize.runtime.encoders.postprocess import embedding_outputs
 from tritonize.runtime.encoders.tokenizer import load_tokenizer

@@ -108,6 +108,12 @@ class GenerationConversion(Conversion[GenerationReport]):
         self.start: int | None = None
         self.errors = (0.0, 0.0, 0.0)
 
+    @classmethod
+    def convert(cls, model: str, repository: Path = Path("model_repository"), name: str | None = None, limits: Limits | None = None,
+                tolerance: float = LOGITS_TOLERANCE, force: bool = False, log: Callable[[str], None] = print) -> GenerationReport:
+        """The family's entry point (`convert_gpt2`, `convert_t5`): convert, or reuse an identical conversion."""
+        return cls(model, Path(repository), name, limits or Limits(), tolerance, force, log).run()
+
     def options(self) -> dict:
         return {"family": self.model_family, "limits": asdict(self.limits), **self.placement.options()}
 

@@ -12,15 +12,12 @@ a cached one-token forward against PyTorch, on prompts of several lengths.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from tritonize.contract.generation import NEW_CACHE_PREFIX, Limits
+from tritonize.contract.generation import NEW_CACHE_PREFIX
 from tritonize.converters.generation.append_cache import split_cache_attention
-from tritonize.converters.generation.common import (
-    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationReport, check_parity,
-)
+from tritonize.converters.generation.common import VALIDATION_PROMPTS, GenerationConversion, check_parity
 from tritonize.converters.generation.key_transpose import fuse_key_transposes
 
 TASK = "text-generation-with-past"
@@ -130,13 +127,4 @@ class Gpt2Conversion(GenerationConversion):
         check_parity(self.name, *self.errors, self.tolerance, self.log)
 
 
-def convert_gpt2(
-    model: str,
-    repository: Path = Path("model_repository"),
-    name: str | None = None,
-    limits: Limits | None = None,
-    tolerance: float = LOGITS_TOLERANCE,
-    force: bool = False,
-    log: Callable[[str], None] = print,
-) -> GenerationReport:
-    return Gpt2Conversion(model, Path(repository), name, limits or Limits(), tolerance, force, log).run()
+convert_gpt2 = Gpt2Conversion.convert

@@ -10,14 +10,10 @@ against PyTorch, on prompts of several lengths.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from tritonize.contract.generation import Limits
-from tritonize.converters.generation.common import (
-    LOGITS_TOLERANCE, VALIDATION_PROMPTS, GenerationConversion, GenerationReport, check_parity,
-)
+from tritonize.converters.generation.common import VALIDATION_PROMPTS, GenerationConversion, check_parity
 
 TASK = "text2text-generation-with-past"
 GRAPHS = ("encoder_model.onnx", "decoder_model.onnx", "decoder_step.onnx")  # the last: our masked cached step
@@ -83,13 +79,4 @@ class T5Conversion(GenerationConversion):
         check_parity(self.name, *self.errors, self.tolerance, self.log)
 
 
-def convert_t5(
-    model: str,
-    repository: Path = Path("model_repository"),
-    name: str | None = None,
-    limits: Limits | None = None,
-    tolerance: float = LOGITS_TOLERANCE,
-    force: bool = False,
-    log: Callable[[str], None] = print,
-) -> GenerationReport:
-    return T5Conversion(model, Path(repository), name, limits or Limits(), tolerance, force, log).run()
+convert_t5 = T5Conversion.convert

@@ -85,7 +85,7 @@ def test_vits_whose_pad_token_is_past_the_embedding_table_converts_and_serves_ba
 
 
 def report_min_tokens(tmp_path: Path) -> int:
-    from tritonize.converters.repository import read_manifest
+    from tritonize.contract.files import read_manifest
 
     return read_manifest(tmp_path / "repo", "padded-voice")["pipeline"]["min_tokens"]
 
@@ -98,7 +98,7 @@ def report_min_tokens(tmp_path: Path) -> int:
 def test_roberta_limit_is_positions_minus_pad_id_minus_one(pad_id, tokenizer_limit, expected, tmp_path):
     from tests.tiny_models import build_tiny_roberta_embedder
     from tritonize.converters.encoders.bert import convert_bert
-    from tritonize.converters.repository import read_manifest
+    from tritonize.contract.files import read_manifest
 
     checkpoint = build_tiny_roberta_embedder(tmp_path / "ckpt", pad_id=pad_id, max_positions=66, model_max_length=tokenizer_limit)
     # The parity check runs a text longer than the limit, truncated to it: past the table, PyTorch would fail.

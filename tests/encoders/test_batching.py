@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tritonize.planner.triton_stats import metrics
-from tritonize.converters.repository import engine_model
+from tritonize.contract.model_config import engine_model
 
 from tests.conftest import CLASSIFIER, CLASSIFIER_FUSED, EMBEDDER, EMBEDDER_FUSED
 from tests.torch_models import EMBEDDER_TORCH

@@ -4,7 +4,9 @@ import pytest
 
 from tritonize.converters.encoders.bert import ParityError, convert_bert
 from tritonize.converters.checkpoints import default_name, resolve
-from tritonize.converters.repository import engine_model, model_files, read_manifest
+from tritonize.contract.model_config import engine_model
+from tritonize.contract.files import read_manifest
+from tritonize.converters.repository import model_files
 from tests.conftest import CLASSIFIER
 
 

@@ -9,7 +9,8 @@ from tests.conftest import CLASSIFIER_INT8
 from tritonize.converters.encoders.bert import convert_bert
 from tritonize.converters.encoders.calibration import HELD_OUT, CalibrationTextsError, read_texts, text_sets
 from tritonize.converters.encoders.quantize import EMBEDDING_FLOOR, Int8AccuracyError, Int8Options, check_floor
-from tritonize.converters.repository import model_files, read_manifest
+from tritonize.contract.files import read_manifest
+from tritonize.converters.repository import model_files
 
 TEXTS = ["the quick brown fox", "triton serves models", "hello", "numbers like 42 and 3.14 " * 5, "padding tokens batch queue"]
 

@@ -122,7 +122,7 @@ def _room(module: str) -> str:
 ALLOWED = {
     "cli": {"cli", *ROOMS},
     "planner": {"planner", "contract", "converters", "client", "server", "runtime"},  # runtime: in-process engine baselines
-    "deploy": {"deploy", "contract", "planner", "converters"},
+    "deploy": {"deploy", "contract", "planner"},
     "gateway": {"gateway", "client", "families"},  # the OpenAI API over the async clients; started by the CLI
     "converters": {"converters", "contract", "families"},  # the registry names the served classes the shims import
     "client": {"client"},
@@ -141,8 +141,8 @@ def test_arrows_run_one_way():
             room, other = _room(module), _room(target)
             if other in ALLOWED[room] or target == "tritonize":
                 continue
-            if room == "converters" and other == "runtime" and not target.endswith("engine_torch"):
-                continue
+            if room == "converters" and other == "runtime":
+                continue  # the served code: the chatbot embeds its FAQ with it, the VITS export masks with it
             wrong.append(f"{module} -> {target}")
     assert not wrong, wrong
 

@@ -190,7 +190,7 @@ def test_batcher_cost_measures_on_off_and_a_copy_in_rotating_windows(built, tmp_
     import subprocess
     import sys
 
-    from tritonize.converters.repository import engine_model
+    from tritonize.contract.model_config import engine_model
 
     out = tmp_path / "cost.json"
     printed = subprocess.run([sys.executable, "-m", "benchmarks.investigations.batcher_cost", "-r", str(built["repository"]),

@@ -150,14 +150,14 @@ def _stage_module(tiles: int):
     import torch
     from transformers import VitsConfig, VitsModel
 
-    from tritonize.converters.speech.masking import MaskedHifiGan
+    from tritonize.converters.speech.masking import TiledMaskedHifiGan
     from tritonize.converters.speech.time_tiles import stack_radius, tiled
 
     torch.manual_seed(0)
     config = VitsConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, ffn_dim=32, flow_size=16, spectrogram_bins=33,
                         upsample_initial_channel=32, upsample_rates=[4], upsample_kernel_sizes=[8], resblock_kernel_sizes=[3, 7],
                         resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]])
-    vocoder = MaskedHifiGan(VitsModel(config).decoder, {})
+    vocoder = TiledMaskedHifiGan(VitsModel(config).decoder, {})
     blocks = list(vocoder.g.resblocks[:2])
 
     class Stage(torch.nn.Module):

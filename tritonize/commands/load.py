@@ -223,7 +223,7 @@ def _demo_load(server, model: str | None = None) -> None:
 
     from tritonize.planner.load import run_locust
     from tritonize.planner.scenarios import Scenario
-    from tritonize.converters.repository import engine_model
+    from tritonize.contract.model_config import engine_model
 
     sc = Scenario.load("embed-mix")  # its model is the demo's all-minilm-l6-v2
     sc.model = model or sc.model

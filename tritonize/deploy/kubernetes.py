@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from tritonize.planner.systems import apply_variant, read_config
-from tritonize.converters.repository import engine_model
+from tritonize.contract.model_config import engine_model
 from tritonize.contract.model_config import render
 from tritonize.deploy.plan import DeployError, DeployPlan
 

@@ -25,7 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonize.contract.chat import CALLS_PARAMETER
 from tritonize.contract.model_config import read_config
-from tritonize.converters.repository import engine_model
+from tritonize.contract.model_config import engine_model
 from tritonize.server import ServerConfig, TritonServer
 from tritonize.server.launcher import free_port
 from tritonize.server.memory import with_huge_pages

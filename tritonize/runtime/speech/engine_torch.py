@@ -6,7 +6,7 @@ so both engines give the same waveform for the same seed:
   draw from `hash_normal`, a pure function of (seed, stream, channel, position), the arithmetic of
   `tritonize.converters.speech.noise` (int64 hashing, then Box-Muller), computed on the device;
 - padding invariance: every HiFi-GAN convolution's input is zeroed past the row's true length
-  (`tritonize.converters.speech.masking`), so a sentence sounds the same alone or batched.
+  (`MaskedHifiGan` below, which the export runs too), so a sentence sounds the same alone or batched.
 
 Patching `torch.randn` is process-wide, so one lock serialises synthesis (the streaming model runs one
 thread per request); a GPU runs one batch at a time anyway.
@@ -73,12 +73,13 @@ def seeded_noise(seed: torch.Tensor):
         torch.randn, torch.randn_like = real_randn, real_randn_like
 
 
-def _mask(lengths: torch.Tensor, width: int, scale: int, dtype: torch.dtype) -> torch.Tensor:
+def frame_mask(lengths: torch.Tensor, width: int, scale: int, dtype: torch.dtype) -> torch.Tensor:
+    """1 where a position (of a signal `scale` x the frames long) is inside its row, else 0."""
     positions = torch.arange(width, device=lengths.device).view(1, 1, -1)
     return (positions < (lengths * scale).view(-1, 1, 1)).to(dtype)
 
 
-class _FlowMaskTap(nn.Module):
+class FlowMaskTap(nn.Module):
     """VitsModel calls its flow with the output padding mask: remember each row's frames for the vocoder."""
 
     def __init__(self, flow: nn.Module, holder: dict):
@@ -90,8 +91,9 @@ class _FlowMaskTap(nn.Module):
         return self.flow(inputs, padding_mask, global_conditioning, reverse=reverse)
 
 
-class _MaskedHifiGan(nn.Module):
-    """VitsHifiGan.forward with each convolution's input zeroed past the row's true length."""
+class MaskedHifiGan(nn.Module):
+    """VitsHifiGan.forward with each convolution's input zeroed past the row's true length. The ONNX
+    export runs this same code, its stages on time tiles (converters/speech/masking.py)."""
 
     def __init__(self, hifigan: nn.Module, holder: dict):
         super().__init__()
@@ -106,25 +108,31 @@ class _MaskedHifiGan(nn.Module):
             h = h + residual
         return h
 
+    def _stage(self, blocks, h, mask):
+        res = self._resblock(blocks[0], h, mask)
+        for block in blocks[1:]:
+            res = res + self._resblock(block, h, mask)
+        return res / len(blocks)
+
+    def _upsampled_stage(self, i: int, blocks, h, mask):
+        """Stage `i`'s residual blocks on the upsampled signal (the export splits it into time tiles)."""
+        return self._stage(blocks, h, mask)
+
     def forward(self, spectrogram, global_conditioning=None):
         g, slope, frames = self.g, self.g.config.leaky_relu_slope, self.holder["frames"]
         scale, dtype = 1, spectrogram.dtype
-        mask = _mask(frames, spectrogram.shape[2], scale, dtype)
+        mask = frame_mask(frames, spectrogram.shape[2], scale, dtype)
         h = g.conv_pre(spectrogram * mask)
         if global_conditioning is not None:
             h = h + g.cond(global_conditioning)
         for i, rate in enumerate(g.config.upsample_rates):
             h = g.upsampler[i](F.leaky_relu(h, slope) * mask)
             scale *= rate
-            mask = _mask(frames, h.shape[2], scale, dtype)
+            mask = frame_mask(frames, h.shape[2], scale, dtype)
             h = h * mask
-            res = self._resblock(g.resblocks[i * g.num_kernels], h, mask)
-            for j in range(1, g.num_kernels):
-                res = res + self._resblock(g.resblocks[i * g.num_kernels + j], h, mask)
-            h = res / g.num_kernels
+            h = self._upsampled_stage(i, list(g.resblocks[i * g.num_kernels: (i + 1) * g.num_kernels]), h, mask)
         h = g.conv_post(F.leaky_relu(h) * mask)  # HF uses the default slope here
         return torch.tanh(h)
-
 
 
 class TorchVitsEngine:
@@ -135,8 +143,8 @@ class TorchVitsEngine:
         self.dtype = DTYPES[spec.dtype]
         model = load_pretrained(VitsModel, Path(folder) / WEIGHTS, self.device, spec.dtype, sdpa=False)
         holder: dict = {}
-        model.flow = _FlowMaskTap(model.flow, holder)
-        model.decoder = _MaskedHifiGan(model.decoder, holder)
+        model.flow = FlowMaskTap(model.flow, holder)
+        model.decoder = MaskedHifiGan(model.decoder, holder)
         self.model = model
         self.min_tokens = min_tokens  # as the ONNX engine pads (masked: the audio does not change)
 
