@@ -37,7 +37,7 @@ test-fast: venv
 	$(PY) -m pytest -q -m unit
 
 typecheck: venv
-	$(PYRIGHT) tritonize converters client benchmarks
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(PYRIGHT) tritonize converters client benchmarks
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.engine_bench

@@ -287,8 +287,13 @@ def test_past_the_queue_limit_requests_get_overloaded(server):
     assert len(done) >= 2 and errors, results
     for e in errors:
         assert isinstance(e, TritonizeError)
-        assert re.search(r"overloaded: \d sequences running \(max_sequences=1\) and \d queued \(max_queue=1\); together at most 2; retry later", str(e))
+        m = re.search(r"overloaded: (\d+) requests in flight \((\d+) running, (\d+) waiting for a sequence slot\); the capacity is "
+                      r"(\d+) \(max_sequences=1 \+ max_queue=1\); retry later", str(e))
+        assert m, str(e)
+        in_flight, running, waiting, capacity = map(int, m.groups())
+        assert in_flight == running + waiting == capacity == 2 and running <= 1  # the configured limits, not more
     assert metric(server, "tritonize_generation_rejected_overloaded_total", GPT2_LIMITS) == rejected + len(errors)
+    assert metric(server, "tritonize_generation_capacity_requests", GPT2_LIMITS) == 2
 
 
 @pytest.mark.usefixtures("still_generating")
@@ -299,6 +304,7 @@ def test_cancelled_stream_frees_its_slot(server, gen):
     stream.close()  # the client cancels the request
     assert wait_for(lambda: metric(server, "tritonize_generation_cancelled_total", GPT2_LIMITS) == cancelled + 1)
     assert wait_for(lambda: metric(server, "tritonize_generation_running_sequences", GPT2_LIMITS) == 0)
+    assert wait_for(lambda: metric(server, "tritonize_generation_in_flight_requests", GPT2_LIMITS) == 0)
     # The one slot is free again: a new request runs to its end.
     assert gen.generate_chunk(PROMPTS[0], model=GPT2_LIMITS, max_new_tokens=5).finish_reason in ("length", "eos")
 

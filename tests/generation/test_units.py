@@ -146,3 +146,22 @@ def test_similar_prompts_share_one_forward_and_a_budget_below_one_is_refused():
     assert plan_prefill([5, 5, 30, 30], 2048, overhead_tokens=12) == [[0, 1], [3], [2]]  # padding 5 tokens to 200 would waste the forward
     with pytest.raises(ValueError, match=r"max_prefill_tokens must be >= 1 \(1: every prompt in its own forward\), got 0"):
         Limits(max_context=64, max_new_tokens=8, max_prefill_tokens=0)
+
+
+@pytest.mark.unit
+def test_overload_names_requests_in_flight_against_the_capacity():
+    """A burst arrives before the engine thread admits anyone: all of it waits, more than max_queue while
+    the slots are free. The refusal counts what is limited (in flight) against the capacity."""
+    from tritonize.runtime.generation.engine import Engine, Job, Tally
+    from tritonize.runtime.generation.params import Overloaded
+
+    limits = Limits(max_sequences=16, max_queue=64)
+    engine = Engine(model=None, token_bytes=None, limits=limits, eos_token_id=None)  # its thread never starts
+    params, _ = parse({}, limits)
+    for _ in range(80):
+        engine.submit(Job([1], params, sink=None))
+    with pytest.raises(Overloaded) as e:
+        engine.submit(Job([1], params, sink=None))
+    assert str(e.value) == ("overloaded: 80 requests in flight (0 running, 80 waiting for a sequence slot); the capacity is 80 "
+                            "(max_sequences=16 + max_queue=64); retry later")
+    assert isinstance(engine.counters["rejected_overloaded"], Tally) and engine.counters["rejected_overloaded"].value == 1

@@ -93,7 +93,7 @@ class Engine:
         self.limits = limits
         self.eos = eos_token_id
         self.counters = counters or {k: Tally() for k in COUNTERS}
-        self.on_gauges = on_gauges or (lambda running, queued: None)
+        self.on_gauges = on_gauges or (lambda running, waiting: None)
         self.queue: collections.deque[Job] = collections.deque()
         self.running: dict[int, Sequence] = {}
         self.ids = itertools.count()
@@ -107,14 +107,17 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         with self.wake:
-            # Count running and queued together: the engine thread admits from the queue later, so a
-            # burst must be bounded by the sum, not by each part (running is still 0 while it arrives).
+            # The limit is on requests in flight, running and waiting together: the engine thread admits
+            # from the waiting line later, so during a burst more than max_queue may wait while slots
+            # are still free (running is 0 while it arrives). Say so, not "queued" against max_queue.
             capacity = self.limits.max_sequences + self.limits.max_queue
-            if len(self.running) + len(self.queue) >= capacity:
+            running, waiting = len(self.running), len(self.queue)
+            if running + waiting >= capacity:
                 self.counters["rejected_overloaded"].add(1)
                 raise Overloaded(
-                    f"overloaded: {len(self.running)} sequences running (max_sequences={self.limits.max_sequences}) and "
-                    f"{len(self.queue)} queued (max_queue={self.limits.max_queue}); together at most {capacity}; retry later"
+                    f"overloaded: {running + waiting} requests in flight ({running} running, {waiting} waiting for a sequence "
+                    f"slot); the capacity is {capacity} (max_sequences={self.limits.max_sequences} + "
+                    f"max_queue={self.limits.max_queue}); retry later"
                 )
             self.queue.append(job)
             self.wake.notify()

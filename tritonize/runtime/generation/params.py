@@ -23,7 +23,8 @@ MAX_STOP_CHARS = 64
 
 
 class Overloaded(RuntimeError):
-    """All sequence slots are busy and the waiting queue is full: the caller should retry later."""
+    """As many requests are in flight (running or waiting for a slot) as the capacity allows
+    (max_sequences + max_queue): the caller should retry later."""
 
     status = "UNAVAILABLE"  # Triton's code (runtime/triton.py: stream_error)
 

@@ -70,12 +70,19 @@ class GenerationStep:
         model = load_model(folder, p, args)
         labels = {"model": args["model_name"]}
         counters = {k: Counter(f"tritonize_generation_{k}_total", d, labels) for k, d in COUNTERS.items()}
+        # What is limited is requests in flight (running + waiting) against the capacity
+        # (max_sequences + max_queue): the gauges name exactly that.
         running = Gauge("tritonize_generation_running_sequences", "Sequences in the running batch", labels)
-        queued = Gauge("tritonize_generation_queued_requests", "Requests waiting for a slot", labels)
+        waiting = Gauge("tritonize_generation_waiting_requests", "Requests waiting for a sequence slot", labels)
+        in_flight = Gauge("tritonize_generation_in_flight_requests", "Requests running or waiting (refused at the capacity)", labels)
+        self.capacity = Gauge("tritonize_generation_capacity_requests", "Requests in flight accepted at most: max_sequences + max_queue",
+                              labels)  # kept: the metric lives as long as its object
+        self.capacity.set(self.limits.max_sequences + self.limits.max_queue)
 
-        def gauges(n_running: int, n_queued: int) -> None:
+        def gauges(n_running: int, n_waiting: int) -> None:
             running.set(n_running)
-            queued.set(n_queued)
+            waiting.set(n_waiting)
+            in_flight.set(n_running + n_waiting)
 
         self.engine = Engine(model, TokenBytes(self.tokenizer), self.limits, generator.eos_token_id, counters, gauges)
         self.decoder_only = model.decoder_only
