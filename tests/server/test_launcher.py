@@ -1,6 +1,9 @@
 """The launcher against the real binary: load failures named, restricted APIs locked, clean shutdown."""
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +16,9 @@ from tritonclient.utils import InferenceServerException
 from tritonize.converters.repository import mc, python_step, tensor_in, tensor_out, write_model
 from tritonize.converters.repository import Batching
 from tritonize.server import ModelLoadError, ServerConfig, TritonServer
+from tritonize.server.stubs import remove_shm_regions
+from tritonize.server.supervisor import Supervisor
+from tests.server.regions import assert_only_its_regions_removed, shm_regions
 
 SLOW_MODEL = '''
 import time
@@ -49,7 +55,8 @@ def slow_server(tmp_path):
     return TritonServer(ServerConfig(tmp_path, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=10))
 
 
-def test_sigterm_lets_in_flight_requests_finish_and_leaves_no_process(slow_server):
+def test_sigterm_lets_in_flight_requests_finish_and_leaves_no_process(slow_server, foreign_region):
+    before = shm_regions()
     s = slow_server.start()
     client = grpcclient.InferenceServerClient(s.grpc_url)
     x = grpcclient.InferInput("X", [1, 1], "FP32")
@@ -63,15 +70,77 @@ def test_sigterm_lets_in_flight_requests_finish_and_leaves_no_process(slow_serve
     assert result["y"][0, 0] == 7.0
     assert s.process.wait(timeout=30) == 0
     s.stop()
+    assert_only_its_regions_removed(s, before, foreign_region)
     assert not s.group_alive(), "a tritonserver or backend stub process outlived the server"
 
 
-def test_context_manager_stop_leaves_no_process(slow_server):
+def test_context_manager_stop_leaves_no_process(slow_server, foreign_region):
+    before = shm_regions()
     with slow_server as s:
         assert s.is_ready()
         pid = s.process.pid
+    assert_only_its_regions_removed(s, before, foreign_region)
     assert not s.group_alive()
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_stub_killed_mid_request_leaves_no_region_after_the_restore_and_stop(slow_server, foreign_region):
+    """Triton 2.51 keeps the instance of a stub that died with a request inside (and its /dev/shm region)
+    after the supervisor's reload, until the stop kills the server: the stop removes that region too."""
+    before = shm_regions()
+    s = slow_server.start()
+    supervisor = Supervisor(s, poll_s=0.1).start()
+    try:
+        [victim] = s.stubs()
+        client = grpcclient.InferenceServerClient(s.grpc_url)
+        x = grpcclient.InferInput("X", [1, 1], "FP32")
+        x.set_data_from_numpy(np.array([[7.0]], np.float32))
+        outcome = {}
+
+        def in_flight():
+            try:
+                outcome["y"] = client.infer("slow", [x]).as_numpy("Y")
+            except InferenceServerException as e:
+                outcome["error"] = str(e)
+
+        t = threading.Thread(target=in_flight)
+        t.start()
+        time.sleep(0.5)  # the request is inside the stub now
+        os.kill(victim.pid, signal.SIGKILL)
+        t.join(timeout=30)
+        assert "not healthy" in outcome.get("error", ""), outcome
+        deadline = time.monotonic() + 60
+        while (supervisor.restarts["slow"] < 1 or not supervisor.ready) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert supervisor.restarts["slow"] == 1 and supervisor.ready, supervisor.not_ready_reason()
+        assert client.infer("slow", [x]).as_numpy("Y")[0, 0] == 7.0
+        [new] = s.stubs()
+        assert new.shm_region != victim.shm_region and {victim.shm_region, new.shm_region} <= s.shm_regions
+        # What the stop has to clean up: Triton still holds the dead instance's region after the restore.
+        assert victim.shm_region in shm_regions()
+        assert f"/dev/shm/{victim.shm_region}" in Path(f"/proc/{s.process.pid}/maps").read_text()
+    finally:
+        supervisor.drain_and_stop()
+    assert_only_its_regions_removed(s, before, foreign_region)
+    assert victim.shm_region in s.removed_regions
+    assert not s.group_alive()
+
+
+@pytest.mark.unit
+def test_a_region_some_process_still_maps_is_never_removed(foreign_region):
+    """A recorded region that a live process holds (another server's stub, say) stays; once free it goes."""
+    name = foreign_region
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import mmap, sys, time; f = open(sys.argv[1], 'r+b'); m = mmap.mmap(f.fileno(), 0); "
+         "f.close(); print('mapped', flush=True); time.sleep(60)", f"/dev/shm/{name}"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "mapped"
+        assert remove_shm_regions({name}) == [] and name in shm_regions()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert remove_shm_regions({name, "not_a_triton_region"}) == [name] and name not in shm_regions()
 
 
 def test_restricted_apis_need_the_key(server):

@@ -31,6 +31,7 @@ from tritonize.server.launcher import free_ports
 from tritonize.server.stubs import stubs_of
 from tritonize.server.supervisor import Supervisor
 from tests.conftest import EMBEDDER
+from tests.server.regions import assert_only_its_regions_removed, shm_regions
 from tests.tiny_generators import GPT2, GPT2_LIMITS
 
 LONG_TEXT = " ".join(["Dynamic batching groups requests that arrive together into one model execution."] * 12)
@@ -66,12 +67,9 @@ def _wait(predicate, timeout_s: float, every: float = 0.05) -> bool:
     return False
 
 
-def _shm_regions() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("triton_python_backend_shm_region_*")}
-
-
 # -- a killed step is restored; readiness says so meanwhile ------------------------------------------
-def test_killed_step_is_restored_and_readiness_tells_the_truth(small_repo):
+def test_killed_step_is_restored_and_readiness_tells_the_truth(small_repo, foreign_region):
+    before = shm_regions()
     server = TritonServer(ServerConfig(small_repo, http_port=0, grpc_port=0, metrics_port=0)).start()
     supervisor = Supervisor(server, poll_s=0.1).start()
     health = serve_health(supervisor, "127.0.0.1", 0)
@@ -114,15 +112,19 @@ def test_killed_step_is_restored_and_readiness_tells_the_truth(small_repo):
             # After the restore every request succeeds with the same answer as before.
             for _ in range(5):
                 np.testing.assert_allclose(c.embed(["the step comes back"], model=EMBEDDER), expected, atol=1e-6)
-            assert victim.pid not in {s.pid for s in stubs_of(server.process.pid)}
+            restored_stubs = server.stubs()
+            assert victim.pid not in {s.pid for s in restored_stubs}
+            # The dead stub's region and the new stubs' are all recorded as this server's.
+            assert {victim.shm_region} | {s.shm_region for s in restored_stubs} <= server.shm_regions
     finally:
         health.shutdown()
-        regions = {s.shm_region for s in stubs_of(server.process.pid)}
         started = time.monotonic()
         supervisor.drain_and_stop()
         # Triton 2.51 never releases the dead instance; the stop must not wait out its exit timeout.
         assert time.monotonic() - started < 20
-        assert not server.group_alive() and not any((Path("/dev/shm") / r).exists() for r in regions)
+        assert not server.group_alive()
+        # No region of any stub it ever started is left (the dead one's included), and no other was removed.
+        assert_only_its_regions_removed(server, before, foreign_region)
 
 
 # -- SIGTERM: a drain that loses nothing -------------------------------------------------------------
@@ -165,7 +167,7 @@ def _group_gone(pgid: int) -> bool:
         return True
 
 
-def test_sigterm_drains_ensembles_and_streams_with_nothing_lost(small_repo):
+def test_sigterm_drains_ensembles_and_streams_with_nothing_lost(small_repo, foreign_region):
     proc, ports = _serve(small_repo, "--exit-timeout", "60")
     url = f"127.0.0.1:{ports['grpc']}"
     health_url = f"http://127.0.0.1:{ports['health']}/v2/health/ready"
@@ -221,7 +223,8 @@ def test_sigterm_drains_ensembles_and_streams_with_nothing_lost(small_repo):
         assert proc.returncode == 0, out
         assert "stopped (exit code 0)" in out
         assert triton_pid is not None and _group_gone(triton_pid), "tritonserver or a stub outlived `tritonize serve`"
-        assert regions and not (regions & _shm_regions()), "shared-memory regions leaked"
+        assert regions and not (regions & shm_regions()), "shared-memory regions leaked"
+        assert foreign_region in shm_regions(), "the stop removed a region none of its stubs held"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -235,13 +238,14 @@ def chat_repo(built, tmp_path_factory) -> Path:
     return _copy_models(built["repository"], tmp_path_factory.mktemp("chat_repo"), [EMBEDDER, GPT2, CHATBOT])
 
 
-def test_drain_finishes_in_flight_chat_requests_before_unloading_what_they_call(chat_repo):
+def test_drain_finishes_in_flight_chat_requests_before_unloading_what_they_call(chat_repo, foreign_region):
     """BLS calls are not ensemble steps: the drain unloads the chatbot first (its in-flight questions still
     reach the embedder and the generator), then the models it calls."""
     from tritonize.client import ChatClient
     from tests.conftest import CHATBOT
 
     question, unrelated = "What command launches Triton with my models?", "What is a good recipe for banana bread?"
+    before = shm_regions()
     server = TritonServer(ServerConfig(chat_repo, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=60)).start()
     try:
         assert server.drain_waves[0] == [CHATBOT, f"{CHATBOT}_stream"]
@@ -269,6 +273,7 @@ def test_drain_finishes_in_flight_chat_requests_before_unloading_what_they_call(
                 expected = generated.text if i % 10 in (0, 1) else retrieved.text
                 assert (result if isinstance(result, str) else result.text) == expected
             assert stopping.result(timeout=120) == 0
+            assert_only_its_regions_removed(server, before, foreign_region)
     finally:
         server.stop(drain=False)
 
@@ -315,7 +320,7 @@ def test_generator_overload_is_exact_under_a_burst(server):
     refused = [(r, s) for r, s in results if r != "ok"]
     assert len(accepted) == 2, f"{len(accepted)} accepted; the limit is max_sequences + max_queue = 2"
     for error, seconds in refused:
-        assert "overloaded" in str(error) and "together at most 2" in str(error)
+        assert "overloaded" in str(error) and "the capacity is 2 (max_sequences=1 + max_queue=1)" in str(error)
         assert seconds < 5, f"a refusal took {seconds:.1f} s"
 
 

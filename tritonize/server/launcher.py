@@ -27,7 +27,7 @@ from pathlib import Path
 from tritonize.server.binary import TritonBinary, find_binary
 from tritonize.server.control import ModelControl
 from tritonize.server.memory import with_huge_pages
-from tritonize.server.stubs import remove_shm_regions, stubs_of
+from tritonize.server.stubs import Stub, remove_shm_regions, stubs_of
 
 # The embedded Triton (2.51) predates the 2025 security fixes: keep these APIs behind a key header.
 RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
@@ -127,6 +127,10 @@ class TritonServer:
         self.binary: TritonBinary | None = None
         self.control: ModelControl | None = None
         self.drain_waves: list[list[str]] = []  # entry models, BLS callers first (see ModelControl.drain_waves)
+        # The /dev/shm region of every stub this server ever started (seen at readiness, by the supervisor,
+        # at stop): the stop removes those still left, a dead stub's included, and no other.
+        self.shm_regions: set[str] = set()
+        self.removed_regions: list[str] = []  # what the last stop removed
         self.log_file = Path(config.log_file) if config.log_file else Path(tempfile.mkdtemp(prefix="tritonize-")) / "tritonserver.log"
         spare = iter(free_ports(3, config.host))
         self.http_port, self.grpc_port, self.metrics_port = (
@@ -207,6 +211,7 @@ class TritonServer:
         )
         try:  # a signal or Ctrl-C during start-up lands here too: nothing may be left running
             self.wait_ready(self.config.startup_timeout_s)
+            self.stubs()  # every model is loaded at start: record their regions
             self.control = ModelControl(self.grpc_url, self.restricted_headers("grpc"))
             self.drain_waves = self.control.drain_waves()  # known now, so a drain starts refusing at once
         except BaseException:
@@ -248,6 +253,12 @@ class TritonServer:
             return ""
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
+    def stubs(self) -> list[Stub]:
+        """The server's live stubs; records their regions (see `shm_regions`). Read stubs through this."""
+        found = stubs_of(self.process.pid) if self.process is not None else []
+        self.shm_regions |= {s.shm_region for s in found}
+        return found
+
     def drain(self, timeout_s: float | None = None) -> list[str]:
         """Refuse new requests and let in-flight ones finish: unload the entry models (ensembles,
         generators, streaming voices) and wait until they are gone. Returns the models still busy when
@@ -274,18 +285,20 @@ class TritonServer:
         if self.control is not None:
             self.control.close()
             self.control = None
-        regions = {s.shm_region for s in stubs_of(p.pid)} if p.poll() is None else set()
         if p.poll() is None:
+            self.stubs()
             p.send_signal(signal.SIGTERM)
             try:
                 p.wait(timeout=self.config.exit_timeout_s + 15 if kill_after_s is None else kill_after_s)
             except subprocess.TimeoutExpired:
                 _killpg(p.pid, signal.SIGKILL)
                 p.wait()
-        # Python-backend stubs share the group; none may outlive the server, nor may their memory.
+        # Python-backend stubs share the group; none may outlive the server, nor may their memory: the
+        # regions of every stub it ever started, a dead one's too (Triton keeps a stub that died with a
+        # request inside until the kill, so only now is its region free), unless some process still holds it.
         _killpg(p.pid, signal.SIGKILL)
         _wait_group_gone(p.pid, timeout_s=5)
-        remove_shm_regions(regions)
+        self.removed_regions = remove_shm_regions(set(self.shm_regions))
         return p.returncode
 
     def group_alive(self) -> bool:

@@ -17,7 +17,10 @@ class Stub:
     pid: int
     model: str  # the Triton model this stub serves (one stub per model instance)
     instance: str  # e.g. minilm_model_0_0
-    shm_region: str  # its shared-memory region in /dev/shm, which Triton removes only on a clean exit
+    # Its shared-memory region in /dev/shm (argv[2], a fresh UUID name per stub launched: Triton 2.51 neither
+    # reuses a name nor restarts a stub itself). Triton removes it when the instance ends cleanly; not when
+    # the stub died with a request inside (the instance is then kept until the server is killed at stop).
+    shm_region: str
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -57,12 +60,41 @@ def alive(pid: int) -> bool:
     return stat is not None and stat[0] != "Z"
 
 
+REGION_PREFIX = "triton_python_backend_shm_region_"
+
+
+def regions_in_use(names: set[str]) -> set[str]:
+    """Those of the named regions that some process still holds: a live stub whose command line names it
+    (any server's on this host) or any process that maps it (where its /proc/PID/maps is readable)."""
+    names = {Path(n).name for n in names}
+    used: set[str] = set()
+    if not names:
+        return used
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if len(argv) >= 3 and argv[0].endswith(STUB_NAME.encode()) and alive(int(entry.name)):
+                used |= names & {Path(argv[2].decode(errors="replace")).name}
+            maps = (entry / "maps").read_text(errors="replace")
+        except OSError:  # gone, or not ours to read
+            continue
+        used |= {n for n in names - used if f"/dev/shm/{n}" in maps}
+    return used
+
+
 def remove_shm_regions(names: set[str]) -> list[str]:
-    """Unlink the named regions that still exist (after the server was killed); returns those removed."""
+    """Unlink the named Python-backend regions that still exist and that no process holds (see
+    `regions_in_use`); returns those removed. Call it with the regions of one server's own stubs only,
+    after that server is gone: Triton removes a region itself only when its instance ends cleanly."""
+    candidates = {Path(n).name for n in names if Path(n).name.startswith(REGION_PREFIX)}
+    candidates = {n for n in candidates if (Path("/dev/shm") / n).exists()}
     removed = []
-    for name in names:
-        path = Path("/dev/shm") / Path(name).name
-        if path.name.startswith("triton_python_backend_shm_region_") and path.exists():
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
+    for name in sorted(candidates - regions_in_use(candidates)):
+        try:
+            (Path("/dev/shm") / name).unlink()
+        except FileNotFoundError:  # removed meanwhile
+            continue
+        removed.append(name)
     return removed

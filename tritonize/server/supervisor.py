@@ -6,6 +6,10 @@ the stubs (`stubs.py`); when one is gone it reports not ready, reloads that mode
 swaps them in), waits until the replaced instances have exited, and reports ready again. Requests
 that were in the dead step get Triton's error; later ones succeed.
 
+Every stub it sees is read through `TritonServer.stubs()`, which records the stub's /dev/shm region. A
+stub that died with a request inside keeps its instance, and that region, after the reload (Triton 2.51):
+the server's stop removes it once the server is gone, with every other region its stubs ever held.
+
 Readiness here is the truth to probe (`tritonize serve --health-port`): Triton's ready AND no step
 being restored AND not draining.
 """
@@ -18,7 +22,7 @@ import time
 from typing import Callable
 
 from tritonize.server.launcher import TritonServer
-from tritonize.server.stubs import Stub, alive, stubs_of
+from tritonize.server.stubs import Stub, alive
 
 
 class Supervisor:
@@ -34,7 +38,7 @@ class Supervisor:
         self._thread = threading.Thread(target=self._watch, name="tritonize-supervisor", daemon=True)
 
     def start(self) -> "Supervisor":
-        self._stubs = {s.pid: s for s in stubs_of(self.server.process.pid)}
+        self._stubs = {s.pid: s for s in self.server.stubs()}
         self._thread.start()
         return self
 
@@ -92,7 +96,7 @@ class Supervisor:
                 self.log(f"model step {model}: reload failed: {exc}")
                 return
             self._wait_for_new_instances(model, old, expected)
-        self._stubs = {s.pid: s for s in stubs_of(self.server.process.pid)}
+        self._stubs = {s.pid: s for s in self.server.stubs()}
         self.restoring = set()
         self.log(f"restored {', '.join(models)} in {time.monotonic() - started:.1f} s")
 
@@ -100,7 +104,7 @@ class Supervisor:
         """Until the model's stubs are all new ones (the replaced instances exit after the swap)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            current = [s for s in stubs_of(self.server.process.pid) if s.model == model]
+            current = [s for s in self.server.stubs() if s.model == model]
             if len(current) >= expected and not any(s.pid in old for s in current):
                 return
             time.sleep(0.05)
