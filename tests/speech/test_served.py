@@ -165,18 +165,26 @@ def test_twenty_five_thousand_characters_are_split_not_a_crash(speech):
 
 # -- the limit on the audio's duration ---------------------------------------------------------------
 def tokens_computed(server, previous: float = -1.0) -> float:
-    """The model step's tritonize_tokens_computed_total, once it differs from `previous` (metrics lag a little)."""
+    """The model step's tritonize_tokens_computed_total, once it differs from `previous` and has settled:
+    a request's updates land in several metric flushes, so a first changed value may be partial."""
     import re
     import urllib.request
 
-    deadline = time.monotonic() + 10
-    while True:
+    from tritonize.runtime.triton import METRICS_SETTLE_S
+
+    def read() -> float:
         text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
         m = re.search(rf'^tritonize_tokens_computed_total{{model="{VOICE}_model"}} (\S+)$', text, re.M)
-        value = float(m.group(1)) if m else 0.0
-        if value != previous or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
+        return float(m.group(1)) if m else 0.0
+
+    deadline = time.monotonic() + 10
+    value = read()
+    while time.monotonic() < deadline:
+        time.sleep(METRICS_SETTLE_S)
+        settled, value = value, read()
+        if value != previous and value == settled:
+            break
+    return value
 
 
 @pytest.mark.usefixtures("still_serving")
