@@ -8,10 +8,7 @@ import asyncio
 import io
 import json
 import logging
-import threading
-import time
 import wave
-from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -19,41 +16,16 @@ import openai
 import pytest
 
 from tritonize.client import GenerationClient, SpeechClient
-from tritonize.gateway.app import GatewaySettings, build_app
+from tritonize.gateway.app import GatewaySettings
 from tritonize.server.launcher import free_port
 from tests.conftest import CLASSIFIER, EMBEDDER, VOICE
+from tests.gateway.conftest import error_of, running
 from tests.generation.test_served import metric, wait_for
 from tests.tiny_generators import GPT2, GPT2_LIMITS, T5
 
 KEY = "sk-test-0123456789abcdef"
 TEXTS = ["the quick brown fox", "Triton batches requests of different lengths together.", "hi"]
 PROMPT = "the quick brown fox"
-
-
-@contextmanager
-def running(settings: GatewaySettings):
-    """The gateway in this process: uvicorn in a thread with its own event loop, on a free port."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(build_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                                           access_log=False, lifespan="on", http="httptools"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://{settings.host}:{settings.port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
-@pytest.fixture(scope="module")
-def base(server):
-    with running(GatewaySettings(server.grpc_url, port=free_port())) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -68,23 +40,8 @@ def strict(server, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def oai(base):
-    return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
-
-
-@pytest.fixture(scope="module")
 def gen(server):
     return GenerationClient(server.grpc_url, timeout_s=60)
-
-
-def error_of(response: httpx.Response, status: int, param: str | None = None, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
-    assert body["error"]["param"] == param, body
-    if code:
-        assert body["error"]["code"] == code, body
-    return body["error"]
 
 
 # -- models and health ---------------------------------------------------------------------------
@@ -360,7 +317,7 @@ def test_locust_streams_generations_through_the_gateway(base, tmp_path):
 
 
 @pytest.mark.parametrize("message, status, expected, param", [
-    ("overloaded: 1 sequences running (max_sequences=1) and 1 queued (max_queue=1); retry later", None, 429, None),
+    ("overloaded: 2 requests in flight (1 running, 1 waiting for a sequence slot); the capacity is 2 (max_sequences=1 + max_queue=1); retry later", None, 429, None),
     ("Exceeds maximum queue size", "StatusCode.UNAVAILABLE", 429, None),
     ("failed to connect to all addresses", "StatusCode.UNAVAILABLE", 503, None),
     ("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED", 504, None),

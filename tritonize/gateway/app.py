@@ -1,8 +1,9 @@
 """The gateway's ASGI app: `build_app(settings)` (vLLM's api_server shape) and `serve(settings)` (uvicorn).
 
 The lifespan opens the project's async clients once, each one gRPC channel shared by every request
-(embeddings, generation, speech), and the registry that polls readiness; handlers are built once on
-`app.state`. Exception handlers turn every error into OpenAI's envelope. Middlewares, outermost first:
+(embeddings, generation, speech, chat), and the registry that polls readiness; handlers are built once on
+`app.state`, with `app.state.text` mapping each pipeline kind that completions and chat serve to its
+handler (generators and chatbots differ). Exception handlers turn every error into OpenAI's envelope. Middlewares, outermost first:
 the body limit, then the API keys.
 """
 
@@ -17,11 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from tritonize.client import AsyncClient, AsyncGenerationClient, AsyncSpeechClient
+from tritonize.client import AsyncChatClient, AsyncClient, AsyncGenerationClient, AsyncSpeechClient
+from tritonize.families import CHAT, GENERATION
 from tritonize.gateway.errors import ApiError
 from tritonize.gateway.registry import Registry
 from tritonize.gateway.routers import router
 from tritonize.gateway.security import DEFAULT_MAX_BODY_BYTES, ApiKeys, BodyLimit
+from tritonize.gateway.serving.chatbot import ChatbotServing
 from tritonize.gateway.serving.embeddings import EmbeddingServing
 from tritonize.gateway.serving.generation import GenerationServing
 from tritonize.gateway.serving.speech import SpeechServing
@@ -86,17 +89,19 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         embed = AsyncClient(settings.url, "grpc", timeout_s=settings.timeout_s)
         generate = AsyncGenerationClient(settings.url, timeout_s=settings.timeout_s)
         speak = AsyncSpeechClient(settings.url, timeout_s=settings.timeout_s)
+        ask = AsyncChatClient(settings.url, timeout_s=settings.timeout_s)
         registry = Registry(embed, settings.ready_poll_s)
         registry.start()
         app.state.registry = registry
         app.state.embeddings = EmbeddingServing(embed, registry)
-        app.state.generation = GenerationServing(generate, registry)
         app.state.speech = SpeechServing(speak, registry)
+        generation, chatbot = GenerationServing(generate), ChatbotServing(ask)
+        app.state.text = {**{kind: generation for kind in GENERATION.tasks}, **{kind: chatbot for kind in CHAT.tasks}}
         try:
             yield
         finally:
             await registry.stop()
-            for client in (embed, generate, speak):
+            for client in (embed, generate, speak, ask):
                 await client.close()
 
     app = FastAPI(title="tritonize OpenAI-compatible gateway", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -314,7 +314,7 @@ class ChatChoice(Choice):
 class ChatCompletionResponse(Response):
     object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
-    usage: Usage
+    usage: Usage | None = None  # None from a chatbot, which counts no tokens
 
 
 class Delta(Body):

@@ -1,13 +1,14 @@
 """The routes: each parses its body (pydantic), calls its serving handler and returns JSON or a stream.
-Handlers live on `app.state` (built once in `app.py`); errors are raised as ApiError and rendered by the
-app's exception handlers."""
+Handlers live on `app.state` (built once in `app.py`); completions and chat pick theirs by the named
+pipeline's kind (a generator or a chatbot), after the registry has checked that the endpoint serves that
+kind (`tritonize.families`). Errors are raised as ApiError and rendered by the app's exception handlers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from tritonize.families import AUDIO_SPEECH, CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, served_kinds
+from tritonize.families import AUDIO_SPEECH, CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, GENERATION
 from tritonize.gateway.errors import not_ready
 from tritonize.gateway.protocol import (
     ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList, SpeechRequest,
@@ -42,9 +43,9 @@ async def health(raw_request: Request):
 async def list_models(raw_request: Request):
     registry = raw_request.app.state.registry
     await registry.ensure_ready()
-    chat_kinds = served_kinds(CHAT_COMPLETIONS)  # a chat template matters only where messages become a prompt
+    # A chat template matters only where messages become a prompt: a generator's (a chatbot takes the last question).
     cards = [ModelCard(id=p.name, kind=p.kind, max_model_len=p.max_context,
-                       chat_template=bool(p.chat_template) if p.kind in chat_kinds else None)
+                       chat_template=bool(p.chat_template) if p.kind in GENERATION.tasks else None)
              for p in await registry.all()]
     return _json(ModelList(data=cards))
 
@@ -55,16 +56,23 @@ async def create_embedding(request: EmbeddingRequest, raw_request: Request):
     return _json(await raw_request.app.state.embeddings.create(request))
 
 
+async def _text(request: CompletionRequest | ChatCompletionRequest, raw_request: Request, endpoint: str) -> Response:
+    state = raw_request.app.state
+    await state.registry.ensure_ready()
+    pipeline = await state.registry.get(request.model, endpoint)
+    return _json_or_stream(await state.text[pipeline.kind].create(request, pipeline))
+
+
 @router.post(COMPLETIONS)
 @with_cancellation
 async def create_completion(request: CompletionRequest, raw_request: Request):
-    return _json_or_stream(await raw_request.app.state.generation.completion(request))
+    return await _text(request, raw_request, COMPLETIONS)
 
 
 @router.post(CHAT_COMPLETIONS)
 @with_cancellation
 async def create_chat_completion(request: ChatCompletionRequest, raw_request: Request):
-    return _json_or_stream(await raw_request.app.state.generation.chat(request))
+    return await _text(request, raw_request, CHAT_COMPLETIONS)
 
 
 @router.post(AUDIO_SPEECH)
