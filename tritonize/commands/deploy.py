@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from tritonize.console import console, err
+from tritonize.commands.conversion import fail
+from tritonize.console import console
 from tritonize.options import Repository
 
 deploy_app = typer.Typer(no_args_is_help=True, help="Deployment manifests sized by a capacity plan.")
@@ -41,8 +42,7 @@ def kubernetes(
                             exit_timeout_s=exit_timeout, startup_s=startup_timeout)
         documents = (manifests if kind == "deployment" else kserve_manifests)(p, settings, repository)
     except DeployError as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(1)
+        raise fail(str(e)) from None
     for path in write(documents, out):
         console.print(f"wrote {path}")
     console.print(f"{p.replicas} replica(s) of {p.system}: {p.capacity_rps:.1f} req/s each at p{p.percentile} <= {p.slo_ms:g} ms; "

@@ -16,8 +16,27 @@ from tritonize.console import console
 from tritonize.options import Repository
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+def _ints(text: str, option: str = "--users", low: int = 1) -> list[int]:
+    from tritonize.planner.inputs import whole_numbers
+
+    return whole_numbers(option, text, low)
+
+
+def refusing(command):
+    """The command with every InputError (a bad option, file or server) as one red line and exit 1."""
+    import functools
+
+    from tritonize.commands.conversion import fail
+    from tritonize.planner.inputs import InputError
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except InputError as e:
+            raise fail(str(e)) from None
+
+    return run
 
 
 def _pinning(pin: bool) -> tuple[str | None, str | None]:
@@ -73,15 +92,22 @@ def bench(
     out: Path = typer.Option(None, help="Output folder (default: bench_results/bench-TIMESTAMP)."),
 ) -> None:
     """Load-test a served pipeline with Locust; report latency, throughput and Triton's own view."""
+    from tritonize.planner import inputs
     from tritonize.planner.report import write_report
-    from tritonize.planner.scenarios import Scenario
     from tritonize.planner.sweep import sweep
     from tritonize.planner.systems import TritonVariant, Variant, ViaGateway
 
     if via not in ("direct", "openai"):
         raise typer.BadParameter(f"--via must be direct or openai, not {via!r}")
-    sc = Scenario.load(scenario)
+    sc = inputs.scenario(scenario)
     sc.model = model or sc.model
+    levels = _ints(users)
+    inputs.at_least("--seconds", seconds, 1)
+    inputs.at_least("--processes", processes, 1)
+    if url:  # before any load: the server answers and serves the model (perf_analyzer's first step)
+        inputs.preflight(url, protocol if protocol in ("grpc", "http") else "grpc", sc.model)
+    else:
+        inputs.repository_model(repository, sc.model)
     server_cpus, locust_cpus = _pinning(pin)
     out = _out(out, "bench")
     if url:
@@ -93,7 +119,7 @@ def bench(
         protocol = "openai"
     setup = {"scenario": sc.name, "seconds per level": seconds, "protocol": protocol, "locust processes": processes,
              "pinning": f"server cores {server_cpus}, Locust cores {locust_cpus}" if pin else "none"}
-    results = sweep([system], sc, _ints(users), seconds, out, locust_cpus, processes, setup, protocol=protocol)
+    results = sweep([system], sc, levels, seconds, out, locust_cpus, processes, setup, protocol=protocol)
     results.save(out / "results.json")
     _print_points(results)
     for run in results.runs:
@@ -107,6 +133,9 @@ def bench(
                 console.print(f"  {run['users']:>3}u padding {key.split('{')[1][:-1]}: tokens computed / real = {computed / pad[key]:.2f}")
     page = write_report(results, out, None, None, 95)
     console.print(f"report: {page} (Locust CSV/HTML in {out / 'locust'})")
+    failed = inputs.all_failed(results.runs)
+    if failed:  # a load that never succeeded is no measurement
+        raise inputs.InputError(f"{failed} ({sc.model} at {url or 'the started server'})")
 
 
 def plan(
@@ -134,28 +163,37 @@ def plan(
     out: Path = typer.Option(None, help="Output folder (default: bench_results/plan-TIMESTAMP)."),
 ) -> None:
     """Sweep server configurations x offered loads; recommend a config and replicas for an SLO."""
+    from tritonize.planner import inputs
     from tritonize.planner.capacity import PlanResults, max_throughput_under_slo, recommend
     from tritonize.planner.report import write_report
-    from tritonize.planner.scenarios import Scenario
     from tritonize.planner.sweep import sweep
     from tritonize.planner.systems import FastApiBaseline, TritonVariant, Variant, write_back
 
-    if percentile not in (50, 95, 99):
-        raise typer.BadParameter("percentile must be 50, 95 or 99")
+    inputs.plan_values(slo_ms, target_rps, headroom, percentile, None if source else seconds, rounds)
     if control and not baselines:
         raise typer.BadParameter("--control copies the batching-off baseline: add --baselines")
     out = _out(out, "plan")
     if source:
-        results = PlanResults.load(source)
+        results = PlanResults.load(inputs.plan_file("--from", source))
+        stale = results.setup.pop("confirmation", None)  # of the saved plan: re-derived below, never carried
+        if stale or results.confirmation:
+            results.setup["re-derived from"] = f"{source} (no load run); the saved plan's confirmation is not carried over"
+        results.confirmation = None
         sc = None
     else:
-        sc = Scenario.load(scenario)
+        sc = inputs.scenario(scenario)
         if baselines and sc.pipeline not in FastApiBaseline.TASKS:
             raise typer.BadParameter(f"--baselines has a FastAPI + PyTorch server for {' and '.join(FastApiBaseline.TASKS)} scenarios, not {sc.pipeline!r}")
-        models = (model or sc.model).split(",")
-        sc.model = models[0]
+        models = [m.strip() for m in (model or sc.model).split(",") if m.strip()]
+        levels = _ints(users)
         server_cpus, locust_cpus = _pinning(pin)
-        grid = [Variant(b, d, i, t) for b, d, i, t in itertools.product(_ints(max_batch_size), _ints(queue_delay_us), _ints(instances), _ints(threads))]
+        inputs.threads_fit(_ints(threads, "--threads"), server_cpus)
+        for m in models:
+            inputs.repository_model(repository, m)
+        sc.model = models[0]
+        grid = [Variant(b, d, i, t) for b, d, i, t in itertools.product(
+            _ints(max_batch_size, "--max-batch-size"), _ints(queue_delay_us, "--queue-delay-us", 0), _ints(instances, "--instances"),
+            _ints(threads, "--threads"))]
         systems = [TritonVariant(repository, m, v, out / f"repository-{len(grid) * j + k}", server_cpus)
                    for j, m in enumerate(models) for k, v in enumerate(grid)]
         n_candidates = len(systems)
@@ -167,7 +205,7 @@ def plan(
             systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus, task=sc.pipeline))
         setup = {"scenario": sc.name, "seconds per level": seconds, "rounds": rounds, "offered loads (users)": users,
                  "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
-        results = sweep(systems, sc, _ints(users), seconds, out, locust_cpus, 1, setup, rounds=rounds)
+        results = sweep(systems, sc, levels, seconds, out, locust_cpus, 1, setup, rounds=rounds)
         results.candidates = [s.name for s in systems[:n_candidates]]
         results.variants = {s.name: {"model": s.model, **asdict(s.variant), **({"copy_of": s.copy_of} if s.copy_of else {})}
                             for s in systems if isinstance(s, TritonVariant)}
@@ -243,5 +281,5 @@ DEMO = DemoStep("load test: Locust against the served embedder", None, _demo_loa
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
-    app.command("plan")(plan)
+    app.command("bench")(refusing(bench))
+    app.command("plan")(refusing(plan))

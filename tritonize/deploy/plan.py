@@ -42,12 +42,18 @@ _NUMBERS = {"replicas": int, "max_rps": float, "headroom": float, "target_rps": 
 
 def load_plan(path: Path) -> DeployPlan:
     path = Path(path)
+    if path.is_dir():
+        inside = path / "results.json"
+        raise PlanError(f"--plan {path}: a directory; give the plan's results file"
+                        + (f" ({inside})" if inside.is_file() else " (`tritonize plan` writes results.json)"))
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise PlanError(f"{path}: no such plan file (`tritonize plan` writes results.json)") from None
     except json.JSONDecodeError as e:
-        raise PlanError(f"{path}: not a JSON plan file ({e})") from None
+        raise PlanError(f"{path}:{e.lineno}:{e.colno}: not a JSON plan file ({e.msg})") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise PlanError(f"{path}: cannot read the plan file ({e})") from None
     rec = raw.get("recommendation") if isinstance(raw, dict) else None
     if not isinstance(rec, dict):
         raise PlanError(f"{path}: field 'recommendation' is missing; re-derive it with "

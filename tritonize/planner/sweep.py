@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tritonize.planner.load import run_locust
 from tritonize.planner.capacity import PlanResults, Point
+from tritonize.planner.inputs import unique_slugs
 from tritonize.planner.scenarios import Scenario
 
 
@@ -62,7 +63,7 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
     pooled), in the order of the first round. `runs` keeps every window (`round` says which)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = PlanResults(scenario=scenario.__dict__ | {"words": scenario.words.__dict__}, setup=dict(setup or {}))
-    slugs = ["".join(c if c.isalnum() else "_" for c in s.name)[:60] for s in systems]
+    slugs = unique_slugs([s.name for s in systems])  # file names: whole, readable, one per system
     # Same texts for every system; only the served pipeline's name may differ (fp32 vs int8).
     scenarios = [replace(scenario, model=getattr(s, "model", scenario.model)).save(out_dir / f"scenario_{slug}.json")
                  for s, slug in zip(systems, slugs)]
