@@ -214,3 +214,28 @@ def test_a_run_in_which_every_request_failed_exits_non_zero(server, tmp_path):
     n = int(line.split("every request failed (")[1].split(" of ")[0])
     assert n > 0 and (tmp_path / "out" / "results.json").exists()
     assert server.is_ready()
+
+
+# -- convert --quantize never replaces the fp32 model (issue 28, item 10) -----------------------------
+def test_quantize_without_a_name_writes_name_int8_beside_the_fp32_model(tmp_path):
+    """The fp32 conversion of a checkpoint is NAME; `--quantize` alone writes NAME-int8 and leaves NAME as
+    it was; `--name NAME --quantize` over that fp32 model is refused and changes nothing. (The tiny BERT
+    as an embedder: its int8 meets the embedding floor, about 2 s for both conversions.)"""
+    from tritonize.contract.files import read_manifest
+    from tests.tiny_models import build_tiny_bert_classifier
+
+    checkpoint = build_tiny_bert_classifier(tmp_path / "tiny-bert-cls")  # default served name: tiny-bert-cls
+    repo = tmp_path / "repo"
+    common = ["convert", "bert", "--model", str(checkpoint), "--repository", str(repo)]
+    assert CliRunner().invoke(app, common).exit_code == 0
+    fp32 = read_manifest(repo, "tiny-bert-cls")
+    assert fp32 and fp32["report"]["quantized"] is False
+    before = {p: p.read_bytes() for p in (repo / "tiny-bert-cls").rglob("*") if p.is_file()}
+    r = CliRunner().invoke(app, common + ["--quantize"])
+    assert r.exit_code == 0, r.output
+    assert "serving it as tiny-bert-cls-int8, beside the fp32 tiny-bert-cls" in " ".join(r.output.split())
+    assert read_manifest(repo, "tiny-bert-cls-int8")["report"]["quantized"] is True
+    assert {p: p.read_bytes() for p in (repo / "tiny-bert-cls").rglob("*") if p.is_file()} == before
+    refused(common + ["--quantize", "--name", "tiny-bert-cls"],
+            "--name tiny-bert-cls:", "holds an fp32 conversion that --quantize would replace", "(default: tiny-bert-cls-int8) or add --force")
+    assert {p: p.read_bytes() for p in (repo / "tiny-bert-cls").rglob("*") if p.is_file()} == before

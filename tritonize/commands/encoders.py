@@ -56,6 +56,8 @@ def convert_bert(
     )
     if target.torch and (quantize or flavour != "python"):
         raise fail("--device selects the PyTorch engine (python flavour, no --quantize); leave it out for ONNX Runtime")
+    if quantize:
+        name = int8_name(model, name, repository, force)
     convert = ENCODERS.converter(torch=target.torch)
     if target.torch:
         def run():
@@ -77,6 +79,22 @@ def convert_bert(
     report = run_conversion(model, run, verbose)
     if verbose:
         console.print_json(data=dict(report.__dict__))
+
+
+def int8_name(model: str, name: str | None, repository: Path, force: bool) -> str:
+    """An int8 conversion's served name: NAME-int8 beside the checkpoint's fp32 NAME unless --name says
+    otherwise; a --name that holds an fp32 conversion is refused (unless --force), never replaced."""
+    from tritonize.contract.files import read_manifest
+    from tritonize.converters.checkpoints import default_name
+
+    if name is None:
+        name = f"{default_name(model)[:59].rstrip('-')}-int8"
+        console.print(f"int8: serving it as {name}, beside the fp32 {default_name(model)} (--name chooses another name)")
+    previous = read_manifest(repository, name)
+    if previous and not previous.get("report", {}).get("quantized", True) and not force:
+        raise fail(f"--name {name}: {repository / name} holds an fp32 conversion that --quantize would replace; "
+                   f"choose another --name (default: {default_name(model)[:59].rstrip('-')}-int8) or add --force")
+    return name
 
 
 def _call(url: str | None, protocol: str, fn):
