@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -239,3 +240,43 @@ def test_quantize_without_a_name_writes_name_int8_beside_the_fp32_model(tmp_path
     refused(common + ["--quantize", "--name", "tiny-bert-cls"],
             "--name tiny-bert-cls:", "holds an fp32 conversion that --quantize would replace", "(default: tiny-bert-cls-int8) or add --force")
     assert {p: p.read_bytes() for p in (repo / "tiny-bert-cls").rglob("*") if p.is_file()} == before
+
+
+# -- options that set what they say (issue 28, item 7) ---------------------------------------------------
+def test_max_batch_size_sets_tritons_max_batch_size_on_the_served_step(tmp_path):
+    """A plan's 'batch<=4' config serves its model step with Triton's max_batch_size 4 (what Model
+    Analyzer users read), max_rows_per_run following; the ensemble above it is lowered so Triton loads it,
+    the tokenizer step is left as converted; the served server reports those configs and answers."""
+    import tritonclient.grpc as grpcclient
+
+    from tritonize.converters.encoders.bert import convert_bert
+    from tritonize.converters.repository import Batching
+    from tritonize.contract.model_config import read_config
+    from tritonize.planner.systems import TritonVariant, Variant, variant_configs
+    from tests.tiny_models import build_tiny_bert_classifier
+
+    checkpoint = build_tiny_bert_classifier(tmp_path / "tiny")
+    repo = tmp_path / "repo"
+    convert_bert(str(checkpoint), "embedding", repo, "tiny", batching=Batching(max_batch_size=32, preferred_batch_sizes=[8, 16]),
+                 flavour="python", log=lambda m: None)
+    changed = variant_configs(repo, "tiny", Variant(max_batch_size=4))
+    assert set(changed) == {"tiny_model", "tiny"}  # the step and its ensemble; never the tokenizer
+    step = changed["tiny_model"]
+    assert step.max_batch_size == 4 and step.parameters["max_rows_per_run"].string_value == "4"
+    assert list(step.dynamic_batching.preferred_batch_size) == []  # 8 and 16 exceed 4
+    assert changed["tiny"].max_batch_size == 4 and read_config(repo / "tiny" / "config.pbtxt").max_batch_size == 32  # the source stays
+    assert set(variant_configs(repo, "tiny", Variant(max_batch_size=64))) == {"tiny_model"}  # above the ensemble: not raised
+
+    system = TritonVariant(repo, "tiny", Variant(max_batch_size=4), tmp_path / "scratch")
+    url = system.start()
+    try:
+        with grpcclient.InferenceServerClient(url) as c:
+            served = {m: c.get_model_config(m, as_json=True)["config"] for m in ("tiny", "tiny_model", "tiny_tokenizer")}
+            text = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+            text.set_data_from_numpy(np.array([[b"hello there"]], dtype=object))
+            assert c.infer("tiny", [text]).as_numpy("EMBEDDING").shape[0] == 1
+    finally:
+        system.stop()
+    assert int(served["tiny_model"]["max_batch_size"]) == 4 and int(served["tiny"]["max_batch_size"]) == 4
+    assert int(served["tiny_tokenizer"]["max_batch_size"]) == 32
+    assert served["tiny_model"]["parameters"]["max_rows_per_run"]["string_value"] == "4"

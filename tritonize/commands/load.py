@@ -142,7 +142,8 @@ def plan(
     scenario: str = typer.Option("embed-mix", help="Scenario name (tritonize/planner/scenarios) or JSON file."),
     model: str = typer.Option(None, help="Served pipeline(s), comma-separated, e.g. an fp32 and an int8 conversion (default: the scenario's)."),
     repository: Path = Repository,
-    max_batch_size: str = typer.Option("64", help="Grid: rows per model-step execution."),
+    max_batch_size: str = typer.Option("64", help="Grid: Triton's max_batch_size of the model step (the most rows one execution "
+                                       "runs; its max_rows_per_run follows, and an ensemble above it is lowered to it)."),
     queue_delay_us: str = typer.Option("0", help="Grid: dynamic batcher max queue delay (µs)."),
     instances: str = typer.Option("1", help="Grid: model-step instances."),
     threads: str = typer.Option("1", help="Grid: ONNX Runtime threads per instance."),

@@ -64,13 +64,21 @@ def pipeline_models(repo: Path, ensemble: str) -> list[str]:
 
 
 def apply_variant(config: mc.ModelConfig, v: Variant) -> mc.ModelConfig:
-    """The model step's config with the variant's settings (batch size caps rows per execution)."""
+    """The model step's config with the variant's settings. `max_batch_size` is Triton's own (the most
+    rows the dynamic batcher puts in one execution, as Model Analyzer sets it); the step's
+    `max_rows_per_run` and preferred batch sizes follow it."""
     c = mc.ModelConfig()
     c.CopyFrom(config)
     if not v.dynamic_batching:
         c.ClearField("dynamic_batching")  # Triton then runs every request on its own
     if v.max_queue_delay_us is not None and c.HasField("dynamic_batching"):
         c.dynamic_batching.max_queue_delay_microseconds = v.max_queue_delay_us
+    if v.max_batch_size is not None and c.max_batch_size > 0:
+        c.max_batch_size = v.max_batch_size
+        if c.HasField("dynamic_batching"):
+            kept = [b for b in c.dynamic_batching.preferred_batch_size if b <= v.max_batch_size]
+            del c.dynamic_batching.preferred_batch_size[:]
+            c.dynamic_batching.preferred_batch_size.extend(kept)
     if v.max_batch_size is not None and "max_rows_per_run" in c.parameters:
         c.parameters["max_rows_per_run"].string_value = str(v.max_batch_size)
     if v.instances is not None:
@@ -80,10 +88,24 @@ def apply_variant(config: mc.ModelConfig, v: Variant) -> mc.ModelConfig:
     return c
 
 
-def write_variant(repo: Path, ensemble: str, v: Variant, scratch: Path) -> Path:
-    """A scratch repository holding only this pipeline, its model step changed by the variant."""
-    shutil.rmtree(scratch, ignore_errors=True)
+def variant_configs(repo: Path, ensemble: str, v: Variant) -> dict[str, mc.ModelConfig]:
+    """The configs a variant changes, by model: the model step's, and an ensemble's whose max_batch_size
+    would exceed its step's (Triton refuses an ensemble that allows more rows than a step it runs)."""
     engine = engine_model(repo, ensemble)
+    changed = {engine: apply_variant(read_config(repo / engine / "config.pbtxt"), v)} if engine else {}
+    top = changed[engine].max_batch_size if engine else 0
+    if ensemble != engine and top > 0:
+        config = read_config(repo / ensemble / "config.pbtxt")
+        if config.platform == "ensemble" and config.max_batch_size > top:
+            config.max_batch_size = top
+            changed[ensemble] = config
+    return changed
+
+
+def write_variant(repo: Path, ensemble: str, v: Variant, scratch: Path) -> Path:
+    """A scratch repository holding only this pipeline, its configs changed by the variant."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    changed = variant_configs(repo, ensemble, v)
     for name in pipeline_models(repo, ensemble):
         src, dst = (repo / name).resolve(), scratch / name
         for f in src.rglob("*"):
@@ -91,18 +113,18 @@ def write_variant(repo: Path, ensemble: str, v: Variant, scratch: Path) -> Path:
                 (dst / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
                 os.symlink(f, dst / f.relative_to(src))
         (dst / "1").mkdir(parents=True, exist_ok=True)
-        config = read_config(src / "config.pbtxt")
-        if name == engine:
-            config = apply_variant(config, v)
+        config = changed.get(name) or read_config(src / "config.pbtxt")
         (dst / "config.pbtxt").write_text(text_format.MessageToString(config))
     return scratch
 
 
 def write_back(repo: Path, ensemble: str, v: Variant) -> Path:
-    """Apply the chosen variant to the repository itself (`tritonize plan --apply`)."""
-    path = repo / engine_model(repo, ensemble) / "config.pbtxt"
-    path.write_text(text_format.MessageToString(apply_variant(read_config(path), v)))
-    return path
+    """Apply the chosen variant to the repository itself (`tritonize plan --apply`); returns the model
+    step's config path."""
+    changed = variant_configs(repo, ensemble, v)
+    for name, config in changed.items():
+        (repo / name / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return repo / engine_model(repo, ensemble) / "config.pbtxt"
 
 
 class TritonVariant:
