@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.contract.encoders import Buckets, Pooling
+from tritonize.contract.encoders import Buckets, Pooling, Prompts
+from tritonize.runtime.encoders.embedding_head import EmbeddingHead
 from tritonize.contract.engines import EngineSpec
 from tritonize.contract.model_config import config_parameters, read_config
 from tritonize.contract.model_config import engine_model
@@ -36,13 +37,15 @@ class PipelineEmbedder:
         if pipeline["task"] != "embedding":
             raise EmbedderError(f"embedder {name!r} is a {pipeline['task']} pipeline; the chatbot needs --task embedding")
         self.name, self.key = name, manifest.get("key", "")
-        self.dims = int(pipeline["hidden_size"])
+        self.dims = int(pipeline.get("embedding_size") or pipeline["hidden_size"])
         files = model_files(repository, name)  # the engine's files, and tokenizer.json when fused
         step = engine_model(repository, name) or f"{name}_model"  # NAME when fused
         # The engine step's parameters (a native flavour's step, Triton's own, has none: the defaults).
         params = {"pad_token_id": str(pipeline["pad_token_id"]), **config_parameters(read_config(repository / step / "config.pbtxt"))}
         post = repository / name if step == name else repository / f"{name}_postprocess"
-        self.normalize = Pooling.from_params(config_parameters(read_config(post / "config.pbtxt"))).normalize
+        # The embedder's own head (pooling, Dense, Normalize), with the Dense files beside its config.
+        self.prompt = Prompts.from_params(config_parameters(read_config(repository / name / "config.pbtxt"))).default_prompt
+        self.head = EmbeddingHead.load(Pooling.from_params(config_parameters(read_config(post / "config.pbtxt"))), post / "1")
         tokenizer_json = files / "tokenizer.json"
         if not tokenizer_json.exists():
             tokenizer_json = repository / f"{name}_tokenizer" / "1" / "tokenizer.json"
@@ -56,7 +59,7 @@ class PipelineEmbedder:
         """float32 [len(texts), dims], pooled (and L2-normalised) as the served embedder returns them."""
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
         for start in range(0, len(texts), TEXTS_PER_EXECUTION):
-            rows = Rows.of_texts(self.tokenizer.encode_batch(texts[start : start + TEXTS_PER_EXECUTION]))
+            rows = Rows.of_texts(self.tokenizer.encode_batch([self.prompt + t for t in texts[start : start + TEXTS_PER_EXECUTION]]))
             for bucket, mask, hidden in self.engine.run(rows):
-                out[start + bucket] = embedding_outputs(hidden, mask, self.normalize)["EMBEDDING"]
+                out[start + bucket] = embedding_outputs(hidden, mask, self.head)["EMBEDDING"]
         return out

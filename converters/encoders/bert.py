@@ -23,6 +23,9 @@ from tritonize.converters.encoders.quantize import Int8Options, check_floor
 from tritonize.converters.encoders.quantize import accuracy as int8_accuracy
 from tritonize.converters.encoders.quantize import quantize as quantize_graph
 from tritonize.converters.encoders.repository import check_engine, encoder_pipeline, write_encoder_pipeline
+from tritonize.converters.encoders.architectures import UnsupportedArchitecture, check_architecture
+from tritonize.converters.encoders.st_modules import SentenceModules, checkpoint_folder, read_sentence_modules, with_prompt_length
+from tritonize.converters.encoders.st_parity import EmbeddingParity, check as check_embedding_parity, sentence_transformers_parity
 from tritonize.converters.encoders.tensorrt import PRECISIONS, to_fp16
 from tritonize.converters.repository import Batching
 
@@ -33,7 +36,7 @@ FP32_TOLERANCE = 1e-4
 # Max abs error of the fp16 graph (TensorRT engine source) vs fp32, relative to the output's scale;
 # all-MiniLM-L6-v2 measured 6e-4 on CPU.
 FP16_RELATIVE_TOLERANCE = 1e-2
-ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert"}  # positions start after the pad id (see position_limit)
+ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "mpnet"}  # positions start after the pad id (see position_limit)
 
 VALIDATION_TEXTS = [
     "Hi.",
@@ -62,6 +65,9 @@ class ConversionReport:
     seconds: float = 0.0
     engine: str = "onnxruntime"
     fp16_relative_error: float | None = None  # tensorrt engine, fp16: the graph TensorRT builds vs fp32
+    embedding: str = ""  # what the served embedding is: the checkpoint's sentence-transformers modules, or the default
+    st_min_cosine: float | None = None  # served vs SentenceTransformer.encode (None: not compared)
+    st_max_norm_error: float | None = None  # relative
 
 
 def position_limit(config) -> int:
@@ -81,6 +87,39 @@ def max_sequence_length(tokenizer, config, source: str) -> int:
     if sbert.exists():
         limits.append(int(json.loads(sbert.read_text()).get("max_seq_length", limits[0])))
     return min(limits)
+
+
+def read_embedding(model: str, source: str, task: str) -> tuple[SentenceModules, str]:
+    """An embedder's sentence-transformers modules (the default for a plain checkpoint) and the folder
+    transformers loads from (an older checkpoint keeps it in 0_Transformer/)."""
+    if task != "embedding":
+        return SentenceModules(), source
+    folder = checkpoint_folder(source)
+    modules = read_sentence_modules(folder)
+    return modules, str(folder / modules.transformer_path) if modules.transformer_path else source
+
+
+def hidden_states(session, tokenizer, max_length: int):
+    """texts -> (ONNX Runtime hidden states, attention mask), tokenized as the served step does."""
+    def run(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        mask = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")["attention_mask"]
+        return ort_outputs(session, tokenizer, texts, max_length), mask
+    return run
+
+
+def embedding_parity(conversion, session, source: str) -> EmbeddingParity | None:
+    """The served embedding (head included) vs SentenceTransformer.encode, checked against its floor."""
+    c = conversion
+    c.log(f"{c.name}: embedding: {c.modules.describe()}")
+    if not c.modules.sentence_transformers:
+        return None
+    parity = sentence_transformers_parity(source, hidden_states(session, c.tokenizer, c.max_length), c.modules,
+                                          validation_batches(c.max_length), c.log, c.name)
+    if parity is not None:
+        c.log(f"{c.name}: served embeddings vs SentenceTransformer.encode on {parity.texts} texts: min cosine {parity.min_cosine:.7f}, "
+              f"max relative norm error {parity.max_norm_error:.1e}")
+        check_embedding_parity(parity, c.name)
+    return parity
 
 
 def torch_reference(model, tokenizer, texts: list[str], task: str, max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,15 +232,21 @@ class BertConversion(Conversion[ConversionReport]):
         from optimum.exporters.onnx import main_export
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        name, source = self.name, self.source
+        name = self.name
+        self.modules, source = read_embedding(self.model, self.source, self.task)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         if not self.tokenizer.is_fast:
             raise ValueError(f"{self.model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
         self.config = AutoConfig.from_pretrained(source)
-        self.max_length = max_sequence_length(self.tokenizer, self.config, source)
+        check_architecture(self.config, self.task)
+        self.modules = with_prompt_length(self.modules, self.tokenizer)
+        self.max_length = min(max_sequence_length(self.tokenizer, self.config, source), self.modules.max_seq_length or 1 << 30)
         self.tmp = tmp
         self.log(f"{name}: exporting {self.model} to ONNX ({TASKS[self.task]}, dynamic batch and sequence)")
-        main_export(source, tmp / "export", task=TASKS[self.task], library_name="transformers", do_validation=False)
+        try:
+            main_export(source, tmp / "export", task=TASKS[self.task], library_name="transformers", do_validation=False)
+        except Exception as e:  # an architecture Optimum cannot export: refused with its reason
+            raise UnsupportedArchitecture(f"{name}: Optimum cannot export model_type {self.config.model_type!r} for {self.task}: {e}") from e
         self.onnx_path = tmp / "export" / "model.onnx"
         self.optimized = False
         if self.optimize:
@@ -218,6 +263,7 @@ class BertConversion(Conversion[ConversionReport]):
         self.log(f"{name}: max abs error vs PyTorch {self.err:.2e} (tolerance {self.tolerance:.0e})")
         if not self.err <= self.tolerance:
             raise ParityError(f"{name}: ONNX output differs from PyTorch by {self.err:.3e} > tolerance {self.tolerance:.0e}")
+        self.st_parity = embedding_parity(self, fp32, self.source) if task == "embedding" else None
         self.accuracy: dict = {}
         if self.int8 is not None:
             done = quantize_graph(self.onnx_path, tmp / "model_int8.onnx", tokenizer, max_length, self.texts, self.int8)
@@ -244,6 +290,9 @@ class BertConversion(Conversion[ConversionReport]):
             name=self.name, task=self.task, source=str(self.model), repository=str(self.repository), reused=False, max_abs_error=self.err,
             tolerance=self.tolerance, optimized=self.optimized, quantized=self.quantize, int8_accuracy=self.accuracy,
             seconds=self.seconds(), engine=self.engine, fp16_relative_error=self.fp16_error,
+            embedding=self.modules.describe() if self.task == "embedding" else "",
+            st_min_cosine=self.st_parity.min_cosine if self.st_parity else None,
+            st_max_norm_error=self.st_parity.max_norm_error if self.st_parity else None,
         )
 
     def write(self, report: ConversionReport) -> dict:
@@ -251,8 +300,8 @@ class BertConversion(Conversion[ConversionReport]):
         self.tokenizer.backend_tokenizer.save(str(tokenizer_json))
         pipeline = encoder_pipeline(self.name, self.task, self.config, self.tokenizer, self.max_length, self.batching,
                                     graph_inputs=[i.name for i in self.fp32.get_inputs()], flavour=self.flavour, engine=self.engine,
-                                    precision=self.precision)
-        return write_encoder_pipeline(self.repository, pipeline, self.onnx_path, tokenizer_json)
+                                    precision=self.precision, modules=self.modules)
+        return write_encoder_pipeline(self.repository, pipeline, self.onnx_path, tokenizer_json, dense=self.modules.dense)
 
     def written(self, report: ConversionReport) -> str:
         return f"{self.name}: wrote {self.repository / self.name} and its steps in {report.seconds:.0f} s"

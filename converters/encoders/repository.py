@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.contract.encoders import GRAPH_OUTPUT, STEP_OUTPUT, Buckets, EngineStep, Labels, Pooling, Served, Tokenizing
+from tritonize.contract.encoders import (
+    DENSE_FILE, GRAPH_OUTPUT, STEP_OUTPUT, Buckets, EngineStep, Labels, Pooling, Prompts, Served, Tokenizing,
+)
 from tritonize.contract.files import MANIFEST
 from tritonize.converters.encoders.tensorrt import PLAN_FILE, SPEC_FILE, BuildSpec, derive_profiles, length_buckets
 from tritonize.converters.device import Placement
@@ -58,6 +60,13 @@ class EncoderPipeline:
     min_padding_tokens: int = Buckets.min_padding_tokens  # per row; see tritonize.runtime.buckets.plan_buckets
     device: str | None = None  # None: ONNX Runtime; cpu | cuda: the PyTorch engine (python flavour)
     dtype: str = "float32"
+    pooling: Pooling = field(default_factory=Pooling)  # embedding: the checkpoint's head (st_modules.py)
+    prompts: Prompts = field(default_factory=Prompts)
+    embedding_size: int = 0  # EMBEDDING's width (Dense out, or hidden x pooling modes); 0: hidden_size
+
+    @property
+    def dims(self) -> int:
+        return self.embedding_size or self.hidden_size
 
     @property
     def placement(self) -> Placement:
@@ -68,8 +77,8 @@ class EncoderPipeline:
         return GRAPH_OUTPUT[self.task]
 
     def served(self) -> dict[str, str]:
-        """What the client reads (on the ensemble and the fused step): the task, the limit, the labels."""
-        return {**Served(self.task, self.max_length).to_params(), **Labels(tuple(self.labels)).to_params()}
+        """What the client reads (on the ensemble and the fused step): the task, the limit, the labels, the prompts."""
+        return {**Served(self.task, self.max_length).to_params(), **Labels(tuple(self.labels)).to_params(), **self.prompts.to_params()}
 
     def tokenizing(self, native: bool = False) -> Tokenizing:
         return Tokenizing(self.max_length, self.max_text_bytes, self.pad_token_id, NATIVE_PAD_MULTIPLE if native else 1,
@@ -90,7 +99,7 @@ def tokenizer_config(p: EncoderPipeline) -> mc.ModelConfig:
     outputs = [tensor_out("INPUT_IDS", "INT64", [-1]), tensor_out("ATTENTION_MASK", "INT64", [-1])]
     if native and "token_type_ids" in p.graph_inputs:
         outputs.append(tensor_out("TOKEN_TYPE_IDS", "INT64", [-1]))
-    params = p.tokenizing(native).to_params()
+    params = {**p.tokenizing(native).to_params(), **p.prompts.to_params()}  # the default prompt is prepended here
     return python_step(p.step_names["tokenizer"], [tensor_in("TEXT", "BYTES", [1])], outputs, params, p.batching, entry=True)
 
 
@@ -164,8 +173,8 @@ def postprocess_config(p: EncoderPipeline) -> mc.ModelConfig:
             tensor_in("TOKEN_EMBEDDINGS", "FP32", [-1, p.hidden_size], ragged=True),
             tensor_in("ATTENTION_MASK", "INT64", [-1], ragged=True),
         ]
-        outputs = [tensor_out("EMBEDDING", "FP32", [p.hidden_size]), tensor_out("TOKEN_COUNT", "INT64", [1])]
-        return python_step(p.step_names["postprocess"], inputs, outputs, Pooling().to_params(), p.batching)
+        outputs = [tensor_out("EMBEDDING", "FP32", [p.dims]), tensor_out("TOKEN_COUNT", "INT64", [1])]
+        return python_step(p.step_names["postprocess"], inputs, outputs, p.pooling.to_params(), p.batching)
     n = len(p.labels)
     outputs = [tensor_out("LOGITS", "FP32", [n]), tensor_out("PROBABILITIES", "FP32", [n]), tensor_out("LABEL", "BYTES", [1])]
     return python_step(p.step_names["postprocess"], [tensor_in("LOGITS", "FP32", [n])], outputs, Labels(tuple(p.labels)).to_params(), p.batching)
@@ -181,7 +190,7 @@ def ensemble_config(p: EncoderPipeline) -> mc.ModelConfig:
     model_out_name = p.graph_output if native else STEP_OUTPUT[p.task]
     if p.task == "embedding":
         post_in = {"TOKEN_EMBEDDINGS": "model_output", "ATTENTION_MASK": "attention_mask"}
-        outputs = {"EMBEDDING": [p.hidden_size], "TOKEN_COUNT": [1]}
+        outputs = {"EMBEDDING": [p.dims], "TOKEN_COUNT": [1]}
     else:
         post_in = {"LOGITS": "model_output"}
         outputs = {"LOGITS": [len(p.labels)], "PROBABILITIES": [len(p.labels)], "LABEL": [1]}
@@ -215,7 +224,7 @@ def fused_config(p: EncoderPipeline) -> mc.ModelConfig:
     b = p.batching
     ensemble = ensemble_config(p)
     # Read by the client, as from the ensemble; then the tokenizer's, the buckets' and the pooling's.
-    params = {**p.served(), **p.tokenizing().to_params(), **p.buckets().to_params(), **Pooling().to_params()}
+    params = {**p.served(), **p.tokenizing().to_params(), **p.buckets().to_params(), **p.pooling.to_params()}
     config = python_step(p.name, list(ensemble.input), list(ensemble.output), params, b, instances=b.instance_count, entry=True)
     if p.placement.torch:
         p.placement.place(config, b.instance_count)
@@ -247,17 +256,22 @@ def remove_previous(repo: Path, name: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def encoder_pipeline(name: str, task: str, config, tokenizer, max_length: int, batching: Batching, **options) -> EncoderPipeline:
-    """The pipeline of a checkpoint (its transformers config and tokenizer); `options`: flavour, engine, device..."""
+def encoder_pipeline(name: str, task: str, config, tokenizer, max_length: int, batching: Batching, modules=None, **options) -> EncoderPipeline:
+    """The pipeline of a checkpoint (its transformers config and tokenizer, and for an embedder its
+    `st_modules.SentenceModules`); `options`: flavour, engine, device..."""
     labels = [config.id2label[i] for i in range(config.num_labels)] if task == "classification" else []
-    return EncoderPipeline(name=name, task=task, hidden_size=getattr(config, "hidden_size", getattr(config, "dim", 0)), max_length=max_length,
+    hidden = getattr(config, "hidden_size", getattr(config, "dim", 0))
+    if modules is not None and task == "embedding":
+        options |= {"pooling": modules.pooling, "prompts": modules.prompts, "embedding_size": modules.embedding_size(hidden)}
+    return EncoderPipeline(name=name, task=task, hidden_size=hidden, max_length=max_length,
                            pad_token_id=tokenizer.pad_token_id or 0, labels=labels, batching=batching, **options)
 
 
 def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | None, tokenizer_json: Path,
-                           weights: dict[str, Path] | None = None) -> dict:
+                           weights: dict[str, Path] | None = None, dense: list | None = None) -> dict:
     """Write the models of an encoder pipeline (four, or one when fused); returns the manifest's `pipeline`.
-    The engine gets `model.onnx`, or for the PyTorch engine the stored `weights`."""
+    The engine gets `model.onnx`, or for the PyTorch engine the stored `weights`; the step that pools
+    gets the checkpoint's `dense` layers (embedding_head.DenseLayer)."""
     check_engine(p.flavour, p.engine)
     if p.placement.torch and p.flavour != "python":
         raise ValueError("the PyTorch engine (--device) runs in the python flavour; native is ONNX Runtime/TensorRT")
@@ -265,8 +279,12 @@ def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | No
     remove_previous(repo, p.name)
     ones = np.ones(WARMUP_TOKENS, dtype=np.int64).tobytes()
     engine_files = dict(weights) if p.placement.torch else {"model.onnx": onnx_model}
+    if len(dense or []) != len(p.pooling.dense):
+        raise ValueError(f"the pipeline pools with {len(p.pooling.dense)} Dense layers, {len(dense or [])} given")
+    head_files: dict[str, Path | str | bytes] = {DENSE_FILE.format(i): d.to_bytes() for i, d in enumerate(dense or [])}
     if p.flavour == "fused":
-        files = {**engine_files, "model.py": shim(SHIMS["fused"]), "tokenizer.json": tokenizer_json, f"warmup/{WARMUP_TEXT_FILE}": WARMUP_TEXT}
+        files = {**engine_files, **head_files, "model.py": shim(SHIMS["fused"]), "tokenizer.json": tokenizer_json,
+                 f"warmup/{WARMUP_TEXT_FILE}": WARMUP_TEXT}
         write_model(repo, fused_config(p), files)
         return {"pipeline": asdict(p)}
     model_files: dict[str, Path | str | bytes] = {**engine_files, f"warmup/ones_{WARMUP_TOKENS}": ones}
@@ -277,6 +295,6 @@ def write_encoder_pipeline(repo: Path, p: EncoderPipeline, onnx_model: Path | No
         model_files |= {f"warmup/ones_{n}": np.ones(n, dtype=np.int64).tobytes() for n in length_buckets(p.max_length, NATIVE_PAD_MULTIPLE)}
     write_model(repo, tokenizer_config(p), {"model.py": shim(SHIMS["tokenizer"]), "tokenizer.json": tokenizer_json})
     write_model(repo, model_config(p), model_files)
-    write_model(repo, postprocess_config(p), {"model.py": shim(SHIMS[p.task])})
+    write_model(repo, postprocess_config(p), {"model.py": shim(SHIMS[p.task]), **(head_files if p.task == "embedding" else {})})
     write_model(repo, ensemble_config(p))
     return {"pipeline": asdict(p)}

@@ -14,9 +14,12 @@ from typing import Callable
 from tritonize.converters.base import Conversion, ParityError
 from tritonize.converters.checkpoints import resolve, served_name
 from tritonize.converters.device import Placement, save_weights
+from tritonize.converters.encoders.architectures import check_architecture
 from tritonize.converters.encoders.bert import (
-    FP32_TOLERANCE, TASKS, ConversionReport, compare, max_sequence_length, torch_reference, validation_batches,
+    FP32_TOLERANCE, TASKS, ConversionReport, compare, max_sequence_length, read_embedding, torch_reference, validation_batches,
 )
+from tritonize.converters.encoders.st_modules import with_prompt_length
+from tritonize.converters.encoders.st_parity import check as check_embedding_parity, sentence_transformers_parity
 from tritonize.converters.encoders.repository import encoder_pipeline, write_encoder_pipeline
 from tritonize.converters.repository import Batching
 
@@ -46,13 +49,16 @@ class BertWeightsConversion(Conversion[TorchConversionReport]):
         """No export: the checkpoint's weights, stored as the step loads them."""
         from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+        self.modules, source = read_embedding(self.model, self.source, self.task)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
         if not self.tokenizer.is_fast:
             raise ValueError(f"{self.model} has no fast tokenizer (tokenizer.json); the served tokenizer needs one")
-        self.config = AutoConfig.from_pretrained(self.source)
-        self.max_length = max_sequence_length(self.tokenizer, self.config, self.source)
+        self.config = AutoConfig.from_pretrained(source)
+        check_architecture(self.config, self.task)
+        self.modules = with_prompt_length(self.modules, self.tokenizer)
+        self.max_length = min(max_sequence_length(self.tokenizer, self.config, source), self.modules.max_seq_length or 1 << 30)
         cls = AutoModel if self.task == "embedding" else AutoModelForSequenceClassification
-        self.reference = cls.from_pretrained(self.source).eval()
+        self.reference = cls.from_pretrained(source).eval()
         self.tmp = tmp
         self.log(f"{self.name}: storing {self.model} for the PyTorch engine ({self.placement.device}, {self.placement.dtype})")
         self.weights = save_weights(self.reference, self.tokenizer, tmp / "torch")
@@ -68,19 +74,32 @@ class BertWeightsConversion(Conversion[TorchConversionReport]):
         self.log(f"{self.name}: stored weights vs PyTorch: max abs error {self.err:.2e} (tolerance {self.tolerance:.0e})")
         if not self.err <= self.tolerance:
             raise ParityError(f"{self.name}: the stored weights give outputs {self.err:.3e} away from PyTorch > tolerance {self.tolerance:.0e}")
+        self.st_parity = None
+        if self.task == "embedding":
+            self.log(f"{self.name}: embedding: {self.modules.describe()}")
+        if self.task == "embedding" and self.modules.sentence_transformers:  # the stored model's hidden states + the served head
+            hidden = lambda texts: torch_reference(self.stored, self.tokenizer, texts, "embedding", self.max_length)
+            self.st_parity = sentence_transformers_parity(self.source, hidden, self.modules, validation_batches(self.max_length), self.log, self.name)
+            if self.st_parity is not None:
+                self.log(f"{self.name}: served embeddings vs SentenceTransformer.encode: min cosine {self.st_parity.min_cosine:.7f}, "
+                         f"max relative norm error {self.st_parity.max_norm_error:.1e}")
+                check_embedding_parity(self.st_parity, self.name)
 
     def report(self) -> TorchConversionReport:
         return TorchConversionReport(
             name=self.name, task=self.task, source=str(self.model), repository=str(self.repository), reused=False, max_abs_error=self.err,
             tolerance=self.tolerance, optimized=False, quantized=False, seconds=self.seconds(), device=self.placement.device or "cpu",
-            dtype=self.placement.dtype,
+            dtype=self.placement.dtype, embedding=self.modules.describe() if self.task == "embedding" else "",
+            st_min_cosine=self.st_parity.min_cosine if self.st_parity else None,
+            st_max_norm_error=self.st_parity.max_norm_error if self.st_parity else None,
         )
 
     def write(self, report: TorchConversionReport) -> dict:
         self.tokenizer.backend_tokenizer.save(str(self.tmp / "tokenizer.json"))
         pipeline = encoder_pipeline(self.name, self.task, self.config, self.tokenizer, self.max_length, self.batching,
-                                    device=self.placement.device, dtype=self.placement.dtype, flavour="python")
-        return write_encoder_pipeline(self.repository, pipeline, None, self.tmp / "tokenizer.json", weights=self.weights)
+                                    device=self.placement.device, dtype=self.placement.dtype, flavour="python", modules=self.modules)
+        return write_encoder_pipeline(self.repository, pipeline, None, self.tmp / "tokenizer.json", weights=self.weights,
+                                      dense=self.modules.dense)
 
     def written(self, report: TorchConversionReport) -> str:
         return f"{self.name}: wrote {self.repository / self.name} and its steps (PyTorch engine) in {report.seconds:.0f} s"

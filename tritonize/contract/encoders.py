@@ -6,12 +6,15 @@ as the converter writes them on each step (or all of them on the fused step) and
 - `Tokenizing` (tokenizer step, fused step): truncation, text size, padding;
 - `EngineStep` (model step): the graph output it runs and the tensor it returns;
 - `Buckets` (model step, fused step): how one execution's rows are cut into length buckets;
-- `Pooling` (embedding postprocess, fused step).
+- `Pooling` (embedding postprocess, fused step): the checkpoint's own embedding after the encoder
+  (pooling modes, Dense layers, Normalize; see converters/encoders/st_modules.py);
+- `Prompts` (ensemble, tokenizer step, fused step; also read by the client): the checkpoint's prompts,
+  the default one the tokenizer prepends, and the similarity function the vectors are meant for.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tritonize.contract.fields import Parameters, at_least
 
@@ -80,6 +83,47 @@ class Buckets(Parameters):
         at_least(self, 0, "pad_token_id", "min_padding_tokens", "intra_op_threads")
 
 
+# sentence-transformers' pooling modes; several are concatenated in the order given.
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+DENSE_ACTIVATIONS = ("identity", "tanh", "relu", "sigmoid")  # what the served numpy Dense computes
+DENSE_FILE = "dense_{}.npz"  # layer i's weight [out, in] and bias [out], beside the step that pools
+SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
+
+
 @dataclass(frozen=True)
 class Pooling(Parameters):
-    normalize: bool = True  # L2-normalise the mean-pooled embedding
+    """The embedding after the encoder: pool (modes concatenated) -> Dense layers -> L2-normalise.
+    The default is a plain transformers checkpoint's: mean pooling and normalise."""
+
+    normalize: bool = True  # the checkpoint's Normalize module (dot-product models have none)
+    modes: tuple[str, ...] = ("mean",)
+    include_prompt: bool = True  # false: the default prompt's tokens are left out of the pooling
+    prompt_length: int = 0  # tokens of the default prompt (its trailing special token excluded)
+    dense: tuple[str, ...] = ()  # each Dense layer's activation, in order; weights in DENSE_FILE
+
+    def __post_init__(self) -> None:
+        if not self.modes or any(m not in POOLING_MODES for m in self.modes):
+            raise ValueError(f"modes must be one or more of {', '.join(POOLING_MODES)}, got {self.modes!r}")
+        if any(a not in DENSE_ACTIVATIONS for a in self.dense):
+            raise ValueError(f"dense activations must be among {', '.join(DENSE_ACTIVATIONS)}, got {self.dense!r}")
+        at_least(self, 0, "prompt_length")
+
+
+@dataclass(frozen=True)
+class Prompts(Parameters):
+    """config_sentence_transformers.json: named prompts, the one prepended to every text by default
+    (None: no prompt) and the similarity function the model was trained for."""
+
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    similarity_fn_name: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
+            raise ValueError(f"default_prompt_name {self.default_prompt_name!r} is not one of the prompts: {sorted(self.prompts)}")
+        if self.similarity_fn_name not in SIMILARITY_FUNCTIONS:
+            raise ValueError(f"similarity_fn_name must be one of {', '.join(SIMILARITY_FUNCTIONS)}, got {self.similarity_fn_name!r}")
+
+    @property
+    def default_prompt(self) -> str:
+        return self.prompts[self.default_prompt_name] if self.default_prompt_name is not None else ""

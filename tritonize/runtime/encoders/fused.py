@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonize.contract.encoders import GRAPH_OUTPUT, Pooling, Served, Tokenizing
+from tritonize.contract.encoders import GRAPH_OUTPUT, Prompts, Served, Tokenizing
 from tritonize.runtime.encoders.encoder import BucketRunner, Rows
-from tritonize.runtime.encoders.postprocess import classification_outputs, embedding_outputs, label_array
+from tritonize.runtime.encoders.postprocess import classification_outputs, embedding_outputs, label_array, load_head
 from tritonize.runtime.encoders.tokenizer import load_tokenizer
 from tritonize.runtime.text_inputs import decode_texts
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
@@ -30,13 +30,15 @@ class FusedEncoderStep:
         self.max_text_bytes = tokenizing.max_text_bytes
         self.tokenizer = load_tokenizer(Path(model_dir(args)) / "tokenizer.json", tokenizing.max_length)
         self.runner = BucketRunner(args, p, GRAPH_OUTPUT[self.task])
-        self.normalize = Pooling.from_params(p).normalize
+        self.head = load_head(args, p) if self.task == "embedding" else None
+        self.prompt = Prompts.from_params(p).default_prompt  # prepended to every text, as sentence-transformers does
         self.labels = label_array(p) if self.task == "classification" else None
         self.truncated = Counter("tritonize_truncated_texts_total", "Texts cut to the model's maximum length", {"model": args["model_name"]})
 
     def postprocess(self, out: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         if self.task == "embedding":
-            return embedding_outputs(out, mask, self.normalize)
+            assert self.head is not None
+            return embedding_outputs(out, mask, self.head)
         return classification_outputs(out, self.labels)
 
     def execute(self, requests):
@@ -50,7 +52,7 @@ class FusedEncoderStep:
                 responses[i] = error_response(e)
                 continue
             batch.append((i, len(mine)))
-            texts.extend(mine)
+            texts.extend(self.prompt + t for t in mine)
         if not batch:
             return responses
         encodings = self.tokenizer.encode_batch(texts)

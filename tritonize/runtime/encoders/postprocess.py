@@ -1,20 +1,27 @@
-"""Postprocess: pooling for embeddings, softmax and label names for classification. The functions
-serve both the ensemble's postprocess step and the fused step (`fused.py`)."""
+"""Postprocess: the checkpoint's embedding head (pooling, Dense, Normalize) for embeddings, softmax and
+label names for classification. The functions serve both the ensemble's postprocess step and the fused
+step (`fused.py`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from tritonize.contract.encoders import Labels, Pooling
-from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
-from tritonize.runtime.triton import InputError, error_response, input_array, parameters, response
+from tritonize.runtime.encoders.embedding_head import EmbeddingHead
+from tritonize.runtime.pooling import softmax
+from tritonize.runtime.triton import InputError, error_response, input_array, model_dir, parameters, response
 
 
-def embedding_outputs(token_embeddings: np.ndarray, mask: np.ndarray, normalize: bool) -> dict[str, np.ndarray]:
-    pooled = mean_pool(token_embeddings, mask)
+def embedding_outputs(token_embeddings: np.ndarray, mask: np.ndarray, head: EmbeddingHead) -> dict[str, np.ndarray]:
     # TOKEN_COUNT: the tokens each row really had (after truncation), for usage accounting.
-    return {"EMBEDDING": (l2_normalize(pooled) if normalize else pooled).astype(np.float32),
-            "TOKEN_COUNT": mask.sum(axis=1, keepdims=True).astype(np.int64)}
+    return {"EMBEDDING": head(token_embeddings, mask), "TOKEN_COUNT": mask.sum(axis=1, keepdims=True).astype(np.int64)}
+
+
+def load_head(args: dict, params: dict[str, str]) -> EmbeddingHead:
+    """The step's embedding head: its Pooling parameters and the Dense files in its own folder."""
+    return EmbeddingHead.load(Pooling.from_params(params), Path(model_dir(args)))
 
 
 def classification_outputs(logits: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -42,10 +49,10 @@ class _PerRequest:
 
 class EmbeddingPostprocess(_PerRequest):
     def initialize(self, args: dict) -> None:
-        self.normalize = Pooling.from_params(parameters(args)).normalize
+        self.head = load_head(args, parameters(args))
 
     def process(self, request) -> dict[str, np.ndarray]:
-        return embedding_outputs(input_array(request, "TOKEN_EMBEDDINGS"), input_array(request, "ATTENTION_MASK"), self.normalize)
+        return embedding_outputs(input_array(request, "TOKEN_EMBEDDINGS"), input_array(request, "ATTENTION_MASK"), self.head)
 
 
 class ClassificationPostprocess(_PerRequest):

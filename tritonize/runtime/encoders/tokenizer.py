@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from tritonize.contract.encoders import Tokenizing
+from tritonize.contract.encoders import Prompts, Tokenizing
 from tritonize.runtime.text_inputs import decode_texts, pad_rows
 from tritonize.runtime.triton import Counter, InputError, error_response, input_array, model_dir, parameters, response
 
@@ -27,7 +27,9 @@ def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
 
 class TokenizerStep:
     def initialize(self, args: dict) -> None:
-        c = Tokenizing.from_params(parameters(args))
+        p = parameters(args)
+        c = Tokenizing.from_params(p)
+        self.prompt = Prompts.from_params(p).default_prompt  # prepended to every text, as sentence-transformers does
         self.max_length, self.max_text_bytes, self.pad_id = c.max_length, c.max_text_bytes, c.pad_token_id
         self.pad_multiple, self.token_type_ids = c.pad_to_multiple_of, c.emit_token_type_ids
         self.tokenizer = load_tokenizer(Path(model_dir(args)) / "tokenizer.json", self.max_length)
@@ -44,7 +46,7 @@ class TokenizerStep:
             except InputError as e:
                 responses[i] = error_response(e)
         if batch:
-            encodings = self.tokenizer.encode_batch([t for _, texts in batch for t in texts])
+            encodings = self.tokenizer.encode_batch([self.prompt + t for _, texts in batch for t in texts])
             self.truncated.add(sum(1 for e in encodings if e.overflowing))
             start = 0
             for i, texts in batch:

@@ -1,0 +1,147 @@
+"""Sentence-transformers checkpoints served as the checkpoint says (pooling, Dense, Normalize, prompts),
+and the architectures people deploy (XLM-RoBERTa, MPNet embedders; DeBERTa-v2, ELECTRA classifiers):
+each tiny checkpoint through convert -> one real tritonserver -> Client, against the reference users
+compare with (SentenceTransformer.encode, or the transformers classifier's logits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.tiny_encoders import (
+    SentenceVariant, build_bert, build_deberta_v2_classifier, build_electra_classifier, build_mpnet, build_sentence_model, build_xlm_roberta,
+)
+
+MIN_COSINE = 0.99999  # served vs SentenceTransformer.encode, per text
+NORM_TOLERANCE = 1e-4  # relative, per text
+LOGIT_TOLERANCE = 1e-4  # max abs, served vs transformers
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+# Every pooling mode; Dense (one and two layers, four activations) and none; Normalize and none; both file formats.
+VARIANTS = [
+    SentenceVariant("st-cls-dense-norm", ("cls",), dense=((16, "tanh"),), similarity="cosine"),  # LaBSE's shape
+    SentenceVariant("st-mean-dot", ("mean",), normalize=False, legacy=True, similarity="dot"),  # msmarco -dot: un-normalised
+    SentenceVariant("st-max-2dense", ("max",), dense=((24, "identity"), (16, "relu")), normalize=False, legacy=True),
+    SentenceVariant("st-sqrt-len", ("mean_sqrt_len_tokens",), normalize=False),
+    SentenceVariant("st-weightedmean-dense", ("weightedmean",), dense=((20, "sigmoid"),), legacy=True),
+    SentenceVariant("st-lasttoken", ("lasttoken",), prompts=PROMPTS),
+    SentenceVariant("st-legacy-cls-norm", ("cls",), legacy=True),  # BGE's shape in the 2.x files
+    SentenceVariant("st-cls-mean-prompt", ("cls", "mean"), prompts=PROMPTS, default_prompt_name="query", include_prompt=False),
+    SentenceVariant("st-xlmr", ("mean",), prompts=PROMPTS, base="xlm-roberta"),  # multilingual E5's shape
+    SentenceVariant("st-mpnet", ("mean",), legacy=True, base="mpnet"),  # all-mpnet-base-v2's shape
+]
+PYTHON_FLAVOUR = "st-cls-dense-norm-python"  # the three-step ensemble: Dense files in the postprocess step
+CLASSIFIERS = {"deberta-v2-cls": build_deberta_v2_classifier, "electra-cls": build_electra_classifier}
+BASES = {"bert": build_bert, "xlm-roberta": build_xlm_roberta, "mpnet": build_mpnet}
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello",
+    "triton serves models with dynamic batching and ensembles",
+    "",
+    "numbers like 42 and 3.14 and punctuation ! ? , .",
+    "sentences of different lengths are grouped into buckets " * 12,  # past every model's limit: truncated
+]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Every tiny checkpoint converted into one repository, served by one tritonserver."""
+    from tritonize.converters.encoders.bert import convert_bert
+    from tritonize.converters.repository import Batching
+    from tritonize.server import ServerConfig, TritonServer
+
+    work, repo = tmp_path_factory.mktemp("st-checkpoints"), tmp_path_factory.mktemp("st-repository")
+    batching = Batching(max_batch_size=16, intra_op_threads=1)
+    bases = {name: build(work / name) for name, build in BASES.items()}
+    checkpoints, reports = {}, {}
+    for v in VARIANTS:
+        checkpoints[v.name] = build_sentence_model(v, bases[v.base], work / v.name)
+        reports[v.name] = convert_bert(str(checkpoints[v.name]), "embedding", repo, v.name, batching=batching, log=lambda m: None)
+    reports[PYTHON_FLAVOUR] = convert_bert(str(checkpoints["st-cls-dense-norm"]), "embedding", repo, PYTHON_FLAVOUR, batching=batching,
+                                           flavour="python", log=lambda m: None)
+    checkpoints[PYTHON_FLAVOUR] = checkpoints["st-cls-dense-norm"]
+    for name, build in CLASSIFIERS.items():
+        checkpoints[name] = build(work / name)
+        reports[name] = convert_bert(str(checkpoints[name]), "classification", repo, name, batching=batching, log=lambda m: None)
+    config = ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0, log_file=tmp_path_factory.mktemp("st-logs") / "tritonserver.log")
+    with TritonServer(config) as server:
+        yield server, checkpoints, reports
+
+
+@pytest.fixture(scope="module")
+def clients(served):
+    from tritonize.client import Client
+
+    server = served[0]
+    with Client(server.grpc_url, "grpc") as g, Client(server.http_url, "http") as h:
+        yield {"grpc": g, "http": h}
+
+
+def encode(checkpoint) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(checkpoint), device="cpu").encode(TEXTS, convert_to_numpy=True)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("name", [v.name for v in VARIANTS] + [PYTHON_FLAVOUR])
+def test_served_embeddings_match_sentence_transformers_encode(served, clients, name, protocol):
+    _, checkpoints, reports = served
+    reference = encode(checkpoints[name])
+    # A degenerate random model (one vector for every text) would make the comparison vacuous.
+    assert cosines(reference[:1].repeat(len(TEXTS), 0), reference)[1:].min() < 0.999
+    vectors = clients[protocol].embed(TEXTS, model=name)
+    assert vectors.shape == reference.shape and vectors.dtype == np.float32
+    assert cosines(vectors, reference).min() >= MIN_COSINE
+    norms, ref_norms = np.linalg.norm(vectors, axis=1), np.linalg.norm(reference, axis=1)
+    assert (np.abs(norms - ref_norms) / ref_norms).max() <= NORM_TOLERANCE
+    report = reports[name]  # the converter measured the same against encode
+    assert report.st_min_cosine >= MIN_COSINE and report.st_max_norm_error <= NORM_TOLERANCE
+
+
+def test_the_checkpoints_files_decide_the_embedding(served, clients):
+    """What differs between the checkpoints shows in what is served: widths from Dense, norms from Normalize."""
+    _, _, reports = served
+    e = {v.name: clients["grpc"].embed(TEXTS, model=v.name) for v in VARIANTS}
+    assert e["st-cls-dense-norm"].shape[1] == 16 and e["st-weightedmean-dense"].shape[1] == 20 and e["st-cls-mean-prompt"].shape[1] == 64
+    assert np.abs(np.linalg.norm(e["st-mean-dot"], axis=1) - 1).max() > 0.1  # a dot-product model is served un-normalised
+    np.testing.assert_allclose(np.linalg.norm(e["st-legacy-cls-norm"], axis=1), 1.0, atol=1e-5)
+    # Same encoder weights (seed 0), another pooling: other vectors.
+    assert cosines(e["st-legacy-cls-norm"], e["st-sqrt-len"]).min() < 0.99
+    assert "cls + mean pooling (prompt excluded)" in reports["st-cls-mean-prompt"].embedding
+    assert "Dense 32->24 identity -> Dense 24->16 relu -> no Normalize" in reports["st-max-2dense"].embedding
+
+
+def test_the_default_prompt_is_prepended_and_left_out_of_the_pooling(served, clients):
+    """st-cls-mean-prompt has default prompt 'query: ' and include_prompt false: the served vectors are
+    encode's with that prompt, not the raw text's."""
+    from sentence_transformers import SentenceTransformer
+
+    _, checkpoints, _ = served
+    st = SentenceTransformer(str(checkpoints["st-cls-mean-prompt"]), device="cpu")
+    served_vectors = clients["grpc"].embed(TEXTS[:3], model="st-cls-mean-prompt")
+    with_prompt = st.encode(TEXTS[:3], prompt_name="query")
+    without = st.encode(TEXTS[:3], prompt="")
+    assert cosines(served_vectors, with_prompt).min() >= MIN_COSINE
+    assert cosines(served_vectors, without).min() < 0.999
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_served_classifier_logits_match_transformers(served, clients, name):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _, checkpoints, reports = served
+    path = checkpoints[name]
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.inference_mode():
+        reference = model(**tok(TEXTS, padding=True, truncation=True, return_tensors="pt")).logits.numpy()
+    assert np.ptp(reference, axis=0).max() > 0.1  # logits vary with the input
+    for protocol in ("grpc", "http"):
+        served_logits = np.stack([p.logits for p in clients[protocol].classify(TEXTS, model=name)])
+        assert np.abs(served_logits - reference).max() <= LOGIT_TOLERANCE
+    assert reports[name].max_abs_error <= LOGIT_TOLERANCE
