@@ -3,9 +3,11 @@ Dense layers, Normalize, as sentence-transformers computes them (`contract.encod
 served postprocess and fused steps, the chatbot's FAQ embedding and the converter's parity check all
 run this one class, so parity measures what is served.
 
-Dense runs here and not in the exported graph: it acts on one pooled vector per text, a [rows, d] x
-[d, out] product that costs microseconds next to the encoder (benchmarks/investigations/dense_placement.py),
-and the graph stays the plain transformers export every flavour and engine shares.
+Dense runs here and not in the exported graph. Measured (benchmarks/investigations/dense_placement.py,
+BERT-base size, LaBSE's CLS -> Dense 768->768 tanh -> Normalize, 8 texts x 32 tokens, 2 shared cores,
+2026-12-06): the numpy head 0.47 ms, the same head as an ONNX Runtime graph 0.19 ms, the encoder 811 ms.
+In the graph would save 0.3 ms of 811 (0.03%); here the exported graph stays the plain transformers
+export that every flavour and engine (TensorRT, PyTorch) shares, and one head serves them all.
 """
 
 from __future__ import annotations
