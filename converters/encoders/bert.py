@@ -243,10 +243,13 @@ class BertConversion(Conversion[ConversionReport]):
         self.max_length = min(max_sequence_length(self.tokenizer, self.config, source), self.modules.max_seq_length or 1 << 30)
         self.tmp = tmp
         self.log(f"{name}: exporting {self.model} to ONNX ({TASKS[self.task]}, dynamic batch and sequence)")
-        try:
-            main_export(source, tmp / "export", task=TASKS[self.task], library_name="transformers", do_validation=False)
-        except Exception as e:  # an architecture Optimum cannot export: refused with its reason
-            raise UnsupportedArchitecture(f"{name}: Optimum cannot export model_type {self.config.model_type!r} for {self.task}: {e}") from e
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        try:  # Optimum's default cache ignores HF_HUB_CACHE (it reads HUGGINGFACE_HUB_CACHE): pass the one transformers uses
+            main_export(source, tmp / "export", task=TASKS[self.task], library_name="transformers", do_validation=False, cache_dir=HF_HUB_CACHE)
+        except Exception as e:  # e.g. an architecture Optimum cannot export: refused with its reason
+            raise UnsupportedArchitecture(f"{name}: Optimum could not export {self.model} (model_type {self.config.model_type!r}) "
+                                          f"for {self.task}: {e}") from e
         self.onnx_path = tmp / "export" / "model.onnx"
         self.optimized = False
         if self.optimize:

@@ -145,3 +145,30 @@ def test_served_classifier_logits_match_transformers(served, clients, name):
         served_logits = np.stack([p.logits for p in clients[protocol].classify(TEXTS, model=name)])
         assert np.abs(served_logits - reference).max() <= LOGIT_TOLERANCE
     assert reports[name].max_abs_error <= LOGIT_TOLERANCE
+
+
+def test_a_hub_id_is_read_from_the_hub_cache_through_the_real_loaders(tmp_path):
+    """`tritonize convert bert -m org/name` with the checkpoint in the Hugging Face cache and the network
+    off: the sentence-transformers files are found through huggingface_hub, as online."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.tiny_encoders import SentenceVariant, build_bert, build_sentence_model
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    model_dir = tmp_path / "cache" / "models--tiny-org--st-cls-dense"
+    checkpoint = build_sentence_model(SentenceVariant("st", ("cls",), dense=((16, "tanh"),)), build_bert(tmp_path / "base"), tmp_path / "st")
+    shutil.copytree(checkpoint, model_dir / "snapshots" / revision)
+    (model_dir / "refs").mkdir()
+    (model_dir / "refs" / "main").write_text(revision)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "tritonize", "convert", "bert", "-m", "tiny-org/st-cls-dense", "-r", str(tmp_path / "repo"),
+                          "--name", "hub-st"], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads((tmp_path / "repo" / "hub-st" / "tritonize.json").read_text())["report"]
+    assert report["embedding"].startswith("sentence-transformers: cls pooling -> Dense 32->16 tanh -> Normalize")
+    assert report["st_min_cosine"] >= MIN_COSINE and report["st_max_norm_error"] <= NORM_TOLERANCE
+    assert "min cosine" in out.stdout  # the figure is in the conversion's log
