@@ -22,6 +22,35 @@ def _ints(text: str, option: str = "--users", low: int = 1) -> list[int]:
     return whole_numbers(option, text, low)
 
 
+def _rates(text: str | None) -> list[float]:
+    """--rates: offered request rates (open loop), e.g. 50,100,200; empty: closed-loop --users levels."""
+    from tritonize.planner.inputs import InputError
+
+    if not text:
+        return []
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--rates {text!r}: give comma-separated request rates > 0 (req/s), e.g. --rates 50,100,200") from None
+    if not rates or min(rates) <= 0:
+        raise InputError(f"--rates {text!r}: give comma-separated request rates > 0 (req/s), e.g. --rates 50,100,200")
+    return sorted(rates)
+
+
+def _arrival(text: str) -> str:
+    from tritonize.planner.inputs import InputError
+    from tritonize.planner.load import ARRIVALS
+
+    if text not in ARRIVALS:
+        raise InputError(f"--arrival {text!r}: choose one of {', '.join(ARRIVALS)}")
+    return text
+
+
+RATES_HELP = ("Open loop: offered request rates (req/s), comma-separated, instead of --users: requests are sent on "
+              "schedule whether or not earlier ones returned, latency counts from the scheduled time.")
+ARRIVAL_HELP = "With --rates: poisson (exponential gaps) or constant (even gaps)."
+
+
 def refusing(command):
     """The command with every InputError (a bad option, file or server) as one red line and exit 1."""
     import functools
@@ -67,19 +96,27 @@ class Attached:
 
 
 def _print_points(results) -> None:
+    from tritonize.planner.report import LEVEL_COLUMNS, level_cells
+
     t = Table(title="load levels")
-    for c in ("system", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures", "avg batch"):
+    for c in LEVEL_COLUMNS:
         t.add_column(c)
     for p in results.points:
-        t.add_row(p.system, str(p.users), f"{p.rps:.1f}", f"{p.p50_ms:.0f}", f"{p.p95_ms:.0f}", f"{p.p99_ms:.0f}",
-                  str(p.failures), f"{p.avg_batch:.1f}" if p.avg_batch else "")
-    console.print(t)
+        t.add_row(*level_cells(p))
+    width = console.width
+    console.width = max(width, 170)  # every column, also in a log file or a narrow terminal
+    try:
+        console.print(t)
+    finally:
+        console.width = width
 
 
 def bench(
     scenario: str = typer.Option("embed-mix", help="Scenario name (tritonize/planner/scenarios) or JSON file."),
     model: str = typer.Option(None, help="Served pipeline (default: the scenario's)."),
     users: str = typer.Option("1,4,16", help="Load levels: concurrent Locust users, comma-separated (a step load)."),
+    rates: str = typer.Option(None, help=RATES_HELP),
+    arrival: str = typer.Option("poisson", help=ARRIVAL_HELP),
     seconds: float = typer.Option(10, help="Seconds per load level."),
     repository: Path = Repository,
     url: str = typer.Option(None, help="Attach to a running server (gRPC/HTTP host:port) instead of starting one."),
@@ -102,6 +139,9 @@ def bench(
     sc = inputs.scenario(scenario)
     sc.model = model or sc.model
     levels = _ints(users)
+    offered, arrival = _rates(rates), _arrival(arrival)
+    if offered and (via == "openai" or protocol not in ("grpc", "http")):
+        raise inputs.InputError("--rates (open loop) drives Triton over grpc or http; --via openai runs closed-loop --users")
     inputs.at_least("--seconds", seconds, 1)
     inputs.at_least("--processes", processes, 1)
     if url:  # before any load: the server answers and serves the model (perf_analyzer's first step)
@@ -118,19 +158,22 @@ def bench(
         system = ViaGateway(system, cpus=server_cpus)  # the gateway shares the server's cores
         protocol = "openai"
     setup = {"scenario": sc.name, "seconds per level": seconds, "protocol": protocol, "locust processes": processes,
-             "pinning": f"server cores {server_cpus}, Locust cores {locust_cpus}" if pin else "none"}
-    results = sweep([system], sc, levels, seconds, out, locust_cpus, processes, setup, protocol=protocol)
+             "pinning": f"server cores {server_cpus}, Locust cores {locust_cpus}" if pin else "none",
+             **({"offered rates (open loop)": rates, "arrival": arrival} if offered else {})}
+    results = sweep([system], sc, levels, seconds, out, locust_cpus, processes, setup, protocol=protocol,
+                    rates=offered or None, arrival=arrival)
     results.save(out / "results.json")
     _print_points(results)
     for run in results.runs:
+        level = f"{run['offered_rps']:g}/s" if run.get("offered_rps") else f"{run['users']:>3}u"
         for name, s in run["triton"].items():
-            console.print(f"  {run['users']:>3}u {name}: queue {s['queue_ms']:.2f} ms, compute {s['compute_infer_ms']:.2f} ms, "
+            console.print(f"  {level} {name}: queue {s['queue_ms']:.2f} ms, compute {s['compute_infer_ms']:.2f} ms, "
                           f"avg batch {s['avg_batch']:.2f}, executions {s['executions']}")
         pad = run["padding"]
         for key in (k for k in pad if k.startswith("tritonize_tokens_real_total")):
             computed = pad.get(key.replace("real", "computed"), 0)
             if pad[key]:
-                console.print(f"  {run['users']:>3}u padding {key.split('{')[1][:-1]}: tokens computed / real = {computed / pad[key]:.2f}")
+                console.print(f"  {level} padding {key.split('{')[1][:-1]}: tokens computed / real = {computed / pad[key]:.2f}")
     page = write_report(results, out, None, None, 95)
     console.print(f"report: {page} (Locust CSV/HTML in {out / 'locust'})")
     failed = inputs.all_failed(results.runs)

@@ -25,9 +25,59 @@ class Point:
     requests: int = 0
     failures: int = 0
     avg_batch: float | None = None
+    offered_rps: float | None = None  # open loop: the rate offered (None: closed loop, `users` users)
+    scheduled: int = 0  # open loop: sends scheduled in the level
+    late: int = 0  # open loop: sends that left more than 10 ms late (the load generator fell behind)
+    queue_ms: float | None = None  # Triton's statistics, the engine step: mean queue and compute per request
+    compute_ms: float | None = None
+    padding: float | None = None  # tokens computed / real tokens (tritonize_* counters), where reported
 
     def latency(self, percentile: int) -> float:
         return getattr(self, f"p{percentile}_ms")
+
+    @property
+    def completed(self) -> float | None:
+        """Open loop: the share of scheduled sends that succeeded within the level (achieved / offered)."""
+        return (self.requests - self.failures) / self.scheduled if self.scheduled else None
+
+    def meets(self, slo_ms: float, percentile: int) -> bool:
+        """Within the SLO, no failures, and (open loop) achieved >= ACHIEVED x offered."""
+        ok = self.latency(percentile) <= slo_ms and self.failures == 0
+        if self.offered_rps:
+            ok = ok and (self.completed or 0.0) >= ACHIEVED
+        return ok
+
+
+ACHIEVED = 0.98  # an open-loop level keeps up when this share of its scheduled sends succeeded
+
+
+def rate_capacity(points: list[Point], slo_ms: float, percentile: int = 95) -> tuple[float, bool]:
+    """Open loop: (the highest offered rate that meets the SLO below the lowest offered rate that
+    misses it, whether any rate missed). A level that passes above a miss is noise, not capacity. With
+    no miss the capacity is a lower bound ("at least X req/s, SLO not reached")."""
+    pts = sorted((p for p in points if p.offered_rps), key=lambda p: p.offered_rps or 0)
+    misses = [p.offered_rps or 0 for p in pts if not p.meets(slo_ms, percentile)]
+    ceiling = min(misses) if misses else float("inf")
+    passing = [p.offered_rps or 0 for p in pts if p.meets(slo_ms, percentile) and (p.offered_rps or 0) < ceiling]
+    return (max(passing) if passing else 0.0), bool(misses)
+
+
+def next_rate(points: list[Point], slo_ms: float, percentile: int, resolution: float = 0.05, grow: float = 1.5) -> float | None:
+    """The next offered rate to measure in the search for capacity: half-way between the highest rate
+    that passed and the lowest that missed; above the highest rate if none missed; half the lowest if
+    none passed. None once the gap is within `resolution` of the missing rate."""
+    capacity, missed = rate_capacity(points, slo_ms, percentile)
+    rates = [p.offered_rps or 0 for p in points if p.offered_rps]
+    if not rates:
+        return None
+    if not missed:
+        return max(rates) * grow
+    low = min(p.offered_rps or 0 for p in points if p.offered_rps and not p.meets(slo_ms, percentile))
+    if capacity == 0:
+        return low / 2 if low / 2 >= 1 else None
+    if (low - capacity) <= resolution * low:
+        return None
+    return (capacity + low) / 2
 
 
 def monotone(values: list[float]) -> list[float]:
@@ -82,13 +132,24 @@ class Recommendation:
     max_rps: float
     replicas: int | None
     note: str = ""
+    slo_reached: dict[str, bool] = field(default_factory=dict)  # open loop: whether a measured rate missed the SLO
+    replica: dict | None = None  # what one replica is: cores, cpus, ort_threads, instances, device, memory_mib
+    repository: str | None = None  # the chosen configuration's servable repository
+    confirmed: dict | None = None  # `--confirm`: the recommendation measured again at its rate
+
+
+def system_capacity(points: list[Point], slo_ms: float, percentile: int) -> float:
+    """Open-loop points: the searched rate capacity; closed-loop points: the fitted throughput under the SLO."""
+    if any(p.offered_rps for p in points):
+        return rate_capacity(points, slo_ms, percentile)[0]
+    return max_throughput_under_slo(points, slo_ms, percentile)
 
 
 def recommend(points: list[Point], slo_ms: float, percentile: int, target_rps: float, headroom: float,
               candidates: list[str] | None = None) -> Recommendation:
     """The candidate with the highest capacity under the SLO, and replicas = ceil(target x (1+headroom) / capacity)."""
     systems = sorted({p.system for p in points})
-    capacity = {s: max_throughput_under_slo([p for p in points if p.system == s], slo_ms, percentile) for s in systems}
+    capacity = {s: system_capacity([p for p in points if p.system == s], slo_ms, percentile) for s in systems}
     pool = {s: c for s, c in capacity.items() if candidates is None or s in candidates}
     if not pool or max(pool.values()) <= 0:
         return Recommendation(slo_ms, percentile, target_rps, headroom, capacity, None, 0.0, None,
@@ -96,7 +157,13 @@ def recommend(points: list[Point], slo_ms: float, percentile: int, target_rps: f
     system = max(pool, key=pool.get)
     replicas = math.ceil(target_rps * (1 + headroom) / pool[system])
     note = f"{replicas} replica(s) of '{system}' serve {target_rps:g} req/s with {headroom:.0%} headroom at p{percentile} <= {slo_ms:g} ms"
-    return Recommendation(slo_ms, percentile, target_rps, headroom, capacity, system, pool[system], replicas, note)
+    open_loop = [p for p in points if p.system == system and p.offered_rps]
+    reached = {s: rate_capacity([p for p in points if p.system == s], slo_ms, percentile)[1] for s in systems
+               if any(p.offered_rps for p in points if p.system == s)}
+    if open_loop and not reached[system]:
+        note += f" (capacity at least {pool[system]:.1f} req/s per replica: the SLO was not reached)"
+    return Recommendation(slo_ms, percentile, target_rps, headroom, capacity, system, pool[system], replicas, note,
+                          slo_reached=reached)
 
 
 @dataclass
@@ -117,7 +184,8 @@ class PlanResults:
         path.write_text(json.dumps({**asdict(self)}, indent=2))
         csv = path.with_suffix(".csv")
         fields = list(Point.__dataclass_fields__)
-        csv.write_text("\n".join([",".join(fields)] + [",".join(f'"{getattr(p, f)}"' if f == "system" else str(getattr(p, f)) for f in fields) for p in self.points]) + "\n")
+        cell = lambda p, f: f'"{getattr(p, f)}"' if f == "system" else ("" if getattr(p, f) is None else str(getattr(p, f)))  # noqa: E731
+        csv.write_text("\n".join([",".join(fields)] + [",".join(cell(p, f) for f in fields) for p in self.points]) + "\n")
         return path
 
     @classmethod

@@ -2,8 +2,23 @@
 HTTP (`--via openai`), or the FastAPI baseline.
 
 Every call is recorded as a Locust request event: name = pipeline, response time, payload size,
-exception. Users are closed-loop (no wait): the offered load is the number of users. Clients are
-closed in `on_stop`, so every load run ends by itself (an open gRPC channel kept Locust from exiting).
+exception. By default users are closed-loop (no wait): the offered load is the number of users. With a
+rate (`rate = 100` on the class, or `--rate 100`) a Triton user is open-loop: it sends on a schedule
+(Poisson or constant gaps) whether or not earlier requests returned, each request in its own greenlet,
+and its latency counts from the scheduled send time, so a slow server cannot slow the arrivals (no
+coordinated omission). Clients are closed in `on_stop`, so every load run ends by itself.
+
+Your own locustfile (docs/performance.md, "Your own Locust file")::
+
+    from tritonize.planner.locust_users import TritonGrpcUser, attach_triton_stats
+
+    class Embed(TritonGrpcUser):
+        scenario = "embed-mix"  # a scenario name or JSON file; or `--scenario` on Locust's command line
+
+    attach_triton_stats("localhost:8000")  # Triton's queue/compute/batch beside Locust's CSV
+
+Importing this module sets gRPC up for gevent (`grpc.experimental.gevent.init_gevent()`), before any
+channel exists; without it Locust's users would run one call at a time.
 """
 
 from __future__ import annotations
@@ -11,19 +26,137 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import time
+from pathlib import Path
 
-import numpy as np
-from locust import FastHttpUser, User, constant, task
+import grpc.experimental.gevent as _grpc_gevent
 
-from tritonize.planner.scenarios import SCENARIO_ENV, Scenario
-from tritonize.client.types import TritonizeError
+_grpc_gevent.init_gevent()  # Locust runs on gevent: gRPC must cooperate with it (Locust's docs)
+
+import gevent  # noqa: E402
+import gevent.pool  # noqa: E402
+import numpy as np  # noqa: E402
+from locust import FastHttpUser, User, constant, events, task  # noqa: E402
+
+from tritonize.client.types import TritonizeError  # noqa: E402
+from tritonize.planner import triton_stats  # noqa: E402
+from tritonize.planner.scenarios import Scenario  # noqa: E402
+
+ARRIVALS = ("poisson", "constant")
+LATE_S = 0.010  # a send this far behind its schedule counts as late (the sender fell behind)
 
 
+@events.init_command_line_parser.add_listener
+def _arguments(parser) -> None:
+    group = parser.add_argument_group("tritonize")
+    group.add_argument("--scenario", default=None, help="tritonize scenario: a name (tritonize/planner/scenarios) or a JSON file")
+    group.add_argument("--rate", type=float, default=0.0, help="open loop: requests/s offered by all users together (0: closed loop)")
+    group.add_argument("--arrival", default="poisson", choices=ARRIVALS, help="open loop: gaps between sends")
+    group.add_argument("--triton-http", default=None, help="Triton's HTTP host:port: its statistics are written beside the CSV")
 
 
-def scenario() -> Scenario:
-    return Scenario.load(os.environ[SCENARIO_ENV])
+def _option(user, name: str):
+    options = getattr(user.environment, "parsed_options", None)
+    return getattr(options, name, None) if options is not None else None
+
+
+def scenario(user) -> Scenario:
+    """The user's scenario: Locust's `--scenario` if given, else the class attribute `scenario`."""
+    chosen = _option(user, "scenario") or getattr(user, "scenario", None)
+    if chosen is None:
+        raise SystemExit(f"{type(user).__name__}: no scenario; set `scenario = \"embed-mix\"` (a name or JSON file) on the class or pass --scenario")
+    return chosen if isinstance(chosen, Scenario) else Scenario.load(chosen)
+
+
+class _OpenLoopCounts:
+    """Sends scheduled and sends that left late, summed over this process's users (and the workers')."""
+
+    def __init__(self):
+        self.scheduled = self.late = 0
+        self.max_lag_ms = 0.0
+
+    def add(self, scheduled: int, late: int, max_lag_ms: float) -> None:
+        self.scheduled += scheduled
+        self.late += late
+        self.max_lag_ms = max(self.max_lag_ms, max_lag_ms)
+
+
+OPEN_LOOP = _OpenLoopCounts()
+
+
+@events.report_to_master.add_listener
+def _report(client_id, data) -> None:
+    data["tritonize_open_loop"] = vars(OPEN_LOOP).copy()
+    OPEN_LOOP.__init__()  # type: ignore[misc]
+
+
+@events.worker_report.add_listener
+def _collect(client_id, data) -> None:
+    if "tritonize_open_loop" in data:
+        OPEN_LOOP.add(**data["tritonize_open_loop"])
+
+
+@events.quitting.add_listener
+def _write_open_loop(environment, **_kw) -> None:
+    prefix = getattr(getattr(environment, "parsed_options", None), "csv_prefix", None)
+    if prefix and OPEN_LOOP.scheduled and not _is_worker(environment):
+        Path(f"{prefix}_open_loop.json").write_text(json.dumps(vars(OPEN_LOOP)))
+
+
+@events.quitting.add_listener
+def _final_stats_csv(environment, **_kw) -> None:
+    """Locust rewrites PREFIX_stats.csv once a second while it runs and not again at the end, so its
+    last second is missing from it (the HTML report has it): write it once more, with Locust's own
+    writer, from the final stats, so that the CSV, the HTML and what `bench` reads are one window."""
+    prefix = getattr(getattr(environment, "parsed_options", None), "csv_prefix", None)
+    if not prefix or _is_worker(environment) or environment.stats is None:
+        return
+    import csv
+
+    from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+
+    writer = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    with open(f"{prefix}_stats.csv", "w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(writer.requests_csv_columns)
+        writer._requests_data_rows(rows)
+
+
+def _is_worker(environment) -> bool:
+    from locust.runners import WorkerRunner
+
+    return isinstance(environment.runner, WorkerRunner)
+
+
+_TRITON: dict = {}  # attach_triton_stats: the URL, and the snapshot taken when the test started
+
+
+def attach_triton_stats(http_url: str) -> None:
+    """Attach Triton's own view of a Locust run (queue, compute, batch sizes per model): written beside
+    Locust's CSV as PREFIX_triton.json and PREFIX_triton.csv when the run ends (PREFIX: `--csv`, else
+    ./locust). Call it once in a locustfile, or pass `--triton-http HOST:PORT`. `http_url`: Triton's
+    HTTP host:port (statistics API)."""
+    _TRITON["url"] = http_url
+
+
+def _triton_url(environment) -> str | None:
+    return _TRITON.get("url") or getattr(getattr(environment, "parsed_options", None), "triton_http", None)
+
+
+@events.test_start.add_listener
+def _triton_before(environment, **_kw) -> None:
+    if _triton_url(environment) and not _is_worker(environment):
+        _TRITON["before"] = triton_stats.snapshot(_triton_url(environment))
+
+
+@events.test_stop.add_listener
+def _triton_after(environment, **_kw) -> None:
+    if "before" not in _TRITON or _is_worker(environment):
+        return
+    window = triton_stats.window(_TRITON.pop("before"), triton_stats.snapshot(_triton_url(environment)))
+    prefix = getattr(environment.parsed_options, "csv_prefix", None) or "locust"
+    triton_stats.write(window, Path(prefix))
 
 
 class _Rows:
@@ -53,31 +186,69 @@ class _Rows:
 
 
 class TritonUser(User):
+    """Calls one Triton pipeline. Class attributes (or Locust's `--scenario/--rate/--arrival`):
+    `scenario` (name or JSON file), `rate` (requests/s offered by all users together; 0 = closed loop)
+    and `arrival` (poisson | constant)."""
+
     abstract = True
     wait_time = constant(0)
     protocol = "grpc"
+    scenario: str | Scenario | None = None
+    rate: float = 0.0
+    arrival: str = "poisson"
 
     def on_start(self) -> None:
-        self.sc = scenario()
+        self.sc = scenario(self)
         self.rows = _Rows(self.sc)
+        self.rate = float(_option(self, "rate") or self.rate)
+        self.arrival = _option(self, "arrival") if _option(self, "rate") else self.arrival
+        if self.arrival not in ARRIVALS:
+            raise SystemExit(f"arrival must be one of {', '.join(ARRIVALS)}, not {self.arrival!r}")
         if self.protocol == "grpc":
             import tritonclient.grpc as mod
+
+            self.client = mod.InferenceServerClient(self.host)
         else:
             import tritonclient.http as mod
+
+            # open loop: as many connections as requests in flight, else sends queue for a connection
+            self.client = mod.InferenceServerClient(self.host, concurrency=256 if self.rate else 1)
         self.mod = mod
-        self.client = mod.InferenceServerClient(self.host)
         self.outputs = [mod.InferRequestedOutput(o) for o in self.sc.outputs]
+        self.sending = gevent.pool.Group()
 
     @task
     def call(self) -> None:
+        if self.rate > 0:
+            return self.open_loop()
+        self.send(time.perf_counter())
+
+    def open_loop(self) -> None:
+        """Send on schedule until the run stops: this user's share of `rate`, each request in its own
+        greenlet, its latency counted from the scheduled time. Sends that leave more than LATE_S behind
+        schedule are counted (PREFIX_open_loop.json) and keep their scheduled start."""
+        share = self.rate / max(int(_option(self, "num_users") or 1), 1)  # -u counts every process's users
+        rng = random.Random(self.sc.seed * 1009 + self.rows.position)
+        due = time.perf_counter()
+        while True:
+            due += rng.expovariate(share) if self.arrival == "poisson" else 1 / share
+            lag = time.perf_counter() - due
+            if lag < 0:
+                gevent.sleep(-lag)
+                lag = time.perf_counter() - due
+            OPEN_LOOP.add(1, int(lag > LATE_S), max(lag, 0) * 1e3)
+            self.sending.spawn(self.send, due)
+
+    def send(self, start: float) -> None:
+        """One request of the scenario; latency from `start` (the scheduled time in an open loop)."""
         if self.sc.pipeline == "generate":
-            return self.generate()
+            return self.generate(start)
         if self.sc.pipeline == "chat":
-            return self.chat()
+            return self.chat(start)
         data = np.array(self.rows.next(), dtype=object).reshape(-1, 1)
         text = self.mod.InferInput("TEXT", list(data.shape), "BYTES")
         text.set_data_from_numpy(data)
-        start, size, error = time.perf_counter(), 0, None
+        size, error = 0, None
         try:
             result = self.client.infer(self.sc.model, [text], outputs=self.outputs)
             size = sum(result.as_numpy(o).nbytes for o in self.sc.outputs)
@@ -90,14 +261,14 @@ class TritonUser(User):
             request_type=self.protocol, name=name, response_time=value, response_length=size, exception=error, context={},
         )
 
-    def generate(self) -> None:
+    def generate(self, start: float) -> None:
         """One streamed generation. Besides the whole call ('generate', size = tokens) it records
         'generate: time to first token' (ms), 'generate: ms per token' after the first, and
         'generate: tokens/s' (that entry's 'response time' column holds tokens per second)."""
         from tritonize.client.generation import GenerationClient
 
         prompt = self.rows.next()[0].decode("utf-8", errors="replace")
-        start, first, tokens, error = time.perf_counter(), None, 0, None
+        first, tokens, error = None, 0, None
         try:
             for chunk in GenerationClient(self.host).stream_chunks(prompt, model=self.sc.model, **self.sc.params):
                 if chunk.token_ids and first is None:
@@ -114,7 +285,7 @@ class TritonUser(User):
             self.record("generate: tokens/s", tokens / total)
 
 
-    def chat(self) -> None:
+    def chat(self, start: float) -> None:
         """One question to a chatbot, recorded as 'chat: faq', 'chat: generated' or 'chat: no-match' (one
         entry per call, so Locust's aggregate counts calls); size = answer bytes."""
         from tritonize.client.chat import ChatClient
@@ -122,7 +293,7 @@ class TritonUser(User):
         if not hasattr(self, "chat_client"):
             self.chat_client = ChatClient(self.host)
         question = self.rows.next()[0].decode("utf-8", errors="replace")
-        start, name, size, error = time.perf_counter(), "chat", 0, None
+        name, size, error = "chat", 0, None
         try:
             answer = self.chat_client.ask(question, model=self.sc.model, **self.sc.params)
             name, size = "chat: " + ("faq" if answer.matched else answer.source), len(answer.text.encode())
@@ -131,6 +302,7 @@ class TritonUser(User):
         self.record(name, (time.perf_counter() - start) * 1e3, size, error)
 
     def on_stop(self) -> None:
+        self.sending.kill(block=False)  # open loop: requests still in flight when the run stops
         self.client.close()
         if hasattr(self, "chat_client"):
             self.chat_client.close()
@@ -153,8 +325,10 @@ class FastApiUser(FastHttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.sc = scenario()
+        self.sc = scenario(self)
         self.rows = _Rows(self.sc)
+        if _option(self, "rate"):
+            raise SystemExit("--rate (open loop) is for the Triton gRPC and HTTP users; the FastAPI baseline runs closed-loop")
 
     @task
     def call(self) -> None:
@@ -172,8 +346,10 @@ class OpenAIUser(FastHttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        self.sc = scenario()
+        self.sc = scenario(self)
         self.rows = _Rows(self.sc)
+        if _option(self, "rate"):
+            raise SystemExit("--rate (open loop) is for the Triton gRPC and HTTP users; --via openai runs closed-loop")
         if self.sc.pipeline not in ("embed", "generate"):
             raise SystemExit(f"--via openai serves embed and generate scenarios, not {self.sc.pipeline!r}")
         key = os.environ.get("OPENAI_API_KEY")

@@ -1,17 +1,22 @@
-"""The file handed to `locust -f`: exports the one user class that TRITONIZE_USER names."""
+"""The file `bench` and `plan` hand to `locust -f`: one concrete user class per way of calling a system.
+The command line names the class (`locust -f locustfile.py GrpcLoad --scenario FILE [--rate R]`), so no
+environment variable chooses anything."""
 
-import os
+from tritonize.planner.locust_users import FastApiUser, OpenAIUser, TritonGrpcUser, TritonHttpUser
 
-user = os.environ.get("TRITONIZE_USER", "grpc")
-if user == "grpc":
-    # Locust runs on gevent: gRPC must cooperate with it, before any channel exists (Locust's docs).
-    import grpc.experimental.gevent as grpc_gevent
 
-    grpc_gevent.init_gevent()
+class GrpcLoad(TritonGrpcUser):
+    pass
 
-from tritonize.planner.locust_users import FastApiUser, OpenAIUser, TritonGrpcUser, TritonHttpUser  # noqa: E402
 
-_classes = {"grpc": TritonGrpcUser, "http": TritonHttpUser, "fastapi": FastApiUser, "openai": OpenAIUser}
-if user not in _classes:
-    raise SystemExit(f"TRITONIZE_USER must be one of {sorted(_classes)}, not {user!r}")
-LoadUser = type("LoadUser", (_classes[user],), {"abstract": False})
+class HttpLoad(TritonHttpUser):
+    pass
+
+
+class FastApiLoad(FastApiUser):
+    pass
+
+
+class OpenAILoad(OpenAIUser):
+    pass
+

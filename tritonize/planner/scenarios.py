@@ -21,7 +21,6 @@ from tritonize.planner.workloads import WORDS
 # "chat" asks a chatbot (ChatClient) and records each call under the way it was answered.
 PIPELINES = {"embed": ["EMBEDDING"], "classify": ["LABEL", "PROBABILITIES"], "generate": [], "chat": []}
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-SCENARIO_ENV = "TRITONIZE_SCENARIO"  # how the Locust process learns which scenario to run
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Drive systems x load levels with the same Locust scenario, in one run, and collect the points."""
+"""Drive systems x load levels (concurrent users, or offered rates) with the same Locust scenario, in one
+run, collect the points, and search each system's capacity between measured rates."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Protocol
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tritonize.planner.load import run_locust
-from tritonize.planner.capacity import PlanResults, Point
+from tritonize.console import console
+from tritonize.planner.capacity import PlanResults, Point, next_rate
 from tritonize.planner.inputs import unique_slugs
+from tritonize.planner.load import LoadResult, run_locust
 from tritonize.planner.scenarios import Scenario
 
 
@@ -49,49 +51,139 @@ def pooled(windows: list[Point]) -> Point:
         return windows[0]
     weights = [max(w.requests, 1) for w in windows]
     mean = lambda f: sum(getattr(w, f) * n for w, n in zip(windows, weights)) / sum(weights)  # noqa: E731
-    batches = [w.avg_batch for w in windows if w.avg_batch is not None]
+
+    def avg(f: str) -> float | None:
+        values = [getattr(w, f) for w in windows if getattr(w, f) is not None]
+        return sum(values) / len(values) if values else None
+
     return Point(windows[0].system, windows[0].users, sum(w.rps for w in windows) / len(windows), mean("p50_ms"),
                  mean("p95_ms"), mean("p99_ms"), sum(w.requests for w in windows), sum(w.failures for w in windows),
-                 sum(batches) / len(batches) if batches else None)
+                 avg("avg_batch"), windows[0].offered_rps, sum(w.scheduled for w in windows), sum(w.late for w in windows),
+                 avg("queue_ms"), avg("compute_ms"), avg("padding"))
+
+
+def padding_ratio(counters: dict) -> float | None:
+    """Tokens computed / real tokens over a window (the tritonize_tokens_* counter deltas), summed over models."""
+    real = sum(v for k, v in counters.items() if k.startswith("tritonize_tokens_real_total"))
+    computed = sum(v for k, v in counters.items() if k.startswith("tritonize_tokens_computed_total"))
+    return computed / real if real else None
+
+
+def point_of(r: LoadResult, engine: str | None) -> Point:
+    step = r.triton.get(engine or "") or {}
+    return Point(r.system, r.users, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.requests, r.failures, step.get("avg_batch"),
+                 r.offered_rps, r.scheduled, r.late, step.get("queue_ms"), step.get("compute_infer_ms"), padding_ratio(r.padding))
+
+
+def level_name(point: Point) -> str:
+    return f"{point.offered_rps:g} req/s offered" if point.offered_rps else f"{point.users} users"
+
+
+def describe(p: Point, percentile: int = 95) -> str:
+    """One plain line per measured level (what a log file gets when stdout is not a terminal)."""
+    offered = f"offered {p.offered_rps:g}, " if p.offered_rps else ""
+    late = f", {p.late} sends late" if p.late else ""
+    batch = f", avg batch {p.avg_batch:.1f}" if p.avg_batch else ""
+    return (f"{p.system}: {level_name(p)}: {offered}achieved {p.rps:.1f} req/s, p50 {p.p50_ms:.0f} ms, "
+            f"p{percentile} {p.latency(percentile):.0f} ms, {p.failures} failures{late}{batch}")
+
+
+class Levels:
+    """Runs one level at a time on started systems, with live progress: Locust's current req/s, p95 and
+    failures while a level runs (a rich line on a terminal), and a plain line per level otherwise."""
+
+    def __init__(self, systems: list, hosts: list[str], scenarios: list[Path], seconds: float, out_dir: Path,
+                 locust_cpus: str | None, processes: int, protocol: str | None, arrival: str, progress: Progress, task):
+        self.systems, self.hosts, self.scenarios, self.seconds, self.out_dir = systems, hosts, scenarios, seconds, out_dir
+        self.locust_cpus, self.processes, self.protocol, self.arrival = locust_cpus, processes, protocol, arrival
+        self.progress, self.task = progress, task
+        self.peak_rss: dict[str, float] = {}  # system -> peak RSS of its server's process group (MiB)
+        self.slugs = slugs(systems)
+
+    def run(self, i: int, users: int, rate: float | None, suffix: str = "") -> tuple[LoadResult, Point]:
+        system = self.systems[i]
+        label = f"{rate:g} req/s" if rate else f"{users} users"
+        http, metrics = system.stats_urls
+        user = self.protocol if (self.protocol and system.user in ("grpc", "http")) else system.user
+        host = http if (user == "http" and http) else self.hosts[i]
+        name = f"{self.slugs[i]}_{f'rate{rate:g}' if rate else f'u{users}'}{suffix}"
+
+        def show(now: dict | None) -> None:
+            figures = (f" | now {now['rps']:.0f} req/s, p95 {now['p95_ms']:.0f} ms, {now['failures']} failures"
+                       if now and now["requests"] else "")
+            self.progress.update(self.task, description=f"{system.name}: {label}{figures}")
+
+        show(None)
+        server = getattr(system, "server", None)
+        r = run_locust(self.scenarios[i], host, user, users, self.seconds, self.out_dir / "locust" / name, system.name,
+                       processes=self.processes, cpus=self.locust_cpus, triton_http=http, triton_metrics=metrics,
+                       progress=show, rate=rate, arrival=self.arrival,
+                       server_pgid=server.process.pid if server is not None and getattr(server, "process", None) else None)
+        if r.peak_server_rss_mib:
+            self.peak_rss[system.name] = max(self.peak_rss.get(system.name, 0.0), r.peak_server_rss_mib)
+        point = point_of(r, getattr(system, "engine", None))
+        if not console.is_terminal:
+            console.print(describe(point), soft_wrap=True)
+        self.progress.advance(self.task)
+        time.sleep(0.5)  # let queues drain between levels
+        return r, point
+
+
+def slugs(systems: list) -> list[str]:
+    """File-name stems, one per system (unique, never cut into a collision)."""
+    return unique_slugs([s.name for s in systems])
 
 
 def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: float, out_dir: Path,
           locust_cpus: str | None = None, processes: int = 1, setup: dict | None = None,
-          protocol: str | None = None, rounds: int = 1) -> PlanResults:
+          protocol: str | None = None, rounds: int = 1, rates: list[float] | None = None, arrival: str = "poisson",
+          search: tuple[float, int, int] | None = None, searched: list[int] | None = None) -> PlanResults:
     """Every system is started first and stays up (an idle server costs no CPU: 0.2% of a core
     measured), then the levels run in `measurement_order`; one point per system and level (its rounds
-    pooled), in the order of the first round. `runs` keeps every window (`round` says which)."""
+    pooled), in the order of the first round. `runs` keeps every window (`round` says which).
+
+    Levels are `users` (closed loop) or, given `rates`, offered rates (open loop, `arrival` gaps). With
+    `search` = (slo_ms, percentile, extra levels) and rates, each system in `searched` (default: all)
+    then gets up to that many more levels, searching for its capacity (`capacity.next_rate`: bisection
+    between the highest passing and the lowest missing rate, or above the grid where none missed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results = PlanResults(scenario=scenario.__dict__ | {"words": scenario.words.__dict__}, setup=dict(setup or {}))
-    slugs = unique_slugs([s.name for s in systems])  # file names: whole, readable, one per system
+    names = slugs(systems)
     # Same texts for every system; only the served pipeline's name may differ (fp32 vs int8).
     scenarios = [replace(scenario, model=getattr(s, "model", scenario.model)).save(out_dir / f"scenario_{slug}.json")
-                 for s, slug in zip(systems, slugs)]
+                 for s, slug in zip(systems, names)]
+    grid: list[tuple[int, float | None]] = [(1, r) for r in rates] if rates else [(n, None) for n in users]
+    extra = search[2] if (search and rates) else 0
+    pick = list(range(len(systems))) if searched is None else searched
     with contextlib.ExitStack() as running, \
             Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} levels"),
-                     TimeElapsedColumn()) as progress:
-        task = progress.add_task("load", total=len(systems) * len(users) * rounds)
+                     TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("load", total=len(systems) * len(grid) * rounds + extra * len(pick))
         hosts = []
         for system in systems:
             progress.update(task, description=f"starting {system.name}")
             hosts.append(system.start())
             running.callback(system.stop)
+        levels = Levels(systems, hosts, scenarios, seconds, out_dir, locust_cpus, processes, protocol, arrival, progress, task)
         windows: dict[tuple[int, int], list[Point]] = {}
-        for k, (level, i) in enumerate(measurement_order(len(systems), len(users), rounds)):
-            system, n, round_ = systems[i], users[level], k // (len(systems) * len(users)) + 1
-            suffix = f"_r{round_}" if rounds > 1 else ""
-            progress.update(task, description=f"{system.name}: {n} users")
-            http, metrics = system.stats_urls
-            user = protocol if (protocol and system.user in ("grpc", "http")) else system.user
-            host = http if (user == "http" and http) else hosts[i]
-            r = run_locust(scenarios[i], host, user, n, seconds, out_dir / "locust" / f"{slugs[i]}_u{n}{suffix}", system.name,
-                           processes=processes, cpus=locust_cpus, triton_http=http, triton_metrics=metrics,
-                           progress=lambda: progress.refresh())
-            step = r.triton.get(getattr(system, "engine", None) or "")
-            windows.setdefault((level, i), []).append(Point(system.name, n, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.requests,
-                                                           r.failures, step["avg_batch"] if step else None))
-            results.runs.append({**r.to_dict(), "engine": getattr(system, "engine", None), "round": round_})
-            progress.advance(task)
-            time.sleep(0.5)  # let queues drain between levels
-    results.points = [pooled(w) for w in windows.values()]
+        for k, (level, i) in enumerate(measurement_order(len(systems), len(grid), rounds)):
+            n, rate = grid[level]
+            round_ = k // (len(systems) * len(grid)) + 1
+            r, point = levels.run(i, n, rate, f"_r{round_}" if rounds > 1 else "")
+            windows.setdefault((level, i), []).append(point)
+            results.runs.append({**r.to_dict(), "engine": getattr(systems[i], "engine", None), "round": round_})
+        results.points = [pooled(w) for w in windows.values()]
+        if search and rates:
+            slo_ms, percentile, _ = search
+            for i in pick:
+                for _ in range(extra):
+                    mine = [p for p in results.points if p.system == systems[i].name]
+                    rate = next_rate(mine, slo_ms, percentile)
+                    if rate is None:
+                        break
+                    rate = round(rate, 1)
+                    r, point = levels.run(i, 1, rate, "_search")
+                    results.points.append(point)
+                    results.runs.append({**r.to_dict(), "engine": getattr(systems[i], "engine", None), "round": "search"})
+        results.setup["peak server memory (MiB)"] = {k: round(v, 1) for k, v in levels.peak_rss.items()}
     return results

@@ -53,3 +53,19 @@ def window(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:
         }
         out[name] = row
     return out
+
+
+COLUMNS = ("inferences", "executions", "avg_batch", "queue_ms", "compute_infer_ms", "success_count", "fail_count")
+
+
+def write(window: dict[str, dict], prefix) -> tuple[str, str]:
+    """A window's statistics beside Locust's CSV: PREFIX_triton.json (everything) and PREFIX_triton.csv
+    (one row per model: requests, executions, average batch, queue and compute ms, successes, failures)."""
+    js, csv = f"{prefix}_triton.json", f"{prefix}_triton.csv"
+    with open(js, "w") as f:
+        json.dump(window, f, indent=2)
+    with open(csv, "w") as f:
+        f.write(",".join(("model",) + COLUMNS) + "\n")
+        for name, row in window.items():
+            f.write(",".join([name] + [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS]) + "\n")
+    return js, csv
