@@ -5,6 +5,8 @@ compare with (SentenceTransformer.encode, or the transformers classifier's logit
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -65,14 +67,14 @@ def served(tmp_path_factory):
         reports[name] = convert_bert(str(checkpoints[name]), "classification", repo, name, batching=batching, log=lambda m: None)
     config = ServerConfig(repo, http_port=0, grpc_port=0, metrics_port=0, log_file=tmp_path_factory.mktemp("st-logs") / "tritonserver.log")
     with TritonServer(config) as server:
-        yield server, checkpoints, reports
+        yield SimpleNamespace(server=server, checkpoints=checkpoints, reports=reports, repository=repo)
 
 
 @pytest.fixture(scope="module")
 def clients(served):
     from tritonize.client import Client
 
-    server = served[0]
+    server = served.server
     with Client(server.grpc_url, "grpc") as g, Client(server.http_url, "http") as h:
         yield {"grpc": g, "http": h}
 
@@ -90,7 +92,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 @pytest.mark.parametrize("name", [v.name for v in VARIANTS] + [PYTHON_FLAVOUR])
 def test_served_embeddings_match_sentence_transformers_encode(served, clients, name, protocol):
-    _, checkpoints, reports = served
+    checkpoints, reports = served.checkpoints, served.reports
     reference = encode(checkpoints[name])
     # A degenerate random model (one vector for every text) would make the comparison vacuous.
     assert cosines(reference[:1].repeat(len(TEXTS), 0), reference)[1:].min() < 0.999
@@ -105,7 +107,7 @@ def test_served_embeddings_match_sentence_transformers_encode(served, clients, n
 
 def test_the_checkpoints_files_decide_the_embedding(served, clients):
     """What differs between the checkpoints shows in what is served: widths from Dense, norms from Normalize."""
-    _, _, reports = served
+    reports = served.reports
     e = {v.name: clients["grpc"].embed(TEXTS, model=v.name) for v in VARIANTS}
     assert e["st-cls-dense-norm"].shape[1] == 16 and e["st-weightedmean-dense"].shape[1] == 20 and e["st-cls-mean-prompt"].shape[1] == 64
     assert np.abs(np.linalg.norm(e["st-mean-dot"], axis=1) - 1).max() > 0.1  # a dot-product model is served un-normalised
@@ -121,7 +123,7 @@ def test_the_default_prompt_is_prepended_and_left_out_of_the_pooling(served, cli
     encode's with that prompt, not the raw text's."""
     from sentence_transformers import SentenceTransformer
 
-    _, checkpoints, _ = served
+    checkpoints = served.checkpoints
     st = SentenceTransformer(str(checkpoints["st-cls-mean-prompt"]), device="cpu")
     served_vectors = clients["grpc"].embed(TEXTS[:3], model="st-cls-mean-prompt")
     with_prompt = st.encode(TEXTS[:3], prompt_name="query")
@@ -130,12 +132,21 @@ def test_the_default_prompt_is_prepended_and_left_out_of_the_pooling(served, cli
     assert cosines(served_vectors, without).min() < 0.999
 
 
+@pytest.mark.parametrize("name", ["st-cls-mean-prompt", "st-max-2dense", PYTHON_FLAVOUR])
+def test_the_chatbots_faq_embedding_uses_the_checkpoints_head(served, clients, name):
+    """The chatbot embeds its FAQ at conversion with the served pipeline's files: its vectors are the served ones."""
+    from tritonize.converters.chat.embed import PipelineEmbedder
+
+    vectors = PipelineEmbedder(served.repository, name, threads=1).embed(TEXTS)
+    np.testing.assert_allclose(vectors, clients["grpc"].embed(TEXTS, model=name), atol=1e-5)
+
+
 @pytest.mark.parametrize("name", list(CLASSIFIERS))
 def test_served_classifier_logits_match_transformers(served, clients, name):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    _, checkpoints, reports = served
+    checkpoints, reports = served.checkpoints, served.reports
     path = checkpoints[name]
     tok, model = AutoTokenizer.from_pretrained(path), AutoModelForSequenceClassification.from_pretrained(path).eval()
     with torch.inference_mode():
@@ -172,3 +183,17 @@ def test_a_hub_id_is_read_from_the_hub_cache_through_the_real_loaders(tmp_path):
     assert report["embedding"].startswith("sentence-transformers: cls pooling -> Dense 32->16 tanh -> Normalize")
     assert report["st_min_cosine"] >= MIN_COSINE and report["st_max_norm_error"] <= NORM_TOLERANCE
     assert "min cosine" in out.stdout  # the figure is in the conversion's log
+
+
+def test_the_pytorch_engine_conversion_serves_the_same_head(tmp_path):
+    """`--device cpu`: the stored weights' hidden states + the head, checked against encode; the Dense
+    files go to the postprocess step."""
+    from tritonize.converters.encoders.weights import convert_bert_torch
+    from tests.tiny_encoders import build_bert
+
+    variant = next(v for v in VARIANTS if v.name == "st-max-2dense")
+    checkpoint = build_sentence_model(variant, build_bert(tmp_path / "base"), tmp_path / "st")
+    report = convert_bert_torch(str(checkpoint), "embedding", tmp_path / "repo", "torch-st", log=lambda m: None)
+    assert report.st_min_cosine >= MIN_COSINE and report.st_max_norm_error <= NORM_TOLERANCE
+    assert "max pooling -> Dense 32->24 identity -> Dense 24->16 relu" in report.embedding
+    assert sorted(p.name for p in (tmp_path / "repo" / "torch-st_postprocess" / "1").glob("dense_*.npz")) == ["dense_0.npz", "dense_1.npz"]
