@@ -263,6 +263,11 @@ class BertConversion(Conversion[ConversionReport]):
         name, task, tmp, tokenizer, max_length = self.name, self.task, self.tmp, self.tokenizer, self.max_length
         self.fp32 = fp32 = ort_session(self.onnx_path)
         self.err = max_error(fp32, self.torch_model, tokenizer, task, max_length)
+        if self.optimized and not self.err <= self.tolerance:  # fusions that do not fit this architecture exactly: not fatal
+            self.log(f"{name}: ORT transformer fusions change the outputs by {self.err:.2e} (> {self.tolerance:.0e}); serving the plain export")
+            self.onnx_path, self.optimized = tmp / "export" / "model.onnx", False
+            self.fp32 = fp32 = ort_session(self.onnx_path)
+            self.err = max_error(fp32, self.torch_model, tokenizer, task, max_length)
         self.log(f"{name}: max abs error vs PyTorch {self.err:.2e} (tolerance {self.tolerance:.0e})")
         if not self.err <= self.tolerance:
             raise ParityError(f"{name}: ONNX output differs from PyTorch by {self.err:.3e} > tolerance {self.tolerance:.0e}")

@@ -197,3 +197,26 @@ def test_the_pytorch_engine_conversion_serves_the_same_head(tmp_path):
     assert report.st_min_cosine >= MIN_COSINE and report.st_max_norm_error <= NORM_TOLERANCE
     assert "max pooling -> Dense 32->24 identity -> Dense 24->16 relu" in report.embedding
     assert sorted(p.name for p in (tmp_path / "repo" / "torch-st_postprocess" / "1").glob("dense_*.npz")) == ["dense_0.npz", "dense_1.npz"]
+
+
+def test_fusions_that_change_the_outputs_are_reported_and_the_plain_export_served(tmp_path, monkeypatch):
+    """A fused graph that is not exact for an architecture (here: the optimiser's output with one weight
+    changed) is not fatal: the conversion says so and serves the plain export, which passes."""
+    import onnx
+    from onnx import numpy_helper
+
+    from tritonize.converters.encoders import bert
+    from tests.tiny_encoders import build_electra_classifier
+
+    def inexact_fusions(src, dst, config):
+        graph = onnx.load(str(src))
+        w = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.5, w.name))
+        onnx.save(graph, str(dst))
+        return True
+
+    monkeypatch.setattr(bert, "optimize_graph", inexact_fusions)
+    logs: list[str] = []
+    report = bert.convert_bert(str(build_electra_classifier(tmp_path / "electra")), "classification", tmp_path / "repo", "e", log=logs.append)
+    assert any("ORT transformer fusions change the outputs" in line and "serving the plain export" in line for line in logs)
+    assert not report.optimized and report.max_abs_error <= LOGIT_TOLERANCE
