@@ -1,4 +1,4 @@
-"""`Client` and `AsyncClient`: classify and embed through a tritonize ensemble, over gRPC or HTTP.
+"""`Client` and `AsyncClient`: classify, embed and rerank (client/rerank.py) through a tritonize pipeline, over gRPC or HTTP.
 
 Both share one flow: texts -> chunks of at most the pipeline's max_batch_size rows -> one TEXT
 tensor per chunk -> results stitched back in order. Only the transport call differs. A `Client` may be
@@ -14,6 +14,7 @@ import numpy as np
 
 from tritonize.client.errors import TRANSPORT_ERRORS, calling, invalid
 from tritonize.client.pool import ClientPerThread
+from tritonize.client.rerank import AsyncReranking, Reranking
 from tritonize.client.types import ModelInfo, Prediction
 from tritonize.client.closing import AsyncClosing, Closing
 
@@ -98,7 +99,7 @@ class _Base:
         return {"as_json": True} if self.protocol == "grpc" else {}
 
 
-class Client(_Base, Closing):
+class Client(_Base, Reranking, Closing):
     """Blocking client: `Client("127.0.0.1:8001").embed(["hello"], model="all-minilm-l6-v2")`."""
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout_s: float = 60.0, headers: dict | None = None):
@@ -141,7 +142,7 @@ class Client(_Base, Closing):
         self._clients.close_all()
 
 
-class AsyncClient(_Base, AsyncClosing):
+class AsyncClient(_Base, AsyncReranking, AsyncClosing):
     """asyncio client with the same methods as `Client`, awaited."""
 
     def __init__(self, url: str | None = None, protocol: str = "grpc", timeout_s: float = 60.0, headers: dict | None = None):

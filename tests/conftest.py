@@ -69,8 +69,9 @@ def build_chatbots(repo: Path, work: Path) -> dict:
 
 # Each model family adds the function that writes its test models into the shared repository.
 from tests.torch_models import build_torch_flavours  # noqa: E402
+from tests.tiny_rerankers import build_rerankers  # noqa: E402
 
-BUILDERS = [build_encoders, build_generators, build_voices, build_chatbots, build_torch_flavours]
+BUILDERS = [build_encoders, build_generators, build_voices, build_chatbots, build_torch_flavours, build_rerankers]
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ EMBEDDINGS = "/v1/embeddings"
 COMPLETIONS = "/v1/completions"
 CHAT_COMPLETIONS = "/v1/chat/completions"
 AUDIO_SPEECH = "/v1/audio/speech"
+RERANK = "/v1/rerank"  # Cohere/Jina shape, as text-embeddings-inference, Infinity and vLLM serve it
 
 
 def resolve(path: str) -> Any:
@@ -66,7 +67,7 @@ class Family:
 ENCODERS = Family(
     name="encoders",
     aliases=("bert",),
-    tasks=("embedding", "classification"),
+    tasks=("embedding", "classification", "rerank"),
     converters={"bert": "tritonize.converters.encoders.bert:convert_bert"},
     torch_converter="tritonize.converters.encoders.weights:convert_bert_torch",
     runtime=Runtime(
@@ -76,6 +77,7 @@ ENCODERS = Family(
             "fused": "tritonize.runtime.encoders.fused:FusedEncoderStep",
             "embedding": "tritonize.runtime.encoders.postprocess:EmbeddingPostprocess",
             "classification": "tritonize.runtime.encoders.postprocess:ClassificationPostprocess",
+            "rerank": "tritonize.runtime.encoders.rerank:RerankStep",  # a cross-encoder: one fused step
         },
         engines={
             "onnx": ("tritonize.runtime.encoders.engine_onnx:OnnxEncoder",),
@@ -84,7 +86,7 @@ ENCODERS = Family(
     ),
     client="tritonize.client:Client",
     async_client="tritonize.client:AsyncClient",
-    endpoints={EMBEDDINGS: ("embedding",)},  # a classifier has no OpenAI endpoint
+    endpoints={EMBEDDINGS: ("embedding",), RERANK: ("rerank",)},  # a classifier has no OpenAI endpoint
     cli="tritonize.commands.encoders:register",
     demo="tritonize.commands.encoders:DEMO",
 )

@@ -27,7 +27,7 @@ def test_one_default_per_field_served_models_keep_eight_padding_tokens():
     (lambda: Buckets(max_padding_ratio=0.5), r"max_padding_ratio must be >= 1.0, got 0.5"),
     (lambda: Buckets(max_rows_per_run=0), r"max_rows_per_run must be >= 1, got 0"),
     (lambda: Tokenizing(0), r"max_length must be >= 1, got 0"),
-    (lambda: Served("translation", 8), r"task must be one of embedding, classification, got 'translation'"),
+    (lambda: Served("translation", 8), r"task must be one of embedding, classification, rerank, got 'translation'"),
     (lambda: Buckets.from_params({"min_padding_tokens": "many"}), r"parameter min_padding_tokens must be int, got 'many'"),
 ])
 def test_a_bad_value_names_the_field_and_the_limit(build, message):

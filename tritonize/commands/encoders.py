@@ -1,4 +1,4 @@
-"""`tritonize convert bert` and `tritonize infer embed|classify`."""
+"""`tritonize convert bert` and `tritonize infer embed|classify|rerank`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from tritonize.commands.conversion import Verbose, fail, run_conversion
 from tritonize.commands.demo_steps import DemoStep
+from tritonize.commands.rerank import rerank
 from tritonize.console import console
 from tritonize.families import ENCODERS, Family
 from tritonize.options import Device, Dtype, Protocol, Repository, Url, placement
@@ -16,7 +17,7 @@ from tritonize.options import Device, Dtype, Protocol, Repository, Url, placemen
 
 def convert_bert(
     model: str = typer.Option(..., "--model", "-m", help="Local folder or hub id (all-MiniLM-L6-v2 ships in a package)."),
-    task: str = typer.Option("embedding", help="embedding or classification."),
+    task: str = typer.Option("embedding", help="embedding, classification or rerank (a cross-encoder: one relevance logit)."),
     name: str = typer.Option(None, help="Served model name (default: from the checkpoint)."),
     repository: Path = Repository,
     optimize: bool = typer.Option(True, help="Apply ONNX Runtime's transformer fusions."),
@@ -59,7 +60,15 @@ def convert_bert(
     if quantize:
         name = int8_name(model, name, repository, force)
     convert = ENCODERS.converter(torch=target.torch)
-    if target.torch:
+    if task == "rerank":  # a cross-encoder: converters/encoders/rerank.py
+        from tritonize.converters.encoders.rerank import convert_rerank
+
+        if target.torch or quantize or engine != "onnxruntime":
+            raise fail("--task rerank serves the fp32 ONNX Runtime graph as one fused step: leave out --device, --quantize and --engine")
+
+        def run():
+            return convert_rerank(model, repository, name, optimize, batching, flavour, force=force, log=console.print)
+    elif target.torch:
         def run():
             return convert(model, task, repository, name, target, batching, force=force, log=console.print)
     else:
@@ -141,6 +150,7 @@ def register(convert_app: typer.Typer, infer_app: typer.Typer, family: Family) -
         convert_app.command(alias)(convert_bert)
     infer_app.command("embed")(embed)
     infer_app.command("classify")(classify)
+    infer_app.command("rerank")(rerank)
 
 
 # -- demo ------------------------------------------------------------------------------------------

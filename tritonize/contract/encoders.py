@@ -9,7 +9,8 @@ as the converter writes them on each step (or all of them on the fused step) and
 - `Pooling` (embedding postprocess, fused step): the checkpoint's own embedding after the encoder
   (pooling modes, Dense layers, Normalize; see converters/encoders/st_modules.py);
 - `Prompts` (ensemble, tokenizer step, fused step; also read by the client): the checkpoint's prompts,
-  the default one the tokenizer prepends, and the similarity function the vectors are meant for.
+  the default one the tokenizer prepends, and the similarity function the vectors are meant for;
+- `Reranking` (rerank step): the activation on a cross-encoder's relevance logit and the documents per request.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from dataclasses import dataclass, field
 
 from tritonize.contract.fields import Parameters, at_least
 
-TASKS = ("embedding", "classification")
-GRAPH_OUTPUT = {"embedding": "last_hidden_state", "classification": "logits"}  # the exported graph's output
-STEP_OUTPUT = {"embedding": "TOKEN_EMBEDDINGS", "classification": "LOGITS"}  # the model step's output tensor
+TASKS = ("embedding", "classification", "rerank")
+GRAPH_OUTPUT = {"embedding": "last_hidden_state", "classification": "logits", "rerank": "logits"}  # the exported graph's output
+STEP_OUTPUT = {"embedding": "TOKEN_EMBEDDINGS", "classification": "LOGITS", "rerank": "LOGITS"}  # the model step's output tensor
 # ONNX Runtime's CPU SkipLayerNormalization kernel measured 5.4x slower than Add + LayerNormalization
 # ([4, 24, 384], ORT 1.32, one thread: 314 vs 58 µs): 22% of an int8 MiniLM run, 12% of fp32. So the
 # converter leaves it unfused offline, and every session on the graph (the converter's parity check,
@@ -127,3 +128,27 @@ class Prompts(Parameters):
     @property
     def default_prompt(self) -> str:
         return self.prompts[self.default_prompt_name] if self.default_prompt_name is not None else ""
+
+
+# A cross-encoder's activation on its one relevance logit: sentence-transformers' `activation_fn` import
+# path -> the name the rerank step applies (tritonize.runtime.encoders.rerank.ACTIVATIONS).
+ACTIVATION_PATHS = {
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.Tanh": "tanh",
+}
+RERANK_ACTIVATIONS = ("sigmoid", "identity", "tanh")
+
+
+@dataclass(frozen=True)
+class Reranking(Parameters):
+    """The rerank step (QUERY and DOCUMENTS -> SCORES, ORDER): CrossEncoder.predict's activation on the
+    logit (sigmoid by default for one label) and the most documents one request may carry."""
+
+    activation: str = "sigmoid"
+    max_documents: int = 1000  # Cohere's own limit per request
+
+    def __post_init__(self) -> None:
+        if self.activation not in RERANK_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(RERANK_ACTIVATIONS)}, got {self.activation!r}")
+        at_least(self, 1, "max_documents")

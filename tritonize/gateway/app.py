@@ -27,6 +27,7 @@ from tritonize.gateway.security import DEFAULT_MAX_BODY_BYTES, ApiKeys, BodyLimi
 from tritonize.gateway.serving.chatbot import ChatbotServing
 from tritonize.gateway.serving.embeddings import EmbeddingServing
 from tritonize.gateway.serving.generation import GenerationServing
+from tritonize.gateway.serving.rerank import RerankServing
 from tritonize.gateway.serving.speech import SpeechServing
 
 log = logging.getLogger("tritonize.gateway")
@@ -94,6 +95,7 @@ def build_app(settings: GatewaySettings) -> FastAPI:
         registry.start()
         app.state.registry = registry
         app.state.embeddings = EmbeddingServing(embed, registry)
+        app.state.rerank = RerankServing(embed, registry)
         app.state.speech = SpeechServing(speak, registry)
         generation, chatbot = GenerationServing(generate), ChatbotServing(ask)
         app.state.text = {**{kind: generation for kind in GENERATION.tasks}, **{kind: chatbot for kind in CHAT.tasks}}

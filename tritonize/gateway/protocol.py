@@ -359,3 +359,45 @@ class SpeechRequest(Request):
     @property
     def voice_name(self) -> str:
         return self.voice if isinstance(self.voice, str) else self.voice.id
+
+
+# -- rerank (the Cohere/Jina shape that text-embeddings-inference, Infinity and vLLM accept) -------
+class RerankRequest(Request):
+    model: str
+    query: str
+    documents: list[str]
+    top_n: int | None = Field(None, ge=0)  # None or 0: every document
+    return_documents: bool = True  # as Jina and vLLM; Cohere's clients send false to leave them out
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _strings(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("the list is empty: send at least one document")
+            bad = next((i for i, x in enumerate(v) if not isinstance(x, str)), None)
+            if bad is not None:
+                raise ValueError(f"documents[{bad}] is a {type(v[bad]).__name__}: send each document as a string")
+        return v
+
+
+class RerankDocument(Body):
+    text: str
+
+
+class RerankResult(Body):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None  # left out of the JSON unless return_documents
+
+
+class RerankUsage(Body):
+    total_tokens: int = 0
+
+
+class RerankResponse(Body):
+    id: str = Field(default_factory=lambda: new_id("rerank"))
+    object: Literal["rerank"] = "rerank"
+    model: str
+    results: list[RerankResult]
+    usage: RerankUsage

@@ -8,10 +8,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from tritonize.families import AUDIO_SPEECH, CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, GENERATION
+from tritonize.families import AUDIO_SPEECH, CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, GENERATION, RERANK
 from tritonize.gateway.errors import not_ready
 from tritonize.gateway.protocol import (
-    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList, SpeechRequest,
+    ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModelCard, ModelList, RerankRequest, SpeechRequest,
 )
 from tritonize.gateway.streaming import DisconnectAwareStream, with_cancellation
 
@@ -54,6 +54,13 @@ async def list_models(raw_request: Request):
 @with_cancellation
 async def create_embedding(request: EmbeddingRequest, raw_request: Request):
     return _json(await raw_request.app.state.embeddings.create(request))
+
+
+@router.post(RERANK)
+@with_cancellation
+async def create_rerank(request: RerankRequest, raw_request: Request):
+    result = await raw_request.app.state.rerank.create(request)
+    return Response(result.model_dump_json(exclude_none=True), media_type="application/json")  # no document unless asked
 
 
 async def _text(request: CompletionRequest | ChatCompletionRequest, raw_request: Request, endpoint: str) -> Response:
