@@ -7,6 +7,10 @@ generated answer piece by piece from the decoupled twin NAME_stream (a retrieved
         for piece in chat.stream("Tell me a story", model="faq-bot", mode="generative", max_new_tokens=40):
             print(piece, end="")
 
+`history`: the conversation's earlier turns, oldest first, as (role, text) pairs or {"role", "content"}
+dicts (role user or assistant): context for a generated answer (the most recent that fit the generator's
+context); retrieval reads the question alone.
+
 `mode`: auto (the FAQ answer when the best score >= threshold, otherwise generate with the top-k entries as
 context), retrieval (FAQ only: source 'no-match' under the threshold) or generative. `threshold` and `top_k`
 override the chatbot's defaults; other keyword arguments are generation parameters (max_new_tokens,
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, Mapping, Sequence
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -66,10 +70,29 @@ class Answer:
         return self.source not in (GENERATED, NO_MATCH)
 
 
-def _inputs(text: str, mode: str | None, threshold: float | None, top_k: int | None) -> list:
+History = Sequence["tuple[str, str] | Mapping[str, str]"]
+
+
+def history_json(history: History) -> str:
+    """The HISTORY input: a JSON list of {"role", "content"}, oldest first."""
+    turns = []
+    for i, turn in enumerate(history):
+        if isinstance(turn, Mapping):
+            role, content = turn.get("role"), turn.get("content")
+        else:
+            role, content = turn if isinstance(turn, (tuple, list)) and len(turn) == 2 else (None, None)
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise TypeError(f"history[{i}] must be a (role, text) pair of str or a dict with role and content, got {turn!r}")
+        turns.append({"role": role, "content": content})
+    return json.dumps(turns, ensure_ascii=False)
+
+
+def _inputs(text: str, mode: str | None, threshold: float | None, top_k: int | None, history: History | None = None) -> list:
     if not isinstance(text, str):
         raise TypeError(f"text must be str, not {type(text).__name__}")
     tensors = [("TEXT", np.array([text.encode("utf-8")], dtype=object), "BYTES")]
+    if history:
+        tensors.append(("HISTORY", np.array([history_json(history).encode("utf-8")], dtype=object), "BYTES"))
     if mode is not None:
         tensors.append(("MODE", np.array([str(mode).encode()], dtype=object), "BYTES"))
     if threshold is not None:
@@ -99,8 +122,8 @@ def _answer(result) -> Answer:
     return Answer(text("ANSWER"), text("SOURCE"), float(result.as_numpy("SCORE")[0]), candidates, text("FINISH_REASON"))
 
 
-def _stream_request(model: str, text: str, mode, threshold, top_k, gen: dict) -> dict:
-    return {"model_name": f"{model}_stream", "inputs": _inputs(text, mode, threshold, top_k), "parameters": _parameters(gen),
+def _stream_request(model: str, text: str, mode, threshold, top_k, history, gen: dict) -> dict:
+    return {"model_name": f"{model}_stream", "inputs": _inputs(text, mode, threshold, top_k, history), "parameters": _parameters(gen),
             "enable_empty_final_response": True}
 
 
@@ -126,16 +149,16 @@ class ChatClient(Closing):
         self._client = grpcclient.InferenceServerClient(self.url)
 
     def ask(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None, top_k: int | None = None,
-            **gen) -> Answer:
+            history: History | None = None, **gen) -> Answer:
         with calling(model, self.url):
-            result = self._client.infer(model, _inputs(text, mode, threshold, top_k), outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS],
+            result = self._client.infer(model, _inputs(text, mode, threshold, top_k, history), outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS],
                                         parameters=_parameters(gen) or None, headers=self.headers, client_timeout=self.timeout_s)
         return _answer(result)
 
     def stream_answers(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
-                       top_k: int | None = None, **gen) -> Iterator[Answer]:
+                       top_k: int | None = None, history: History | None = None, **gen) -> Iterator[Answer]:
         """Each response of NAME_stream as an Answer whose text is the new piece."""
-        request = _stream_request(model, text, mode, threshold, top_k, gen)
+        request = _stream_request(model, text, mode, threshold, top_k, history, gen)
         for result in grpc_stream(self.url, request, model=f"{model}_stream", timeout_s=self.timeout_s, headers=self.headers):
             piece = _piece(result)
             if piece is not None:
@@ -161,16 +184,16 @@ class AsyncChatClient(AsyncClosing):
         self._client = grpcaio.InferenceServerClient(self.url)
 
     async def ask(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
-                  top_k: int | None = None, **gen) -> Answer:
+                  top_k: int | None = None, history: History | None = None, **gen) -> Answer:
         with calling(model, self.url):
-            result = await self._client.infer(model, _inputs(text, mode, threshold, top_k),
+            result = await self._client.infer(model, _inputs(text, mode, threshold, top_k, history),
                                               outputs=[grpcclient.InferRequestedOutput(o) for o in OUTPUTS],
                                               parameters=_parameters(gen) or None, headers=self.headers, client_timeout=self.timeout_s)
         return _answer(result)
 
     async def stream_answers(self, text: str, *, model: str, mode: str | None = None, threshold: float | None = None,
-                             top_k: int | None = None, **gen) -> AsyncIterator[Answer]:
-        request = _stream_request(model, text, mode, threshold, top_k, gen)
+                             top_k: int | None = None, history: History | None = None, **gen) -> AsyncIterator[Answer]:
+        request = _stream_request(model, text, mode, threshold, top_k, history, gen)
         async for result in aio_stream(self._client, request, model=f"{model}_stream", timeout_s=self.timeout_s,
                                        headers=self.headers, url=self.url):
             piece = _piece(result)

@@ -26,9 +26,10 @@ from tritonize.converters.base import Conversion, manifest
 from tritonize.converters.chat.embed import PipelineEmbedder
 from tritonize.converters.chat.faq import FaqEntry, read_faq
 from tritonize.converters.chat.repository import ChatbotSpec, write_chatbot
+from tritonize.runtime.chat.prompt import check_template
 
-DEFAULT_TEMPLATE = "{context}Question: {question}\nAnswer:"
-TEMPLATE_FIELDS = ("question", "context")  # tritonize.runtime.chat.prompt fills them
+# FAQ entries, then the conversation's earlier turns, then the question (tritonize.runtime.chat.prompt fills them).
+DEFAULT_TEMPLATE = "{context}{history}Question: {question}\nAnswer:"
 HNSW_NEIGHBOURS = 32  # graph degree (M): recall vs memory
 HNSW_EF_CONSTRUCTION = 80
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -49,21 +50,6 @@ class ChatbotReport:
     embed_seconds: float = 0.0
     index_seconds: float = 0.0
     seconds: float = 0.0
-
-
-def check_template(template: str) -> str:
-    import string
-
-    try:
-        names = {n for _, n, _, _ in string.Formatter().parse(template) if n is not None}
-    except ValueError as e:
-        raise ValueError(f"prompt template: {e} (write literal braces as {{{{ and }}}})") from None
-    unknown = sorted(names - set(TEMPLATE_FIELDS))
-    if unknown:
-        raise ValueError(f"prompt template: unknown field(s) {', '.join('{' + n + '}' for n in unknown)}; allowed: {{question}}, {{context}}")
-    if "question" not in names:
-        raise ValueError("prompt template: {question} is missing")
-    return template
 
 
 def generator_settings(repository: Path, name: str) -> tuple[str, dict]:

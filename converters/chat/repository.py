@@ -3,7 +3,8 @@ answer piece by piece). Both are Python-backend models running `tritonize.runtim
 its vectors, the index, the prompt template and the generator's tokenizer are stored once, in NAME's
 version folder, and NAME_stream reads them there.
 
-Inputs: TEXT (BYTES [1]); optional MODE (BYTES [1]), THRESHOLD (FP32 [1]), TOP_K (INT64 [1]).
+Inputs: TEXT (BYTES [1]); optional MODE (BYTES [1]), THRESHOLD (FP32 [1]), TOP_K (INT64 [1]), HISTORY (BYTES [1]:
+the earlier turns as JSON, see tritonize.runtime.chat.request).
 Outputs: ANSWER, SOURCE, CANDIDATES, FINISH_REASON (BYTES [1]); SCORE (FP32 [1]).
 Generation parameters are request parameters, passed through to the generator.
 """
@@ -57,7 +58,7 @@ class ChatbotSpec:
 
 def chatbot_config(spec: ChatbotSpec, streaming: bool) -> mc.ModelConfig:
     inputs = [tensor_in("TEXT", "BYTES", [1]), tensor_in("MODE", "BYTES", [1]), tensor_in("THRESHOLD", "FP32", [1]),
-              tensor_in("TOP_K", "INT64", [1])]
+              tensor_in("TOP_K", "INT64", [1]), tensor_in("HISTORY", "BYTES", [1])]
     for optional in inputs[1:]:
         optional.optional = True
     outputs = [tensor_out(n, "BYTES", [1]) for n in ("ANSWER", "SOURCE", "CANDIDATES", "FINISH_REASON")]

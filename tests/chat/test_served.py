@@ -85,10 +85,30 @@ def test_auto_routes_by_the_threshold_exactly(chat):
     assert chat.ask(q, model=CHATBOT).matched
 
 
-def _prompt(question: str, entries=()) -> str:
+def _prompt(question: str, entries=(), turns=()) -> str:
     """The default template, written out (converters/chat/convert.py DEFAULT_TEMPLATE)."""
     context = "".join(f"Question: {e.question}\nAnswer: {e.answer}\n\n" for e in entries)
-    return f"{context}Question: {question}\nAnswer:"
+    history = "".join(f"Question: {text}\n" if role == "user" else f"Answer: {text}\n\n" for role, text in turns)
+    return f"{context}{history}Question: {question}\nAnswer:"
+
+
+def test_earlier_turns_reach_a_generated_answer_and_leave_retrieval_alone(chat, gen):
+    turns = [("user", "Where do foxes live?"), ("assistant", "In forests and fields.")]
+    generated = chat.ask(UNRELATED, model=CHATBOT, mode="generative", max_new_tokens=20, history=turns)
+    assert generated.text == gen.generate(_prompt(UNRELATED, (), turns), model=GPT2, max_new_tokens=20)
+    assert generated.text != chat.ask(UNRELATED, model=CHATBOT, mode="generative", max_new_tokens=20).text
+    streamed = "".join(chat.stream(UNRELATED, model=CHATBOT, mode="generative", max_new_tokens=20,
+                                   history=[{"role": r, "content": t} for r, t in turns]))
+    assert streamed == generated.text
+    fallback = chat.ask(UNRELATED, model=CHATBOT, top_k=2, threshold=0.99, max_new_tokens=20, history=turns)
+    context = [BY_ID[c.id] for c in fallback.candidates]
+    assert fallback.text == gen.generate(_prompt(UNRELATED, context, turns), model=GPT2, max_new_tokens=20)
+    q = PARAPHRASES[2]["question"]
+    assert chat.ask(q, model=CHATBOT, history=turns) == chat.ask(q, model=CHATBOT)  # retrieval reads the question alone
+    # Only the most recent turns that fit the generator's context go in (512 tokens, 20 new).
+    many = [("user", f"question number {i} " * 20) if i % 2 == 0 else ("assistant", f"answer {i} " * 20) for i in range(40)]
+    long = chat.ask(UNRELATED, model=CHATBOT, mode="generative", max_new_tokens=20, history=many)
+    assert long.generated and long.finish_reason == "length"
 
 
 def test_generative_fallback_equals_the_generator_called_directly(chat, gen):
@@ -170,6 +190,8 @@ BAD = [
     ({"temperature": -1}, "temperature must be >= 0"),
     ({"beam_width": 4}, "unknown parameter(s) beam_width"),
     ({"stream": True}, "parameter(s) stream are set by the chatbot"),
+    ({"history": [("system", "be brief")]}, 'HISTORY[0] must be {"role": "user" | "assistant", "content": text}'),
+    ({"history": [("user", "x" * 70_000)]}, "HISTORY[0] is 70,0"),
 ]
 
 

@@ -16,7 +16,7 @@ from tritonize.converters.chat.repository import ChatbotSpec, chatbot_config
 from tritonize.converters.repository import mc, render
 from tritonize.runtime.chat.index import ExactIndex, Faq, FaissIndex
 from tritonize.runtime.chat.prompt import Budget, Prompter
-from tritonize.runtime.chat.request import ChatSettings, make_request, route
+from tritonize.runtime.chat.request import ChatSettings, make_request, parse_history, route
 from tritonize.runtime.generation.params import Limits
 from tritonize.runtime.triton import InputError
 from tests.conftest import CHATBOT, CLASSIFIER, EMBEDDER
@@ -108,7 +108,9 @@ def test_conversion_errors_name_what_to_do(built, tmp_path):
 @pytest.mark.unit
 def test_templates():
     assert check_template("Q: {question}\nA:") == "Q: {question}\nA:"
-    for bad, message in (("{context}", "{question} is missing"), ("{question} {", "write literal braces")):
+    assert check_template("{history}Q: {question}\nA:")
+    for bad, message in (("{context}", "{question} is missing"), ("{question} {", "write literal braces"),
+                         ("{question}{turns}", r"unknown field\(s\) \{turns\}; allowed: \{question\}, \{context\}, \{history\}")):
         with pytest.raises(ValueError, match=message):
             check_template(bad)
 
@@ -133,7 +135,7 @@ def test_config_round_trips_through_protobuf_text():
         parsed = text_format.Parse(render(config), mc.ModelConfig())
         assert parsed == config
         assert parsed.model_transaction_policy.decoupled is streaming
-        assert [i.name for i in parsed.input if i.optional] == ["MODE", "THRESHOLD", "TOP_K"]
+        assert [i.name for i in parsed.input if i.optional] == ["MODE", "THRESHOLD", "TOP_K", "HISTORY"]
         assert json.loads(parsed.parameters["tritonize_calls"].string_value) == ["emb", "gen"]
     with pytest.raises(ValueError, match="top_k must be between 1 and 20, got 0"):
         ChatbotSpec("bot", "emb", "gen", "decoder", {"max_context": 1, "max_new_tokens": 1}, top_k=0)
@@ -189,6 +191,36 @@ def test_prompt_drops_the_worst_entries_until_it_fits():
     assert used == 2 and "q3" not in prompt and tokens == words(prompt) <= 60
     assert prompter.build("why?", entries, max_new_tokens=99)[1] == 0
     assert prompter.render("why?", []) == "Question: why?\nAnswer:"
+
+
+@pytest.mark.unit
+def test_history_goes_in_after_the_entries_latest_turns_first():
+    words = lambda text: len(text.split())  # noqa: E731
+    budget = Budget(max_context=100, default_max_new_tokens=20, decoder_only=True)
+    prompter = Prompter("{context}{history}Question: {question}\nAnswer:", words, budget)
+    turns = [("user", "old " * 20), ("assistant", "reply " * 20), ("user", "recent " * 20), ("assistant", "last " * 20)]
+    entries = [("q1 " * 10, "a1 " * 10)]
+    assert prompter.render("why?", [], [("user", "hi"), ("assistant", "hello")]) == "Question: hi\nAnswer: hello\n\nQuestion: why?\nAnswer:"
+    # Room 80: the question (4 words) and the entry (22) go in first, then the latest two turns (21 each), not a third.
+    prompt, used, tokens = prompter.build("why?", entries, None, turns)
+    assert used == 1 and tokens == words(prompt) <= 80
+    assert "old" not in prompt and "reply" not in prompt and prompt.index("a1") < prompt.index("recent") < prompt.index("last")
+    prompt, _, _ = prompter.build("why?", entries, 80, turns)  # room 20: the entry does not fit, nor does any turn
+    assert prompt == "Question: why?\nAnswer:"
+    # A template without {history} gets the turns in front of the whole prompt.
+    bare = Prompter("Q: {question}\nA:", words, budget)
+    assert bare.render("why?", [], [("user", "hi"), ("assistant", "hello")]) == "Question: hi\nAnswer: hello\n\nQ: why?\nA:"
+
+
+@pytest.mark.unit
+def test_history_is_checked_turn_by_turn():
+    assert parse_history(None) == ()
+    assert parse_history('[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]') == (("user", "hi"), ("assistant", "hello"))
+    for raw, message in (("[{", "HISTORY is not JSON"), ('{"role": "user"}', "HISTORY must be a JSON list of turns, got dict"),
+                         ('[{"role": "system", "content": "x"}]', r"HISTORY\[0\] must be"),
+                         ('[{"role": "user", "content": "x"}, {"role": "user"}]', r"HISTORY\[1\] must be")):
+        with pytest.raises(InputError, match=message):
+            parse_history(raw)
 
 
 # -- indexes ----------------------------------------------------------------------------------------

@@ -13,17 +13,19 @@ import openai
 import pytest
 
 from tritonize.client import ChatClient
-from tritonize.families import AUDIO_SPEECH, CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, served_kinds
+from tritonize.families import AUDIO_SPEECH, CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, RERANK, served_kinds
 from tests.chat.test_served import BY_ID, PARAPHRASES, UNRELATED
 from tests.conftest import CHATBOT, CLASSIFIER, EMBEDDER, VOICE
 from tests.tiny_generators import GPT2
+from tests.tiny_rerankers import RERANKER
 
-ROUTES = (EMBEDDINGS, COMPLETIONS, CHAT_COMPLETIONS, AUDIO_SPEECH)
-MODELS = {"embedding": EMBEDDER, "classification": CLASSIFIER, "generation": GPT2, "speech": VOICE, "chat": CHATBOT}
+ROUTES = (EMBEDDINGS, COMPLETIONS, CHAT_COMPLETIONS, AUDIO_SPEECH, RERANK)
+MODELS = {"embedding": EMBEDDER, "classification": CLASSIFIER, "generation": GPT2, "speech": VOICE, "chat": CHATBOT, "rerank": RERANKER}
 # What the families list, written out: a change there shows up here.
 LISTED = {EMBEDDINGS: {"embedding"}, COMPLETIONS: {"generation", "chat"}, CHAT_COMPLETIONS: {"generation", "chat"},
-          AUDIO_SPEECH: {"speech"}}
+          AUDIO_SPEECH: {"speech"}, RERANK: {"rerank"}}
 MATCHING = "What is tritonize?"  # an FAQ question, word for word
+RERANK_DOCUMENTS = ["tritonize serves models", "a recipe for bread", "what is triton"]
 MATRIX = [(route, kind) for route in ROUTES for kind in MODELS]
 
 
@@ -41,6 +43,8 @@ def call(oai: openai.OpenAI, route: str, model: str):
         return oai.completions.create(model=model, prompt=MATCHING, max_tokens=8, temperature=0)
     if route == CHAT_COMPLETIONS:
         return oai.chat.completions.create(model=model, messages=[{"role": "user", "content": MATCHING}], max_tokens=8, temperature=0)
+    if route == RERANK:  # no SDK method: the SDK's own request path, so errors are its typed exceptions too
+        return oai.post("/rerank", body={"model": model, "query": MATCHING, "documents": RERANK_DOCUMENTS}, cast_to=object)
     return oai.audio.speech.create(model=model, voice=model, input="Hello there.", response_format="wav").read()
 
 
@@ -50,6 +54,11 @@ def check(route: str, kind: str, got) -> None:
         vector = np.array(got.data[0].embedding)
         assert len(got.data) == 1 and vector.shape == (384,) and abs(np.linalg.norm(vector) - 1) < 1e-5
         assert got.usage.prompt_tokens > 0
+    elif route == RERANK:
+        scores = [r["relevance_score"] for r in got["results"]]
+        assert sorted(r["index"] for r in got["results"]) == list(range(len(RERANK_DOCUMENTS))) and scores == sorted(scores, reverse=True)
+        assert all(0 < s < 1 for s in scores) and [r["document"]["text"] for r in got["results"]] == [RERANK_DOCUMENTS[r["index"]] for r in got["results"]]
+        assert got["model"] == RERANKER and got["usage"]["total_tokens"] > 0
     elif route == AUDIO_SPEECH:
         with wave.open(io.BytesIO(got)) as w:
             samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")

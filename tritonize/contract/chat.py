@@ -19,19 +19,20 @@ GENERATOR_LIMITS = ("max_context", "max_new_tokens", "default_max_new_tokens", "
 
 @dataclass(frozen=True)
 class ChatSettings(Parameters):
-    """The defaults and limits of a question (its MODE, THRESHOLD and TOP_K inputs)."""
+    """The defaults and limits of a question (its MODE, THRESHOLD, TOP_K and HISTORY inputs)."""
 
     threshold: float = 0.5
     top_k: int = 3
     max_top_k: int = 20
     max_question_bytes: int = 4_096
+    max_history_bytes: int = 65_536  # HISTORY, the earlier turns as JSON (only what fits the generator's context is used)
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [-1, 1] (a cosine score), got {self.threshold}")
         if not 1 <= self.top_k <= self.max_top_k:
             raise ValueError(f"top_k must be between 1 and {self.max_top_k}, got {self.top_k}")
-        at_least(self, 1, "max_question_bytes")
+        at_least(self, 1, "max_question_bytes", "max_history_bytes")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ AsyncChatClient: a one-shot request goes to NAME, a streamed one to NAME_stream.
 
 What the chatbot gets:
 - the question: a completion's `prompt`; a chat's last message, which must be the user's;
+- a chat's earlier user and assistant messages, as the conversation's history: context for a generated
+  answer (the most recent turns that fit the generator's context); an FAQ match reads the question alone;
 - the generation parameters it forwards to its generator, checked there with the generator's own limits:
   `max_tokens` (or `max_completion_tokens`) as max_new_tokens, `temperature`, `top_p`, `top_k` (the
   generator's top-k sampling), `repetition_penalty`, `seed` and `stop`.
@@ -11,8 +13,8 @@ an FAQ entry's answer whole when the best match reaches the threshold (sampling 
 `max_tokens` shape only a generated answer), otherwise an answer generated with the closest entries as
 context. `finish_reason` is "stop" for an FAQ answer, the generator's reason for a generated one.
 
-What it does not use: earlier turns and system or developer messages. The chatbot's prompt holds the
-question and FAQ entries, not a conversation, so an answer depends on the last user message alone.
+What it does not use: system, developer and tool messages (the chatbot's prompt is its converter's
+template, with no place for instructions).
 
 What it refuses (400 naming the parameter): `messages` ending with another role than the user's,
 `add_generation_prompt: false`, and `stream_options.include_usage` (the chatbot counts no tokens, so its
@@ -29,6 +31,9 @@ from tritonize.gateway.errors import bad_param
 from tritonize.gateway.protocol import ChatCompletionRequest, CompletionRequest, Usage
 from tritonize.gateway.registry import Pipeline
 from tritonize.gateway.serving.text import TextServing
+
+
+HISTORY_ROLES = ("user", "assistant")
 
 
 def question(request: CompletionRequest | ChatCompletionRequest) -> tuple[str, str]:
@@ -51,6 +56,10 @@ def generation_parameters(request: CompletionRequest | ChatCompletionRequest) ->
     params = request.sampling()
     if "top_k" in params:  # the chatbot's own top_k is its number of FAQ candidates; the generator's is gen_top_k
         params["gen_top_k"] = params.pop("top_k")
+    if isinstance(request, ChatCompletionRequest):
+        history = [(m.role, m.text) for m in request.messages[:-1] if m.role in HISTORY_ROLES]
+        if history:
+            params["history"] = history
     return params
 
 

@@ -131,6 +131,9 @@ class Chatbot:
         mode = _optional(request, "MODE")
         threshold = _optional(request, "THRESHOLD")
         top_k = _optional(request, "TOP_K")
+        history = _optional(request, "HISTORY")
+        if history is not None:
+            history = decode_texts(np.array([[history]], dtype=np.object_), self.settings.max_history_bytes, "HISTORY")[0]
         return make_request(
             question,
             None if mode is None else (mode.decode("utf-8", "replace") if isinstance(mode, bytes) else str(mode)),
@@ -139,6 +142,7 @@ class Chatbot:
             _request_parameters(request),
             self.settings,
             self.limits,
+            history,
         )
 
     # -- worker threads ----------------------------------------------------------------------------
@@ -165,7 +169,7 @@ class Chatbot:
         if decision.kind == "no-match":
             return self._send(sender, common, "", NO_MATCH, "no-match")
         entries = [(self.faq.questions[r], self.faq.answers[r]) for r in decision.context]
-        prompt, _, tokens = self.prompter.build(chat.question, entries, chat.max_new_tokens)
+        prompt, _, tokens = self.prompter.build(chat.question, entries, chat.max_new_tokens, chat.history)
         self._check_prompt(prompt, tokens, chat)
         pieces = bls.generate(self.generator, prompt, chat.generation, stream=self.streaming)
         if not self.streaming:  # stream=false: the generator sends the whole text in one response

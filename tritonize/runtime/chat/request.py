@@ -1,13 +1,16 @@
 """A chat request, its settings and the routing decision: plain Python, no Triton, so it is unit-tested alone.
 
 Per request (optional input tensors): MODE (retrieval | generative | auto), THRESHOLD (cosine score in
-[-1, 1]) and TOP_K (candidates returned, and FAQ entries put in a fallback prompt). Generation parameters
+[-1, 1]), TOP_K (candidates returned, and FAQ entries put in a fallback prompt) and HISTORY (the
+conversation's earlier turns, a JSON list of {"role": "user" | "assistant", "content": text}, oldest
+first: context for a generated answer; retrieval reads the question alone). Generation parameters
 travel as request parameters and are checked with the generator's own limits and messages
 (`tritonize.runtime.generation.params.parse`), so a chat request fails exactly as the generator would.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -29,6 +32,7 @@ class ChatRequest:
     top_k: int
     generation: dict = field(default_factory=dict)  # raw generation parameters, already checked
     max_new_tokens: int | None = None  # when the request set it (the prompt budget depends on it)
+    history: tuple[tuple[str, str], ...] = ()  # earlier turns (role, text), oldest first
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -39,8 +43,32 @@ class ChatRequest:
             raise InputError("TEXT is empty: send a question")
 
 
+HISTORY_ROLES = ("user", "assistant")
+
+
+def parse_history(text: str | None) -> tuple[tuple[str, str], ...]:
+    """HISTORY's turns as (role, text); an InputError names the turn and what is wrong with it."""
+    if text is None:
+        return ()
+    try:
+        turns = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"HISTORY is not JSON ({e.msg} at line {e.lineno} column {e.colno}); send a list of "
+                         f'{{"role": "user" | "assistant", "content": "..."}}') from None
+    if not isinstance(turns, list):
+        raise InputError(f"HISTORY must be a JSON list of turns, got {type(turns).__name__}")
+    parsed = []
+    for i, turn in enumerate(turns):
+        role = turn.get("role") if isinstance(turn, dict) else None
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if role not in HISTORY_ROLES or not isinstance(content, str):
+            raise InputError(f"HISTORY[{i}] must be {{\"role\": \"user\" | \"assistant\", \"content\": text}}, got {json.dumps(turn)[:80]}")
+        parsed.append((role, content))
+    return tuple(parsed)
+
+
 def make_request(question: str, mode: str | None, threshold: float | None, top_k: int | None, raw_params: dict,
-                 settings: ChatSettings, limits: Limits) -> ChatRequest:
+                 settings: ChatSettings, limits: Limits, history: str | None = None) -> ChatRequest:
     """A checked ChatRequest (TEXT's size and encoding are checked as it is decoded); any problem is an
     InputError naming the field and the limit."""
     k = settings.top_k if top_k is None else top_k
@@ -51,7 +79,7 @@ def make_request(question: str, mode: str | None, threshold: float | None, top_k
         raise InputError(f"parameter(s) {', '.join(reserved)} are set by the chatbot: call NAME for one response, NAME_stream to stream")
     params, explicit = parse(raw_params, limits)  # the generator's own checks and messages, before any work
     return ChatRequest(question, mode or "auto", settings.threshold if threshold is None else threshold, k, dict(raw_params),
-                       params.max_new_tokens if explicit else None)
+                       params.max_new_tokens if explicit else None, parse_history(history))
 
 
 @dataclass(frozen=True)
