@@ -151,14 +151,17 @@ def test_generation_parameters_reach_the_chatbots_generator(oai, chat):
     assert stopped == (whole[: whole.find(stop)], "stop", 1)
 
 
-def test_earlier_turns_and_system_messages_are_not_used(oai):
-    """The chatbot's prompt has no conversation (documented): only the last user message counts."""
-    earlier = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": UNRELATED},
-               {"role": "assistant", "content": "Flour, bananas and eggs."}]
-    for question in (MATCHING, UNRELATED):
-        alone = ask(oai, CHAT_COMPLETIONS, question, False, max_tokens=12, **SEEDED)
-        assert ask(oai, CHAT_COMPLETIONS, question, False, messages=earlier, max_tokens=12, **SEEDED) == alone
-    assert alone[0] != ask(oai, CHAT_COMPLETIONS, earlier[1]["content"] + " " + UNRELATED, False, max_tokens=12, **SEEDED)[0]
+def test_earlier_turns_are_the_chatbots_history_and_system_messages_are_not_used(oai, chat):
+    """Earlier user and assistant messages reach a generated answer as the chatbot's history; an FAQ match reads the
+    question alone; system messages are not used (documented)."""
+    turns = [("user", "Where do foxes live?"), ("assistant", "In forests and fields.")]
+    earlier = [{"role": "system", "content": "Answer in French."}] + [{"role": r, "content": t} for r, t in turns]
+    with_history = chat.ask(UNRELATED, model=CHATBOT, max_new_tokens=12, history=turns, **SEEDED)
+    assert with_history.generated and with_history.text != chat.ask(UNRELATED, model=CHATBOT, max_new_tokens=12, **SEEDED).text
+    for stream in (False, True):
+        assert ask(oai, CHAT_COMPLETIONS, UNRELATED, stream, messages=earlier, max_tokens=12, **SEEDED)[0] == with_history.text
+        assert ask(oai, CHAT_COMPLETIONS, MATCHING, stream, messages=earlier, max_tokens=12, **SEEDED)[0] == BY_ID["what-is"].answer
+    assert ask(oai, CHAT_COMPLETIONS, UNRELATED, False, messages=earlier[1:], max_tokens=12, **SEEDED)[0] == with_history.text
 
 
 REFUSED = [  # (route, what the request adds, the param named)
