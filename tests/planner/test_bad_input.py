@@ -210,7 +210,7 @@ def test_a_run_in_which_every_request_failed_exits_non_zero(server, tmp_path):
     path = Scenario(name="all-bad", pipeline="embed", model=EMBEDDER, words=WordCounts(median=4, min=2, max=8), pool_size=20,
                     bad_every=1).save(tmp_path / "bad.json")
     line = refused(["bench", "--url", server.grpc_url, "--http-url", server.http_url, "--scenario", str(path), "--users", "1",
-                    "--seconds", "1", "--out", str(tmp_path / "out")], "every request failed (", "UTF-8", f"{EMBEDDER} at {server.grpc_url}",
+                    "--seconds", "2", "--out", str(tmp_path / "out")], "every request failed (", "UTF-8", f"{EMBEDDER} at {server.grpc_url}",
                    alone=False)  # after the load's table and report
     n = int(line.split("every request failed (")[1].split(" of ")[0])
     assert n > 0 and (tmp_path / "out" / "results.json").exists()

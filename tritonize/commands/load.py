@@ -278,6 +278,9 @@ def plan(
         console.print(f"wrote the recommended settings into {path}")
     page = write_report(results, out, rec, slo_ms, percentile)
     console.print(f"report: {page}; raw results: {out / 'results.json'}")
+    failed = None if source else inputs.all_failed(results.runs)
+    if failed:  # no level of any configuration served a request: nothing was measured
+        raise inputs.InputError(f"{failed}: no configuration was measured")
 
 
 def _chosen(results, system: str):

@@ -19,6 +19,54 @@ class PlanError(DeployError):
     pass
 
 
+DEVICES = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What one replica of the plan is (`recommendation.replica`): the cores its server ran on (`cpus`,
+    the pinned list, if pinned), ONNX Runtime threads per instance, model-step instances, the device, and
+    the memory it used under load. `derived`: an older plan recorded none, so it was derived from the
+    variant's settings, and the memory is unknown (None)."""
+
+    cores: int
+    ort_threads: int
+    instances: int
+    device: str = "cpu"
+    memory_mib: float | None = None
+    cpus: str | None = None
+    derived: bool = False
+
+    def __post_init__(self):
+        for field, value in (("cores", self.cores), ("ort_threads", self.ort_threads), ("instances", self.instances)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PlanError(f"field 'recommendation.replica.{field}' must be a whole number >= 1, got {value!r}")
+        if self.device not in DEVICES:
+            raise PlanError(f"field 'recommendation.replica.device' must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.memory_mib is not None and (isinstance(self.memory_mib, bool) or not isinstance(self.memory_mib, (int, float))
+                                            or not math.isfinite(self.memory_mib) or self.memory_mib <= 0):
+            raise PlanError(f"field 'recommendation.replica.memory_mib' must be a number > 0, got {self.memory_mib!r}")
+
+    @classmethod
+    def from_record(cls, path: Path, raw) -> "Replica":
+        if not isinstance(raw, dict):
+            raise PlanError(f"{path}: field 'recommendation.replica' must be an object, got {raw!r}")
+        known = {"cores", "cpus", "ort_threads", "instances", "device", "memory_mib"}
+        missing = sorted({"cores", "ort_threads", "instances", "device"} - set(raw))
+        if missing:
+            raise PlanError(f"{path}: field 'recommendation.replica.{missing[0]}' is missing")
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except PlanError as e:
+            raise PlanError(f"{path}: {e}") from None
+
+    @classmethod
+    def derive(cls, variant: Variant) -> "Replica":
+        """An older plan: one core per ONNX Runtime thread of each instance, as the variant set them."""
+        threads, instances = variant.threads or 1, variant.instances or 1
+        return cls(cores=threads * instances, ort_threads=threads, instances=instances, derived=True)
+
+
 @dataclass(frozen=True)
 class DeployPlan:
     pipeline: str  # the served ensemble
@@ -30,6 +78,9 @@ class DeployPlan:
     target_rps: float
     slo_ms: float
     percentile: int
+    replica: Replica | None = None
+    repository: str | None = None  # the chosen configuration's servable repository, as the plan wrote it
+    confirmation: str | None = None  # what `plan --confirm` found, in words
 
     @property
     def per_pod_rps(self) -> float:
@@ -72,8 +123,22 @@ def load_plan(path: Path) -> DeployPlan:
     if values["headroom"] < 0:
         raise PlanError(f"{path}: field 'recommendation.headroom' must be >= 0, got {values['headroom']}")
     pipeline, variant = _pipeline_and_variant(path, raw, rec["system"])
+    replica = Replica.from_record(path, rec["replica"]) if rec.get("replica") is not None else Replica.derive(variant)
+    repository = rec.get("repository")
+    if repository is not None and not isinstance(repository, str):
+        raise PlanError(f"{path}: field 'recommendation.repository' must be a path, got {repository!r}")
     return DeployPlan(pipeline, rec["system"], variant, values["replicas"], values["max_rps"], values["headroom"], values["target_rps"],
-                      values["slo_ms"], values["percentile"])
+                      values["slo_ms"], values["percentile"], replica, repository, _confirmation(rec.get("confirmed"), raw.get("confirmation")))
+
+
+def _confirmation(confirmed, legacy) -> str | None:
+    """`recommendation.confirmed` (or an older plan's `confirmation`) in words, for the manifests' annotations."""
+    record = confirmed if isinstance(confirmed, dict) else legacy if isinstance(legacy, dict) else None
+    if not record:
+        return None
+    parts = [f"{k} {v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k} {v}"
+             for k, v in record.items() if isinstance(v, (str, int, float, bool)) and k != "system"]
+    return ", ".join(parts)[:250] or None
 
 
 def _pipeline_and_variant(path: Path, raw: dict, system: str) -> tuple[str, Variant]:

@@ -258,6 +258,8 @@ def all_failed(runs: list[dict]) -> str | None:
             if row and row.get("Error"):
                 first = "; first error: " + re.sub(r"\s+", " ", row["Error"])[:300]
                 break
+    if not first and runs:
+        first = f"; Locust's record of them: {runs[0].get('csv_prefix', '')}_failures.csv"
     return f"every request failed ({failures} of {requests}){first}"
 
 
