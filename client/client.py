@@ -60,6 +60,14 @@ def build_request(mod, rows: list[bytes], outputs: Sequence[str]):
     return [text], [mod.InferRequestedOutput(o) for o in outputs]
 
 
+def embed_parameters(prompt_name: str | None, dimensions: int | None, normalize: bool | None, truncate: bool) -> dict:
+    """Client.embed's options as request parameters, under the same names; only those set travel."""
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions < 1):
+        raise invalid("dimensions", f"must be a positive int, not {dimensions!r}")
+    options = {"prompt_name": prompt_name, "dimensions": dimensions, "normalize": normalize, "truncate": None if truncate else False}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def config_dict(raw) -> dict:
     return raw.get("config", raw)  # gRPC (as_json) wraps the config, HTTP does not
 
@@ -112,21 +120,28 @@ class Client(_Base, Reranking, Closing):
             self._info[model] = ModelInfo.from_config(config_dict(raw))
         return self._info[model]
 
-    def infer(self, model: str, texts, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        """Raw pipeline outputs for any number of texts (sent in chunks the pipeline accepts)."""
+    def infer(self, model: str, texts, outputs: Sequence[str], parameters: dict | None = None) -> dict[str, np.ndarray]:
+        """Raw pipeline outputs for any number of texts (sent in chunks the pipeline accepts); `parameters`:
+        Triton request parameters for every chunk."""
         info = self.model_info(model)
         parts: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
         for rows in chunks(as_rows(texts), info.max_batch_size):
             inputs, requested = build_request(self._sync_mod, rows, outputs)
             with calling(model, self.url):
-                result = self._client.infer(model, inputs, outputs=requested, headers=self.headers, **self._infer_kwargs())
+                result = self._client.infer(model, inputs, outputs=requested, headers=self.headers, parameters=parameters or None,
+                                            **self._infer_kwargs())
             for o in outputs:
                 parts[o].append(result.as_numpy(o))
         return {o: np.concatenate(v) if v else empty(info, o) for o, v in parts.items()}
 
-    def embed(self, texts, *, model: str) -> np.ndarray:
-        """L2-normalised sentence embeddings, one row per text."""
-        return self.infer(model, texts, OUTPUTS["embedding"])["EMBEDDING"]
+    def embed(self, texts, *, model: str, prompt_name: str | None = None, dimensions: int | None = None, normalize: bool | None = None,
+              truncate: bool = True) -> np.ndarray:
+        """Sentence embeddings, one row per text, as the checkpoint defines them (L2-normalised where it
+        normalises). `prompt_name`: one of the checkpoint's prompts instead of its default; `dimensions`:
+        the first N (Matryoshka), re-normalised; `normalize`: False for the raw pooled vector; `truncate`:
+        False refuses a text over the token limit instead of cutting it."""
+        options = embed_parameters(prompt_name, dimensions, normalize, truncate)
+        return self.infer(model, texts, OUTPUTS["embedding"], options)["EMBEDDING"]
 
     def classify(self, texts, *, model: str) -> list[Prediction]:
         info = self.model_info(model)
@@ -155,19 +170,22 @@ class AsyncClient(_Base, AsyncReranking, AsyncClosing):
             self._info[model] = ModelInfo.from_config(config_dict(raw))
         return self._info[model]
 
-    async def infer(self, model: str, texts, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    async def infer(self, model: str, texts, outputs: Sequence[str], parameters: dict | None = None) -> dict[str, np.ndarray]:
         info = await self.model_info(model)
         parts: dict[str, list[np.ndarray]] = {o: [] for o in outputs}
         for rows in chunks(as_rows(texts), info.max_batch_size):
             inputs, requested = build_request(self._sync_mod, rows, outputs)
             with calling(model, self.url):
-                result = await self._client.infer(model, inputs, outputs=requested, headers=self.headers, **self._infer_kwargs())
+                result = await self._client.infer(model, inputs, outputs=requested, headers=self.headers, parameters=parameters or None,
+                                                  **self._infer_kwargs())
             for o in outputs:
                 parts[o].append(result.as_numpy(o))
         return {o: np.concatenate(v) if v else empty(info, o) for o, v in parts.items()}
 
-    async def embed(self, texts, *, model: str) -> np.ndarray:
-        return (await self.infer(model, texts, OUTPUTS["embedding"]))["EMBEDDING"]
+    async def embed(self, texts, *, model: str, prompt_name: str | None = None, dimensions: int | None = None,
+                    normalize: bool | None = None, truncate: bool = True) -> np.ndarray:
+        options = embed_parameters(prompt_name, dimensions, normalize, truncate)
+        return (await self.infer(model, texts, OUTPUTS["embedding"], options))["EMBEDDING"]
 
     async def classify(self, texts, *, model: str) -> list[Prediction]:
         info = await self.model_info(model)

@@ -220,3 +220,71 @@ def test_fusions_that_change_the_outputs_are_reported_and_the_plain_export_serve
     report = bert.convert_bert(str(build_electra_classifier(tmp_path / "electra")), "classification", tmp_path / "repo", "e", log=logs.append)
     assert any("ORT transformer fusions change the outputs" in line and "serving the plain export" in line for line in logs)
     assert not report.optimized and report.max_abs_error <= LOGIT_TOLERANCE
+
+
+# -- per-request options: prompt_name, dimensions, normalize, truncate --------------------------------
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+@pytest.mark.parametrize("name", ["st-lasttoken", "st-cls-mean-prompt"])  # the prompt pooled, and left out of the pooling
+def test_a_named_prompt_is_encodes_prompt(served, clients, name, protocol):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(served.checkpoints[name]), device="cpu")
+    vectors = clients[protocol].embed(TEXTS, model=name, prompt_name="passage")
+    assert cosines(vectors, st.encode(TEXTS, prompt_name="passage")).min() >= MIN_COSINE
+    assert cosines(vectors, st.encode(TEXTS, prompt_name="query"))[:3].max() < 0.9999  # another prompt, other vectors
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_dimensions_cut_and_renormalise_as_encode_with_truncate_dim(served, clients, protocol):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(served.checkpoints["st-cls-dense-norm"]), device="cpu")
+    vectors = clients[protocol].embed(TEXTS, model="st-cls-dense-norm", dimensions=8)
+    reference = st.encode(TEXTS, truncate_dim=8, normalize_embeddings=True)
+    assert vectors.shape == (len(TEXTS), 8) and cosines(vectors, reference).min() >= MIN_COSINE
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_normalize_false_returns_the_raw_vector_of_a_normalising_checkpoint(served, clients):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(served.checkpoints["st-cls-dense-norm"]), device="cpu")
+    raw = SentenceTransformer(modules=list(st)[:-1], device="cpu").encode(TEXTS)  # without its Normalize module
+    vectors = clients["grpc"].embed(TEXTS, model="st-cls-dense-norm", normalize=False)
+    assert cosines(vectors, raw).min() >= MIN_COSINE
+    assert (np.abs(np.linalg.norm(vectors, axis=1) - np.linalg.norm(raw, axis=1)) / np.linalg.norm(raw, axis=1)).max() <= NORM_TOLERANCE
+    assert np.abs(np.linalg.norm(vectors, axis=1) - 1).max() > 0.1
+    dot = clients["grpc"].embed(TEXTS, model="st-mean-dot", normalize=True)  # and the other way round
+    np.testing.assert_allclose(np.linalg.norm(dot, axis=1), 1.0, atol=1e-5)
+
+
+def test_bad_options_name_the_field_and_the_limit_and_the_server_keeps_serving(served, clients):
+    from tritonize.client import TritonizeError
+
+    c = clients["grpc"]
+    # sentence-transformers saves empty 'query' and 'document' prompts beside the checkpoint's own.
+    with pytest.raises(TritonizeError, match=r"prompt_name 'search' is not one of this model's prompts: 'document', 'passage', 'query'"):
+        c.embed(TEXTS, model="st-lasttoken", prompt_name="search")
+    with pytest.raises(TritonizeError, match=r"dimensions must be between 1 and 16 \(this model's embedding size\), got 17"):
+        clients["http"].embed(TEXTS, model="st-cls-dense-norm", dimensions=17)
+    with pytest.raises(TritonizeError, match=r"dimensions must be a positive int, not 0"):
+        c.embed(TEXTS, model="st-cls-dense-norm", dimensions=0)
+    with pytest.raises(TritonizeError, match=r"TEXT\[5\] is longer than the model's limit of 64 tokens and truncate is false"):
+        c.embed(TEXTS, model="st-cls-dense-norm", truncate=False)
+    assert c.embed(TEXTS[:5], model="st-cls-dense-norm", truncate=False).shape == (5, 16)  # within the limit: served
+    with pytest.raises(TritonizeError, match=r"request parameters dimensions are served by the fused flavour"):
+        c.embed(TEXTS, model=PYTHON_FLAVOUR, dimensions=8)
+    assert served.server.is_ready() and c.embed(["still here"], model="st-cls-dense-norm").shape == (1, 16)
+
+
+def test_the_async_client_sends_the_same_options(served, clients):
+    import asyncio
+
+    from tritonize.client import AsyncClient
+
+    async def run():
+        async with AsyncClient(served.server.grpc_url) as c:
+            return await c.embed(TEXTS, model="st-lasttoken", prompt_name="query", dimensions=10, normalize=True)
+
+    np.testing.assert_allclose(asyncio.run(run()), clients["grpc"].embed(TEXTS, model="st-lasttoken", prompt_name="query", dimensions=10,
+                                                                          normalize=True), atol=1e-6)

@@ -161,3 +161,27 @@ def test_a_generator_is_refused_with_the_reason():
         check_architecture(GPT2Config(), "embedding")
     with pytest.raises(UnsupportedArchitecture, match=r"model_type 't5' .* Encoders under test: bert, roberta, xlm-roberta"):
         check_architecture(T5Config(), "classification")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"dimension": 8}, r"parameter 'dimension' is not an embedding option; known: prompt_name, dimensions, normalize, truncate"),
+    ({"dimensions": "8"}, r"parameter dimensions must be int, got '8'"),
+    ({"dimensions": True}, r"parameter dimensions must be int, got True"),
+    ({"normalize": "no"}, r"parameter normalize must be bool, got 'no'"),
+])
+def test_request_options_name_the_bad_parameter(params, message):
+    from tritonize.contract.encoders import EmbedOptions
+
+    with pytest.raises(ValueError, match=message):
+        EmbedOptions.from_request(params)
+
+
+def test_request_options_read_back_and_pick_the_prompt():
+    from tritonize.contract.encoders import EmbedOptions
+
+    prompts = Prompts({"query": "query: ", "passage": "passage: "}, "query")
+    assert EmbedOptions.from_request({}).prompt(prompts) == "query: "  # the default prompt
+    options = EmbedOptions.from_request({"prompt_name": "passage", "dimensions": 8, "normalize": False, "truncate": False})
+    assert options == EmbedOptions("passage", 8, False, False) and options.prompt(prompts) == "passage: "
+    with pytest.raises(ValueError, match=r"dimensions must be between 1 and 4 \(this model's embedding size\), got 8"):
+        options.check_dimensions(4)

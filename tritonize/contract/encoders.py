@@ -130,6 +130,46 @@ class Prompts(Parameters):
         return self.prompts[self.default_prompt_name] if self.default_prompt_name is not None else ""
 
 
+# One embedding request's options: Triton request parameters, named as Client.embed's keywords.
+EMBED_OPTIONS = {"prompt_name": str, "dimensions": int, "normalize": bool, "truncate": bool}
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """Per request: a named prompt (instead of the default one), Matryoshka `dimensions` (the first N,
+    re-normalised where the vector is normalised), `normalize` (None: as the checkpoint's Normalize;
+    false: the raw pooled vector) and `truncate` (false: a text over the token limit is refused, not cut)."""
+
+    prompt_name: str | None = None
+    dimensions: int | None = None
+    normalize: bool | None = None
+    truncate: bool = True
+
+    @classmethod
+    def from_request(cls, params: dict) -> "EmbedOptions":
+        """The reader: a request's parameters (decoded JSON); an unknown name or a wrong type names the field."""
+        for name, value in params.items():
+            kind = EMBED_OPTIONS.get(name)
+            if kind is None:
+                raise ValueError(f"parameter {name!r} is not an embedding option; known: {', '.join(EMBED_OPTIONS)}")
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"parameter {name} must be {kind.__name__}, got {value!r}")
+        return cls(**params)
+
+    def prompt(self, prompts: Prompts) -> str:
+        """The text prepended: the named prompt, or the checkpoint's default one; an unknown name lists the known."""
+        if self.prompt_name is None:
+            return prompts.default_prompt
+        if self.prompt_name not in prompts.prompts:
+            known = ", ".join(repr(k) for k in sorted(prompts.prompts)) or "none"
+            raise ValueError(f"prompt_name {self.prompt_name!r} is not one of this model's prompts: {known}")
+        return prompts.prompts[self.prompt_name]
+
+    def check_dimensions(self, size: int) -> None:
+        if self.dimensions is not None and not 1 <= self.dimensions <= size:
+            raise ValueError(f"dimensions must be between 1 and {size} (this model's embedding size), got {self.dimensions}")
+
+
 # A cross-encoder's activation on its one relevance logit: sentence-transformers' `activation_fn` import
 # path -> the name the rerank step applies (tritonize.runtime.encoders.rerank.ACTIVATIONS).
 ACTIVATION_PATHS = {

@@ -64,12 +64,16 @@ class EmbeddingHead:
         """The head a step serves: its Pooling parameters and the Dense files in its version folder."""
         return cls(pooling, [DenseLayer.load(Path(folder) / DENSE_FILE.format(i), a) for i, a in enumerate(pooling.dense)])
 
-    def __call__(self, token_embeddings: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def __call__(self, token_embeddings: np.ndarray, mask: np.ndarray, prompt_lengths: np.ndarray | None = None,
+                 normalize: bool | None = None) -> np.ndarray:
+        """`prompt_lengths`: per row, the prompt tokens to leave out where include_prompt is false (default:
+        the default prompt's); `normalize`: None as the checkpoint (its Normalize module)."""
         p = self.pooling
-        if not p.include_prompt and p.prompt_length:  # the default prompt's tokens are not pooled
-            mask = mask.copy()
-            mask[:, : p.prompt_length] = 0
+        if not p.include_prompt:  # the prompt's tokens are not pooled
+            lengths = np.full(len(mask), p.prompt_length) if prompt_lengths is None else prompt_lengths
+            if lengths.any():
+                mask = np.where(np.arange(mask.shape[1])[None] < lengths[:, None], 0, mask)
         x = np.concatenate([pool(token_embeddings, mask, m) for m in p.modes], axis=-1)
         for layer in self.dense:
             x = layer(x)
-        return (l2_normalize(x) if p.normalize else x).astype(np.float32)
+        return (l2_normalize(x) if (p.normalize if normalize is None else normalize) else x).astype(np.float32)

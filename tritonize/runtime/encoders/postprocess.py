@@ -14,9 +14,11 @@ from tritonize.runtime.pooling import softmax
 from tritonize.runtime.triton import InputError, error_response, input_array, model_dir, parameters, response
 
 
-def embedding_outputs(token_embeddings: np.ndarray, mask: np.ndarray, head: EmbeddingHead) -> dict[str, np.ndarray]:
+def embedding_outputs(token_embeddings: np.ndarray, mask: np.ndarray, head: EmbeddingHead, prompt_lengths: np.ndarray | None = None,
+                      normalize: bool | None = None) -> dict[str, np.ndarray]:
     # TOKEN_COUNT: the tokens each row really had (after truncation), for usage accounting.
-    return {"EMBEDDING": head(token_embeddings, mask), "TOKEN_COUNT": mask.sum(axis=1, keepdims=True).astype(np.int64)}
+    return {"EMBEDDING": head(token_embeddings, mask, prompt_lengths, normalize),
+            "TOKEN_COUNT": mask.sum(axis=1, keepdims=True).astype(np.int64)}
 
 
 def load_head(args: dict, params: dict[str, str]) -> EmbeddingHead:

@@ -8,6 +8,7 @@ longest row (never to another request's).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,16 @@ def load_tokenizer(path: str | Path, max_length: int) -> Tokenizer:
     tok.enable_truncation(max_length=max_length)
     tok.no_padding()  # we pad per request, see pad_rows
     return tok
+
+
+def refuse_options(request) -> None:
+    """Per-request embedding options (prompt_name, dimensions, normalize, truncate) are the fused step's:
+    across the ensemble's three steps they would be applied in part."""
+    params = request.parameters()
+    if params and params != "{}":
+        names = ", ".join(sorted(json.loads(params)))
+        raise InputError(f"request parameters {names} are served by the fused flavour (the default on CPU); this pipeline is "
+                         "the three-step ensemble: convert it with --flavour fused to use them")
 
 
 class TokenizerStep:
@@ -42,6 +53,7 @@ class TokenizerStep:
         batch: list[tuple[int, list[str]]] = []
         for i, request in enumerate(requests):
             try:
+                refuse_options(request)
                 batch.append((i, decode_texts(input_array(request, "TEXT"), self.max_text_bytes)))
             except InputError as e:
                 responses[i] = error_response(e)
