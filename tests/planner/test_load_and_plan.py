@@ -135,10 +135,14 @@ def test_plan_runs_end_to_end_on_a_small_grid(small_plan, tmp_path):
     assert [(r["users"], r["round"]) for r in saved["runs"]] == [(1, 1), (1, 1), (4, 1), (4, 1), (4, 2), (4, 2), (1, 2), (1, 2)]
     assert all(p["requests"] == sum(r["requests"] for r in saved["runs"] if (r["system"], r["users"]) == (p["system"], p["users"]))
                for p in saved["points"])
-    confirmation = saved["confirmation"]  # --confirm: the chosen config measured again, its points kept
-    assert confirmation["system"] == saved["recommendation"]["system"]
-    assert [p["users"] for p in confirmation["points"]] == [1, 4] and len(confirmation["runs"]) == 4 and confirmation["confirmed_rps"] > 0
-    assert "confirmation run" in result.output
+    # --confirm: the chosen config measured again on a fresh server, open loop at the predicted rate (and
+    # lower where that missed); the recommendation carries the outcome
+    confirmation, rec = saved["confirmation"], saved["recommendation"]
+    assert confirmation["system"] == rec["system"] and confirmation["met"] == rec["confirmed"]["met"]
+    assert confirmation["points"][0]["offered_rps"] == pytest.approx(confirmation["predicted_rps"], abs=0.1)
+    assert len(confirmation["runs"]) == len(confirmation["points"]) and confirmation["confirmed_rps"] > 0
+    assert rec["max_rps"] == pytest.approx(confirmation["confirmed_rps"])
+    assert "confirmation: predicted" in " ".join(result.output.split())
     assert f"replica(s) of 'triton {CLASSIFIER} (batch<=" in result.output
     assert saved["recommendation"]["system"] in saved["candidates"] and saved["recommendation"]["replicas"] >= 1
     for png in ("latency_vs_throughput.png", "batch_sizes.png", "capacity.png"):

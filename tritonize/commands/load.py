@@ -191,6 +191,10 @@ def plan(
     instances: str = typer.Option("1", help="Grid: model-step instances."),
     threads: str = typer.Option("1", help="Grid: ONNX Runtime threads per instance."),
     users: str = typer.Option("1,2,4,8,16,32", help="Offered loads: concurrent users, comma-separated."),
+    rates: str = typer.Option(None, help=RATES_HELP + " Capacity is then searched between the measured rates."),
+    arrival: str = typer.Option("poisson", help=ARRIVAL_HELP),
+    search_levels: int = typer.Option(3, help="With --rates: extra levels per candidate searching its capacity (bisection "
+                                              "between the highest passing and lowest missing rate, or above the grid)."),
     seconds: float = typer.Option(8, help="Seconds per load level."),
     rounds: int = typer.Option(1, help="Measure every level this many times (walking the levels up, then down) and pool them."),
     slo_ms: float = typer.Option(50, help="Latency SLO (ms)."),
@@ -208,10 +212,11 @@ def plan(
 ) -> None:
     """Sweep server configurations x offered loads; recommend a config and replicas for an SLO."""
     from tritonize.planner import inputs
-    from tritonize.planner.capacity import PlanResults, max_throughput_under_slo, recommend
-    from tritonize.planner.report import write_report
+    from tritonize.planner.capacity import PlanResults, recommend, with_confirmation
+    from tritonize.planner.report import replica_text, write_report
+    from tritonize.planner.sweep import confirm as confirm_rate
     from tritonize.planner.sweep import sweep
-    from tritonize.planner.systems import FastApiBaseline, TritonVariant, Variant, write_back
+    from tritonize.planner.systems import FastApiBaseline, TritonVariant, Variant, replica_of, write_back, write_variant
 
     inputs.plan_values(slo_ms, target_rps, headroom, percentile, None if source else seconds, rounds)
     if control and not baselines:
@@ -230,6 +235,8 @@ def plan(
             raise typer.BadParameter(f"--baselines has a FastAPI + PyTorch server for {' and '.join(FastApiBaseline.TASKS)} scenarios, not {sc.pipeline!r}")
         models = [m.strip() for m in (model or sc.model).split(",") if m.strip()]
         levels = _ints(users)
+        offered, arrival = _rates(rates), _arrival(arrival)
+        inputs.at_least("--search-levels", search_levels, 0)
         server_cpus, locust_cpus = _pinning(pin)
         inputs.threads_fit(_ints(threads, "--threads"), server_cpus)
         for m in models:
@@ -247,22 +254,39 @@ def plan(
             if control:
                 systems.append(TritonVariant(repository, sc.model, off.variant, out / "repository-off-copy", server_cpus, copy_of=off.name))
             systems.append(FastApiBaseline(_hub_id(repository, sc.model), server_cpus, task=sc.pipeline))
-        setup = {"scenario": sc.name, "seconds per level": seconds, "rounds": rounds, "offered loads (users)": users,
+        load = ({"offered rates (open loop, req/s)": rates, "arrival": arrival, "capacity search levels": search_levels}
+                if offered else {"offered loads (users)": users})
+        setup = {"scenario": sc.name, "seconds per level": seconds, "rounds": rounds, **load,
                  "pinning": f"server on core {server_cpus}, Locust on core {locust_cpus}, the same for every system" if pin else "none"}
-        results = sweep(systems, sc, levels, seconds, out, locust_cpus, 1, setup, rounds=rounds)
+        results = sweep(systems, sc, levels, seconds, out, locust_cpus, 1, setup, rounds=rounds, rates=offered or None,
+                        arrival=arrival, search=(slo_ms, percentile, search_levels), searched=list(range(n_candidates)))
+        peaks = results.setup.get("peak server memory (MiB)", {})
+        results.replicas = {s.name: replica_of(s, peaks.get(s.name)) for s in systems if isinstance(s, TritonVariant)}
         results.candidates = [s.name for s in systems[:n_candidates]]
         results.variants = {s.name: {"model": s.model, **asdict(s.variant), **({"copy_of": s.copy_of} if s.copy_of else {})}
                             for s in systems if isinstance(s, TritonVariant)}
     rec = recommend(results.points, slo_ms, percentile, target_rps, headroom, results.candidates or None)
+    if rec.system:
+        rec.replica = results.replicas.get(rec.system)
+        chosen_model, chosen = _chosen(results, rec.system)
+        if (repository / chosen_model).is_dir():  # the chosen configuration, servable as measured
+            rec.repository = str(write_variant(repository, chosen_model, chosen, out / "recommended-repository").resolve())
     if confirm and rec.system and sc:
         chosen_model, chosen = _chosen(results, rec.system)
-        again = sweep([TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)], sc, _ints(users), seconds,
-                      out / "confirm", locust_cpus, rounds=rounds)
-        confirmed = max_throughput_under_slo(again.points, slo_ms, percentile)
-        results.setup["confirmation"] = f"predicted {rec.max_rps:.1f} req/s, confirmation run {confirmed:.1f} req/s ({confirmed / rec.max_rps:.2f}x)"
-        results.confirmation = {"system": rec.system, "predicted_rps": rec.max_rps, "confirmed_rps": confirmed,
-                                "points": [asdict(p) for p in again.points], "runs": again.runs}
-        console.print(results.setup["confirmation"])
+        system = TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)
+        confirmed = confirm_rate(system, sc, rec.max_rps, seconds, out / "confirm", slo_ms, percentile, locust_cpus, arrival)
+        if rec.replica and confirmed.get("peak_memory_mib"):
+            rec.replica["memory_mib"] = round(max(rec.replica.get("memory_mib") or 0, confirmed["peak_memory_mib"]), 1)
+        predicted = rec.max_rps
+        rec = with_confirmation(rec, confirmed)
+        held = confirmed["confirmed_rps"]
+        results.setup["confirmation"] = (f"predicted {predicted:.1f} req/s; at that rate a fresh server achieved {confirmed['achieved_rps']:.1f} "
+                                         f"req/s, p{percentile} {confirmed[f'p{percentile}_ms']:.0f} ms: "
+                                         + ("held" if confirmed["met"] else f"MISSED, confirmed {held:.1f} req/s ({held / predicted:.2f}x)"))
+        results.confirmation = {"system": confirmed["system"], "predicted_rps": predicted, "confirmed_rps": held if not confirmed["met"] else predicted,
+                                "met": confirmed["met"], "points": confirmed["levels"], "runs": confirmed["runs"]}
+        console.print(("[bold red]" if not confirmed["met"] else "") + "confirmation: " + results.setup["confirmation"]
+                      + ("[/bold red]" if not confirmed["met"] else ""))
     results.recommendation = asdict(rec)
     results.save(out / "results.json")
     _print_points(results)
@@ -273,6 +297,8 @@ def plan(
         t.add_row(s, f"{c:.1f}")
     console.print(t)
     console.print(f"[bold]{rec.note}[/bold]")
+    if rec.replica:
+        console.print(f"one replica: {replica_text(rec.replica)}" + (f"; its repository: {rec.repository}" if rec.repository else ""))
     if apply and rec.system:
         path = write_back(repository, *_chosen(results, rec.system))
         console.print(f"wrote the recommended settings into {path}")

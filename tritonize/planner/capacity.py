@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 
@@ -166,6 +166,27 @@ def recommend(points: list[Point], slo_ms: float, percentile: int, target_rps: f
                           slo_reached=reached)
 
 
+def with_confirmation(rec: Recommendation, confirmed: dict) -> Recommendation:
+    """The recommendation after `--confirm`: kept where the confirmation met the SLO at the predicted
+    rate; otherwise carried to the rate that held (max_rps and replicas recomputed, the note says so
+    loudly), or no recommendation at all where no confirmed rate held."""
+    rec = replace(rec, confirmed={k: v for k, v in confirmed.items() if k not in ("runs",)})
+    if confirmed.get("met"):
+        rec.note += f"; confirmed on a fresh server at {confirmed['rate_rps']:g} req/s"
+        return rec
+    p = f"p{rec.percentile}_ms"
+    missed = (f"CONFIRMATION MISSED: at the predicted {confirmed['predicted_rps']:.1f} req/s a fresh server achieved "
+              f"{confirmed['achieved_rps']:.1f} req/s, {p[:-3]} {confirmed[p]:.0f} ms, {confirmed['failures']} failures")
+    held = confirmed.get("confirmed_rps") or 0.0
+    if held <= 0:
+        return replace(rec, system=None, max_rps=0.0, replicas=None,
+                       note=f"{missed}; no confirmed rate met p{rec.percentile} <= {rec.slo_ms:g} ms: no recommendation")
+    replicas = math.ceil(rec.target_rps * (1 + rec.headroom) / held)
+    note = (f"{missed}. Carried the confirmed {held:.1f} req/s per replica: {replicas} replica(s) of '{rec.system}' serve "
+            f"{rec.target_rps:g} req/s with {rec.headroom:.0%} headroom at p{rec.percentile} <= {rec.slo_ms:g} ms")
+    return replace(rec, max_rps=held, replicas=replicas, note=note)
+
+
 @dataclass
 class PlanResults:
     """Raw results of a sweep, saved so the plan can be re-derived (`tritonize plan --from FILE`)."""
@@ -178,6 +199,7 @@ class PlanResults:
     variants: dict = field(default_factory=dict)  # system -> Variant fields
     recommendation: dict | None = None  # the Recommendation derived from these points (`tritonize deploy` reads it)
     confirmation: dict | None = None  # `plan --confirm`: the chosen config measured again (predicted, confirmed, points, runs)
+    replicas: dict = field(default_factory=dict)  # system -> what one replica of it is (cores, threads, memory, ...)
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -70,8 +70,8 @@ def locust_command(host: str, user: str, users: int, seconds: float, prefix: Pat
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), CLASSES[user], "--headless", "--host", host,
         "-u", str(users), "-r", str(max(users, 1)), "-t", f"{max(int(round(seconds)), 1)}s",
-        # open loop: the sender never finishes its task, so stop at once (in-flight requests are dropped)
-        "--stop-timeout", "0" if rate else "5",
+        # the users' last requests may finish (open loop: every request already sent), then they are killed
+        "--stop-timeout", "5",
         "--csv", str(prefix), "--html", f"{prefix}.html", "--only-summary", "--exit-code-on-error", "0",
         "--loglevel", "WARNING",
     ]

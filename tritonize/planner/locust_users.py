@@ -35,9 +35,12 @@ import grpc.experimental.gevent as _grpc_gevent
 _grpc_gevent.init_gevent()  # Locust runs on gevent: gRPC must cooperate with it (Locust's docs)
 
 import gevent  # noqa: E402
+import tritonclient.grpc  # noqa: E402, F401  (imported before the run's clock starts, not in on_start)
+import tritonclient.http  # noqa: E402, F401
 import gevent.pool  # noqa: E402
 import numpy as np  # noqa: E402
 from locust import FastHttpUser, User, constant, events, task  # noqa: E402
+from locust.user.task import LOCUST_STATE_STOPPING  # noqa: E402
 
 from tritonize.client.types import TritonizeError  # noqa: E402
 from tritonize.planner import triton_stats  # noqa: E402
@@ -61,12 +64,39 @@ def _option(user, name: str):
     return getattr(options, name, None) if options is not None else None
 
 
+_LOADED: dict[str, tuple[Scenario, list[str]]] = {}  # scenario name or file -> (scenario, its text pool), per process
+
+
+def _load(chosen: str | Scenario) -> tuple[Scenario, list[str]]:
+    if isinstance(chosen, Scenario):
+        return chosen, chosen.texts()
+    if chosen not in _LOADED:
+        sc = Scenario.load(chosen)
+        _LOADED[chosen] = (sc, sc.texts())
+    return _LOADED[chosen]
+
+
 def scenario(user) -> Scenario:
     """The user's scenario: Locust's `--scenario` if given, else the class attribute `scenario`."""
     chosen = _option(user, "scenario") or getattr(user, "scenario", None)
     if chosen is None:
         raise SystemExit(f"{type(user).__name__}: no scenario; set `scenario = \"embed-mix\"` (a name or JSON file) on the class or pass --scenario")
-    return chosen if isinstance(chosen, Scenario) else Scenario.load(chosen)
+    return _load(chosen)[0]
+
+
+@events.init.add_listener
+def _preload(environment, **_kw) -> None:
+    """Load the scenarios (and their text pools) before the run's clock starts, not in the users' on_start."""
+    chosen = getattr(getattr(environment, "parsed_options", None), "scenario", None)
+    for name in [chosen] + [getattr(cls, "scenario", None) for cls in (environment.user_classes or [])]:
+        if name is not None:
+            try:
+                _load(name)
+            except (OSError, ValueError, TypeError):
+                pass  # reported by the user that needs it
+    # gevent's loop caches its clock: after a slow import it lags, and Locust's --run-time timer, armed from
+    # it, fired up to a second early (a 2 s level sent for 0.8 s here). Bring the clock up to date.
+    gevent.get_hub().loop.update_now()
 
 
 class _OpenLoopCounts:
@@ -165,7 +195,7 @@ class _Rows:
     _ids = itertools.count()
 
     def __init__(self, sc: Scenario):
-        self.sc, self.pool = sc, sc.texts()
+        self.sc, self.pool = sc, next((pool for s, pool in _LOADED.values() if s is sc), None) or sc.texts()
         self.position = next(self._ids) * 7919
         self.sent = 0
 
@@ -226,18 +256,24 @@ class TritonUser(User):
     def open_loop(self) -> None:
         """Send on schedule until the run stops: this user's share of `rate`, each request in its own
         greenlet, its latency counted from the scheduled time. Sends that leave more than LATE_S behind
-        schedule are counted (PREFIX_open_loop.json) and keep their scheduled start."""
+        schedule are counted (PREFIX_open_loop.json) and keep their scheduled start. Ends when Locust
+        asks the user to stop, once the requests already sent have returned."""
         share = self.rate / max(int(_option(self, "num_users") or 1), 1)  # -u counts every process's users
         rng = random.Random(self.sc.seed * 1009 + self.rows.position)
         due = time.perf_counter()
-        while True:
+        while self._state != LOCUST_STATE_STOPPING:
             due += rng.expovariate(share) if self.arrival == "poisson" else 1 / share
             lag = time.perf_counter() - due
             if lag < 0:
                 gevent.sleep(-lag)
+                if self._state == LOCUST_STATE_STOPPING:
+                    break
                 lag = time.perf_counter() - due
             OPEN_LOOP.add(1, int(lag > LATE_S), max(lag, 0) * 1e3)
             self.sending.spawn(self.send, due)
+        # The run's time is up: nothing more is sent, and what was sent may finish (within Locust's
+        # --stop-timeout, which then kills the rest: a request not back by then was not achieved).
+        self.sending.join()
 
     def send(self, start: float) -> None:
         """One request of the scenario; latency from `start` (the scheduled time in an open loop)."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Protocol
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tritonize.console import console
 from tritonize.planner.capacity import PlanResults, Point, next_rate
 from tritonize.planner.inputs import unique_slugs
 from tritonize.planner.load import LoadResult, run_locust
@@ -88,6 +88,10 @@ def describe(p: Point, percentile: int = 95) -> str:
             f"p{percentile} {p.latency(percentile):.0f} ms, {p.failures} failures{late}{batch}")
 
 
+WARM_UP_S = 2
+console = Console(highlight=False)  # progress, and a plain line per level where stdout is not a terminal
+
+
 class Levels:
     """Runs one level at a time on started systems, with live progress: Locust's current req/s, p95 and
     failures while a level runs (a rich line on a terminal), and a plain line per level otherwise."""
@@ -99,6 +103,15 @@ class Levels:
         self.progress, self.task = progress, task
         self.peak_rss: dict[str, float] = {}  # system -> peak RSS of its server's process group (MiB)
         self.slugs = slugs(systems)
+
+    def warm(self, i: int, seconds: float = WARM_UP_S) -> None:
+        """A short closed-loop run on a fresh server, discarded: the first requests of a server are slow
+        (a first open-loop level of 30 req/s measured p95 130 ms, its next levels 14-27 ms)."""
+        system = self.systems[i]
+        self.progress.update(self.task, description=f"{system.name}: warming up")
+        user = self.protocol if (self.protocol and system.user in ("grpc", "http")) else system.user
+        run_locust(self.scenarios[i], self.hosts[i], user, 2, seconds, self.out_dir / "locust" / f"warmup_{self.slugs[i]}",
+                   system.name, cpus=self.locust_cpus)
 
     def run(self, i: int, users: int, rate: float | None, suffix: str = "") -> tuple[LoadResult, Point]:
         system = self.systems[i]
@@ -165,6 +178,10 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
             hosts.append(system.start())
             running.callback(system.stop)
         levels = Levels(systems, hosts, scenarios, seconds, out_dir, locust_cpus, processes, protocol, arrival, progress, task)
+        if rates:  # an open-loop level's latency is the server's; its warm-up is not
+            for i, system in enumerate(systems):
+                if system.user in ("grpc", "http"):
+                    levels.warm(i)
         windows: dict[tuple[int, int], list[Point]] = {}
         for k, (level, i) in enumerate(measurement_order(len(systems), len(grid), rounds)):
             n, rate = grid[level]
@@ -187,3 +204,37 @@ def sweep(systems: list[System], scenario: Scenario, users: list[int], seconds: 
                     results.runs.append({**r.to_dict(), "engine": getattr(systems[i], "engine", None), "round": "search"})
         results.setup["peak server memory (MiB)"] = {k: round(v, 1) for k, v in levels.peak_rss.items()}
     return results
+
+
+def confirm(system: System, scenario: Scenario, rate: float, seconds: float, out_dir: Path, slo_ms: float, percentile: int,
+            locust_cpus: str | None = None, arrival: str = "poisson", steps: int = 3, step_down: float = 0.9) -> dict:
+    """`plan --confirm`: the recommendation measured again, open loop, at its predicted rate on a fresh
+    server. Where that misses (SLO, failures, or achieved < ACHIEVED x offered), up to `steps` more levels
+    at `step_down` x the rate before, for the rate it does hold. Returns `recommendation.confirmed`:
+    predicted_rps, rate_rps / achieved_rps / pN_ms / met of the first level, confirmed_rps (the highest
+    offered rate that held; 0 if none), and every level's point."""
+    results = PlanResults(scenario={}, setup={})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as running, \
+            Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} levels"),
+                     TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"starting {system.name} (confirmation)", total=1 + steps)
+        host = system.start()
+        running.callback(system.stop)
+        path = replace(scenario, model=getattr(system, "model", scenario.model)).save(out_dir / "scenario_confirm.json")
+        levels = Levels([system], [host], [path], seconds, out_dir, locust_cpus, 1, None, arrival, progress, task)
+        levels.warm(0)
+        offered, points = rate, []
+        for k in range(1 + steps):
+            r, point = levels.run(0, 1, round(offered, 1), "_confirm")
+            points.append(point)
+            results.runs.append({**r.to_dict(), "engine": getattr(system, "engine", None), "round": "confirm"})
+            if point.meets(slo_ms, percentile):
+                break
+            offered *= step_down
+    first = points[0]
+    held = [p.offered_rps or 0.0 for p in points if p.meets(slo_ms, percentile)]
+    return {"system": system.name, "predicted_rps": rate, "rate_rps": first.offered_rps, "achieved_rps": round(first.rps, 2),
+            f"p{percentile}_ms": first.latency(percentile), "failures": first.failures, "met": first.meets(slo_ms, percentile),
+            "confirmed_rps": max(held) if held else 0.0, "levels": [asdict(p) for p in points], "runs": results.runs,
+            "peak_memory_mib": levels.peak_rss.get(system.name)}

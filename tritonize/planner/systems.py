@@ -254,3 +254,20 @@ class ViaGateway:
     def stop(self) -> None:
         _stop(self.proc)
         self.inner.stop()
+
+
+def replica_of(system: TritonVariant, memory_mib: float | None) -> dict:
+    """What one replica of a measured configuration is (`recommendation.replica`): the cores its server
+    ran on (`cpus`: the pinning, or None), ONNX Runtime threads and instances of its engine step (as
+    served: the variant's, else the repository's), the device, and the peak RSS of the server's
+    process group under load (MiB)."""
+    from tritonize.planner.inputs import cpu_list
+
+    config = read_config(system.scratch / system.engine / "config.pbtxt")
+    threads = int(config.parameters["intra_op_threads"].string_value) if "intra_op_threads" in config.parameters else 0
+    groups = list(config.instance_group)
+    instances = sum(g.count or 1 for g in groups) or 1
+    cores = len(cpu_list(system.cpus)) if system.cpus else (os.cpu_count() or 1)
+    device = "gpu" if any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in groups) else "cpu"
+    return {"cores": cores, "cpus": system.cpus, "ort_threads": threads or cores, "instances": instances, "device": device,
+            "memory_mib": round(memory_mib, 1) if memory_mib else None}
