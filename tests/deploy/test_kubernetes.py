@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -106,10 +108,14 @@ def test_the_metric_the_autoscaler_reads_is_the_one_the_adapter_serves(manifests
     assert f'model="{CLASSIFIER}"' in rule["metricsQuery"] and "rate(" in rule["metricsQuery"]
 
 
-def test_pod_probes_drain_gpu_and_wiring(manifests):
+def test_pod_probes_drain_gpu_and_wiring(manifests, plan_file):
     pod = manifests["deployment.yaml"]["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == IMAGE and "nvidia.com/gpu" not in c["resources"]["limits"] and "tolerations" not in pod  # measured on CPU
+    rec = json.loads(plan_file.read_text())["recommendation"]
+    variant = json.loads(plan_file.read_text())["variants"][rec["system"]]
+    cores = rec["replica"]["cores"] if rec.get("replica") else (variant["threads"] or 1) * (variant["instances"] or 1)
+    assert c["resources"]["requests"]["cpu"] == c["resources"]["limits"]["cpu"] == str(cores)  # the cores its replica used
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready" and c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # engine build + model load
@@ -336,6 +342,11 @@ def test_a_cpu_plan_asks_for_its_replicas_cores_and_measured_memory_and_no_gpu(t
     for doc in docs.values():
         if doc["kind"] not in CUSTOM_RESOURCES:
             validate(doc)
+    # the same check through the tool's own command line, as a user runs it
+    files = [str(tmp_path / "k8s" / name) for name, doc in docs.items() if doc["kind"] not in CUSTOM_RESOURCES]
+    cli = subprocess.run([str(Path(sys.executable).with_name("kubernetes-validate")), "--strict", "-k", KUBERNETES_VERSION, *files],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and cli.stdout.count(" passed for resource ") == len(files), cli.stdout + cli.stderr
     pod = pod_of(docs)
     (c,) = pod["containers"]
     assert c["resources"]["requests"] == c["resources"]["limits"] == {"cpu": "1", "memory": "1200Mi"}  # 800 MiB + 50%
