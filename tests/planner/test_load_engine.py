@@ -95,24 +95,21 @@ def test_open_loop_is_refused_for_closed_loop_only_users(tmp_path):
         run_locust(scenario(tmp_path), "x:1", "grpc", 1, 1, tmp_path / "x", "s", rate=10, arrival="burst")
 
 
-RECIPE = '''
-from tritonize.planner.locust_users import TritonGrpcUser, attach_triton_stats
-
-
-class Embed(TritonGrpcUser):
-    scenario = "{scenario}"
-
-
-attach_triton_stats("{http}")
-'''
+def readme_recipe() -> str:
+    """The README's own-locustfile example (the python block that imports the project's users)."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    blocks = [b.split("```")[0] for b in text.split("```python\n")[1:]]
+    return next(b for b in blocks if "locust_users import" in b)
 
 
 def test_own_locustfile_recipe_runs_with_users_in_flight_together(server, tmp_path):
-    """docs/performance.md's recipe, run as documented (`locust -f`, no environment variable): 4 users
+    """The README's recipe, run as documented (`locust -f`, no environment variable): 4 users
     keep ~4 requests in flight (Little's law over Locust's own figures: rate x mean latency), and
     Triton's statistics land beside Locust's CSV."""
-    path = tmp_path / "my_locustfile.py"
-    path.write_text(RECIPE.format(scenario=scenario(tmp_path), http=server.http_url))
+    recipe = readme_recipe()
+    assert '"embed-mix"' in recipe and '"localhost:8000"' in recipe
+    path = tmp_path / "my_locustfile.py"  # the test's small scenario and server in place of the README's
+    path.write_text(recipe.replace('"embed-mix"', f'"{scenario(tmp_path)}"').replace('"localhost:8000"', f'"{server.http_url}"'))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRITONIZE")}
     prefix = tmp_path / "mine"
     subprocess.run([sys.executable, "-m", "locust", "-f", str(path), "--headless", "-u", "4", "-r", "4", "-t", "4s",
@@ -145,7 +142,7 @@ def test_open_loop_latency_counts_from_the_schedule_under_overload(server, tmp_p
     over = run_locust(scenario(tmp_path), server.grpc_url, "grpc", 1, 2, tmp_path / "over", "triton", rate=rate,
                       triton_http=server.http_url)
     assert over.offered_rps == rate and over.scheduled > 0.7 * rate * 2
-    assert over.requests - over.failures < 0.9 * over.scheduled  # achieved < offered
+    assert over.rps < 0.9 * rate, (over.rps, rate)  # achieved < offered (the sent requests drain after the level)
     assert over.p50_ms > 3 * closed.p50_ms, (over.p50_ms, closed.p50_ms)
     drained(server)
     assert server.is_ready()
