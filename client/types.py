@@ -57,6 +57,7 @@ class ModelInfo:
     max_batch_size: int
     labels: list[str]
     output_dims: dict[str, list[int]]
+    ensemble: bool = False  # a multi-step ensemble (per-request embedding options are the fused step's)
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelInfo":
@@ -67,4 +68,5 @@ class ModelInfo:
             max_batch_size=int(config.get("max_batch_size", 0)),
             labels=json.loads(params.get("labels") or "[]"),
             output_dims={o["name"]: [int(d) for d in o.get("dims", [])] for o in config.get("output", [])},
+            ensemble=config.get("platform") == "ensemble",
         )

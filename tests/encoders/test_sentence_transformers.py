@@ -288,3 +288,24 @@ def test_the_async_client_sends_the_same_options(served, clients):
 
     np.testing.assert_allclose(asyncio.run(run()), clients["grpc"].embed(TEXTS, model="st-lasttoken", prompt_name="query", dimensions=10,
                                                                           normalize=True), atol=1e-6)
+
+
+def test_the_openai_gateway_shortens_with_dimensions(served, clients):
+    """/v1/embeddings through the official openai SDK: `dimensions` is the Matryoshka cut, re-normalised."""
+    import httpx
+    import openai
+
+    from tests.gateway.conftest import error_of, running
+    from tritonize.gateway.app import GatewaySettings
+    from tritonize.server.launcher import free_port
+
+    with running(GatewaySettings(served.server.grpc_url, port=free_port())) as url:
+        oai = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        got = oai.embeddings.create(model="st-cls-dense-norm", input=TEXTS, dimensions=8)
+        vectors = np.array([d.embedding for d in got.data], dtype=np.float32)
+        np.testing.assert_allclose(vectors, clients["grpc"].embed(TEXTS, model="st-cls-dense-norm", dimensions=8), atol=1e-6)
+        assert vectors.shape == (len(TEXTS), 8)
+        r = httpx.post(f"{url}/v1/embeddings", json={"model": "st-cls-dense-norm", "input": "hi", "dimensions": 17})
+        assert "dimensions must be between 1 and 16" in error_of(r, 400, "dimensions")["message"]
+        r = httpx.post(f"{url}/v1/embeddings", json={"model": PYTHON_FLAVOUR, "input": "hi", "dimensions": 8})
+        assert "a three-step ensemble serves whole vectors" in error_of(r, 400, "dimensions")["message"]

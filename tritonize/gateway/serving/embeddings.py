@@ -22,12 +22,18 @@ class EmbeddingServing:
         pipeline = await self.registry.get(request.model, EMBEDDINGS)
         info = await self._info(request.model)
         size = info.output_dims.get("EMBEDDING", [0])[-1]
-        if request.dimensions is not None and request.dimensions != size:
-            raise bad_param("dimensions", f"dimensions must be {size} for '{request.model}' (it cannot be shortened), got {request.dimensions}")
+        parameters = {}
+        if request.dimensions is not None and request.dimensions != size:  # Matryoshka: the first N, re-normalised
+            if not 1 <= request.dimensions <= size:
+                raise bad_param("dimensions", f"dimensions must be between 1 and {size} for '{request.model}', got {request.dimensions}")
+            if info.ensemble:
+                raise bad_param("dimensions", f"dimensions must be {size} for '{request.model}': a three-step ensemble serves whole "
+                                              f"vectors (convert it with --flavour fused to shorten them), got {request.dimensions}")
+            parameters["dimensions"] = request.dimensions
         # TOKEN_COUNT (real tokens per row) is on pipelines converted since the gateway exists.
         outputs = ["EMBEDDING"] + (["TOKEN_COUNT"] if "TOKEN_COUNT" in pipeline.outputs else [])
         try:
-            out = await self.client.infer(request.model, request.texts, outputs)
+            out = await self.client.infer(request.model, request.texts, outputs, parameters)
         except TritonizeError as e:
             raise from_triton(e, "input") from None
         vectors = out["EMBEDDING"].astype("<f4", copy=False)
