@@ -58,6 +58,10 @@ def test_bench_rate_is_locusts_own(server, tmp_path):
     locust_rps = float(row["Requests/s"]) - float(row["Failure Count"]) / run["window_s"]
     assert run["failures"] == 0 and run["rps"] == pytest.approx(locust_rps, rel=0.02)
     assert 0 < run["window_s"] <= 3.5  # Locust's window, never the start-up before it
+    point = json.loads((out / "results.json").read_text())["points"][0]
+    assert point["avg_batch"] >= 1 and point["queue_ms"] >= 0 and point["compute_ms"] > 0  # Triton's view, also with --url
+    # not a terminal: a plain line per level (Locust's figures), and the table keeps every column
+    assert "2 users: achieved" in " ".join(result.output.split()) and "avg batch" in result.output
 
 
 def test_twenty_bench_runs_with_two_processes_each_end_and_leave_nothing(server, tmp_path):

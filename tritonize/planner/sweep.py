@@ -69,8 +69,17 @@ def padding_ratio(counters: dict) -> float | None:
     return computed / real if real else None
 
 
+def engine_step(r: LoadResult, engine: str | None) -> dict:
+    """Triton's statistics of the model that runs the engine: the system's own, or (a server someone else
+    started, `bench --url`) the one pipeline step named NAME_model, or the only model that served."""
+    if engine is None:
+        steps = [k for k in r.triton if k.endswith("_model")]
+        engine = steps[0] if len(steps) == 1 else next(iter(r.triton)) if len(r.triton) == 1 else None
+    return r.triton.get(engine or "") or {}
+
+
 def point_of(r: LoadResult, engine: str | None) -> Point:
-    step = r.triton.get(engine or "") or {}
+    step = engine_step(r, engine)
     return Point(r.system, r.users, r.rps, r.p50_ms, r.p95_ms, r.p99_ms, r.requests, r.failures, step.get("avg_batch"),
                  r.offered_rps, r.scheduled, r.late, step.get("queue_ms"), step.get("compute_infer_ms"), padding_ratio(r.padding))
 
