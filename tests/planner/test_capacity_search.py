@@ -100,3 +100,18 @@ def test_plan_with_rates_searches_defines_a_replica_writes_its_repository_and_co
     assert 'href="locust/' in page and "queue ms" in page and "offered req/s" in page
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert {"offered_rps", "queue_ms", "compute_ms", "padding", "avg_batch"} <= set(header)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("args, says", [
+    (["--rates", "50,x"], "--rates '50,x': give comma-separated request rates > 0 (req/s), e.g. --rates 50,100,200"),
+    (["--rates", "0"], "--rates '0': give comma-separated request rates > 0"),
+    (["--rates", "50", "--arrival", "burst"], "--arrival 'burst': choose one of poisson, constant"),
+    (["--rates", "50", "--baselines"], "the FastAPI + PyTorch baseline runs closed-loop: use --users with --baselines"),
+])
+def test_bad_open_loop_options_get_one_line(args, says, tmp_path):
+    from tritonize.cli import app
+
+    result = CliRunner().invoke(app, ["plan", "--out", str(tmp_path / "p"), *args])
+    assert result.exit_code != 0 and says in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "p").exists()

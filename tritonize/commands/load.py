@@ -237,6 +237,9 @@ def plan(
         levels = _ints(users)
         offered, arrival = _rates(rates), _arrival(arrival)
         inputs.at_least("--search-levels", search_levels, 0)
+        if offered and baselines:
+            raise inputs.InputError("--rates (open loop) drives Triton servers; the FastAPI + PyTorch baseline runs closed-loop: "
+                                    "use --users with --baselines")
         server_cpus, locust_cpus = _pinning(pin)
         inputs.threads_fit(_ints(threads, "--threads"), server_cpus)
         for m in models:
