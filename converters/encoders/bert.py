@@ -276,7 +276,8 @@ class BertConversion(Conversion[ConversionReport]):
         if self.int8 is not None:
             done = quantize_graph(self.onnx_path, tmp / "model_int8.onnx", tokenizer, max_length, self.texts, self.int8)
             self.onnx_path = tmp / "model_int8.onnx"
-            self.accuracy = done | int8_accuracy(fp32, ort_session(self.onnx_path), tokenizer, task, max_length, self.texts)
+            head, prompt = (self.modules.head(), self.modules.prompts.default_prompt) if task == "embedding" else (None, "")
+            self.accuracy = done | int8_accuracy(fp32, ort_session(self.onnx_path), tokenizer, task, max_length, self.texts, head, prompt)
             self.log(f"{name}: int8 ({self.int8.method}) vs fp32 on {self.accuracy['held_out_texts']} held-out texts "
                      f"(calibrated on {self.accuracy['calibration_texts']}): " + ", ".join(
                          f"{k} {v:.4f}" for k, v in self.accuracy.items() if isinstance(v, float)))

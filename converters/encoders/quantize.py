@@ -112,17 +112,20 @@ def held_out_outputs(session, tokenizer, texts: list[str], max_length: int) -> t
     return session.run(None, feeds)[0], mask
 
 
-def accuracy(fp32, int8, tokenizer, task: str, max_length: int, texts: TextSets) -> dict:
-    """int8 against fp32 on the held-out texts: cosine of the served (mean-pooled) embeddings, or label
-    agreement and the largest probability difference for classification."""
+def accuracy(fp32, int8, tokenizer, task: str, max_length: int, texts: TextSets, head=None, prompt: str = "") -> dict:
+    """int8 against fp32 on the held-out texts: cosine of the served embeddings (the checkpoint's `head`,
+    runtime.encoders.embedding_head, over texts with its default `prompt`; mean pooling without one), or
+    label agreement and the largest probability difference for classification."""
     from tritonize.runtime.pooling import l2_normalize, mean_pool, softmax
 
     result = {"held_out_texts": len(texts.held_out), "calibration_texts": len(texts.calibration),
               "calibration_source": texts.calibration_source}
-    a, mask = held_out_outputs(fp32, tokenizer, texts.held_out, max_length)
-    b, _ = held_out_outputs(int8, tokenizer, texts.held_out, max_length)
+    held_out = [prompt + t for t in texts.held_out]
+    a, mask = held_out_outputs(fp32, tokenizer, held_out, max_length)
+    b, _ = held_out_outputs(int8, tokenizer, held_out, max_length)
     if task == "embedding":
-        cos = (l2_normalize(mean_pool(a, mask)) * l2_normalize(mean_pool(b, mask))).sum(-1)
+        embed = (lambda x: head(x, mask, normalize=True)) if head is not None else (lambda x: l2_normalize(mean_pool(x, mask)))
+        cos = (embed(a) * embed(b)).sum(-1)
         worst = int(cos.argmin())
         return result | {"min_cosine_vs_fp32": float(cos.min()), "mean_cosine_vs_fp32": float(cos.mean()),
                          "worst_text": texts.held_out[worst][:80]}

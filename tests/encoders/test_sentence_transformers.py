@@ -309,3 +309,37 @@ def test_the_openai_gateway_shortens_with_dimensions(served, clients):
         assert "dimensions must be between 1 and 16" in error_of(r, 400, "dimensions")["message"]
         r = httpx.post(f"{url}/v1/embeddings", json={"model": PYTHON_FLAVOUR, "input": "hi", "dimensions": 8})
         assert "a three-step ensemble serves whole vectors" in error_of(r, 400, "dimensions")["message"]
+
+
+def test_int8_accuracy_is_measured_on_the_checkpoints_own_embedding(tmp_path):
+    """--quantize's cosine vs fp32 is taken on the served head (here CLS -> Dense -> Normalize with a
+    default prompt), not on mean pooling: computed by hand from the same two graphs, it agrees."""
+    import onnx
+    from onnx import numpy_helper
+
+    from tests.tiny_encoders import build_bert
+    from tritonize.converters.encoders.bert import convert_bert, ort_session
+    from tritonize.converters.encoders.calibration import TextSets
+    from tritonize.converters.encoders.quantize import accuracy, held_out_outputs
+    from tritonize.converters.encoders.st_modules import read_sentence_modules
+    from tritonize.converters.repository import model_files
+    from transformers import AutoTokenizer
+
+    variant = SentenceVariant("st", ("cls",), dense=((16, "tanh"),), prompts=PROMPTS, default_prompt_name="query")
+    checkpoint = build_sentence_model(variant, build_bert(tmp_path / "base"), tmp_path / "st")
+    convert_bert(str(checkpoint), "embedding", tmp_path / "repo", "st", log=lambda m: None)
+    graph = model_files(tmp_path / "repo", "st") / "model.onnx"
+    other = onnx.load(str(graph))  # a stand-in for the int8 graph: every weight 5% off
+    for t in other.graph.initializer:
+        if t.data_type == onnx.TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 1.05, t.name))
+    onnx.save(other, str(tmp_path / "other.onnx"))
+    a, b = ort_session(graph), ort_session(tmp_path / "other.onnx")
+    tokenizer, modules = AutoTokenizer.from_pretrained(checkpoint), read_sentence_modules(checkpoint)
+    texts = TextSets(calibration=[], held_out=TEXTS[:5], calibration_source="default")
+    got = accuracy(a, b, tokenizer, "embedding", 64, texts, modules.head(), "query: ")
+    prompted = ["query: " + t for t in TEXTS[:5]]
+    (ha, mask), (hb, _) = held_out_outputs(a, tokenizer, prompted, 64), held_out_outputs(b, tokenizer, prompted, 64)
+    expected = (modules.head()(ha, mask) * modules.head()(hb, mask)).sum(-1).min()
+    assert got["min_cosine_vs_fp32"] == pytest.approx(float(expected), abs=1e-6)
+    assert got["min_cosine_vs_fp32"] != pytest.approx(accuracy(a, b, tokenizer, "embedding", 64, texts)["min_cosine_vs_fp32"], abs=1e-6)
