@@ -72,9 +72,8 @@ class SentenceModules:
         parts += [f"Dense {d.weight.shape[1]}->{d.weight.shape[0]} {a}" for d, a in zip(self.dense, p.dense)]
         parts.append("Normalize" if p.normalize else "no Normalize (vectors served un-normalised)")
         prompts = self.prompts
-        if prompts.default_prompt_name is not None:
-            parts.append(f"default prompt {prompts.default_prompt_name!r}")
-        return "sentence-transformers: " + " -> ".join(parts) + f"; similarity {prompts.similarity_fn_name}"
+        prompt = f"; default prompt {prompts.default_prompt_name!r}" if prompts.default_prompt_name is not None else ""
+        return "sentence-transformers: " + " -> ".join(parts) + prompt + f"; similarity {prompts.similarity_fn_name}"
 
 
 def checkpoint_folder(source: str) -> Path:

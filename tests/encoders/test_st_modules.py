@@ -91,7 +91,7 @@ def test_a_checkpoint_is_read_into_the_served_head(tmp_path):
     assert m.pooling == Pooling(normalize=False, modes=("cls",), include_prompt=False, dense=("tanh",))
     assert m.prompts == Prompts({"query": "query: "}, "query", "dot") and m.embedding_size(8) == 4
     assert m.describe() == ("sentence-transformers: cls pooling (prompt excluded) -> Dense 8->4 tanh -> no Normalize (vectors served "
-                            "un-normalised) -> default prompt 'query'; similarity dot")
+                            "un-normalised); default prompt 'query'; similarity dot")
 
     class Tok:  # the prompt alone encodes as [CLS] query : [SEP]: 3 tokens before the trailing special one
         all_special_ids = [2, 3]
