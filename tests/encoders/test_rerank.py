@@ -298,3 +298,22 @@ def test_the_contract_and_the_order():
     assert list(order_of(np.array([0.2, 0.9, 0.2, 0.5], dtype=np.float32))) == [1, 3, 0, 2]  # ties keep the documents' order
     x = np.array([-100.0, -1.0, 0.0, 2.0, 100.0], dtype=np.float32)
     np.testing.assert_allclose(ACTIVATIONS["sigmoid"](x), 1 / (1 + np.exp(-x.astype(np.float64))), atol=1e-7)
+
+
+def test_convert_bert_task_rerank_from_the_cli_writes_the_limit_and_the_report(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from tritonize.cli import app
+    from tritonize.contract.files import read_manifest
+    from tritonize.contract.model_config import read_config
+
+    args = ["convert", "bert", "--model", str(built["tiny_cross_encoder_identity"]), "--task", "rerank", "--max-documents", "5",
+            "-r", str(tmp_path), "--name", "cli-reranker"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    params = {k: v.string_value for k, v in read_config(tmp_path / "cli-reranker" / "config.pbtxt").parameters.items()}
+    assert (params["task"], params["max_documents"], params["activation"], params["max_length"]) == ("rerank", "5", "identity", str(MAX_LENGTH))
+    report = read_manifest(tmp_path, "cli-reranker")["report"]
+    assert report["reference"] == "CrossEncoder.predict" and 0 < report["score_max_abs_error"] <= SCORE_TOLERANCE
+    again = CliRunner().invoke(app, args)  # the same source and options: reused
+    assert again.exit_code == 0 and "reusing" in again.output

@@ -42,6 +42,8 @@ def convert_bert(
     threads: int = typer.Option(0, help="ONNX Runtime (or PyTorch CPU) threads per instance (0: one per core)."),
     device: str = Device,
     dtype: str = Dtype,
+    max_documents: int = typer.Option(1000, min=1, help="With --task rerank: documents per request; more are refused naming the "
+                                      "limit (the max_documents config parameter)."),
     force: bool = typer.Option(False, help="Convert again even if the repository has this model."),
     verbose: bool = Verbose,
 ) -> None:
@@ -67,7 +69,8 @@ def convert_bert(
             raise fail("--task rerank serves the fp32 ONNX Runtime graph as one fused step: leave out --device, --quantize and --engine")
 
         def run():
-            return convert_rerank(model, repository, name, optimize, batching, flavour, force=force, log=console.print)
+            return convert_rerank(model, repository, name, optimize, batching, flavour, force=force, log=console.print,
+                                  max_documents=max_documents)
     elif target.torch:
         def run():
             return convert(model, task, repository, name, target, batching, force=force, log=console.print)
