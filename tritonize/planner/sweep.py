@@ -12,6 +12,7 @@ from typing import Protocol
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tritonize.planner import triton_stats
 from tritonize.planner.capacity import PlanResults, Point, next_rate
 from tritonize.planner.inputs import unique_slugs
 from tritonize.planner.load import LoadResult, run_locust
@@ -147,7 +148,11 @@ class Levels:
         if not console.is_terminal:
             console.print(describe(point), soft_wrap=True)
         self.progress.advance(self.task)
-        time.sleep(0.5)  # let queues drain between levels
+        if http:  # what an overloaded level left queued must not load the next one (servers share cores)
+            self.progress.update(self.task, description=f"{system.name}: waiting for its queue to drain")
+            triton_stats.wait_idle(http)
+        else:
+            time.sleep(0.5)
         return r, point
 
 

@@ -69,3 +69,19 @@ def write(window: dict[str, dict], prefix) -> tuple[str, str]:
         for name, row in window.items():
             f.write(",".join([name] + [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS]) + "\n")
     return js, csv
+
+
+def wait_idle(http_url: str, timeout_s: float = 60.0, interval_s: float = 0.5) -> float:
+    """Wait until the server has finished what it was sent (its request counts stop moving): requests of
+    a Locust run that ended are still queued when their client left (Triton 2.51 does not cancel them),
+    and would load the next level. Returns the seconds waited."""
+    start = time.monotonic()
+    last = None
+    while time.monotonic() - start < timeout_s:
+        now = sum(int(m.get("inference_count", 0)) + int(m.get("inference_stats", {}).get("fail", {}).get("count", 0))
+                  for m in snapshot(http_url).values())
+        if now == last:
+            break
+        last = now
+        time.sleep(interval_s)
+    return time.monotonic() - start
