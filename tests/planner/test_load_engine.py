@@ -92,6 +92,13 @@ def test_open_loop_sends_on_schedule_and_reports_offered_and_achieved(server, tm
     assert Path(f"{r.csv_prefix}_triton.csv").read_text().startswith("model,inferences")
 
 
+def test_open_loop_over_two_processes_offers_the_total_rate(server, tmp_path):
+    """With --processes 2 each worker's sender offers half the rate; the master sums their sends."""
+    r = run_locust(scenario(tmp_path), server.grpc_url, "grpc", 1, 3, tmp_path / "two", "triton", rate=40, processes=2)
+    assert r.users == 2 and r.failures == 0
+    assert 90 <= r.scheduled <= 135 and r.requests == r.scheduled  # 40/s for 3 s in all, every sent request back
+
+
 def test_open_loop_is_refused_for_closed_loop_only_users(tmp_path):
     with pytest.raises(ValueError, match="Triton gRPC or HTTP user, not 'fastapi'"):
         run_locust(scenario(tmp_path), "http://x", "fastapi", 1, 1, tmp_path / "x", "s", rate=10)
