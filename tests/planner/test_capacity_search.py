@@ -103,6 +103,20 @@ def test_plan_with_rates_searches_defines_a_replica_writes_its_repository_and_co
 
 
 @pytest.mark.unit
+def test_the_confirmation_plot_says_missed_or_held(tmp_path, monkeypatch):
+    from tritonize.planner import report
+
+    titles, real = [], report._save
+    monkeypatch.setattr(report, "_save", lambda fig, path: (titles.append(fig.axes[0].get_title()), real(fig, path))[1])
+    level = {"offered_rps": 344, "rps": 330.0, "p95_ms": 109.0}
+    for met in (False, True):
+        confirmed = {"predicted_rps": 344, "confirmed_rps": 245 if not met else 344, "met": met, "levels": [level]}
+        rec = Recommendation(50, 95, 1000, 0.25, {"a": 344}, "a", 344, 4, "", confirmed=confirmed)
+        assert report.plot_confirmation(rec, 50, 95, tmp_path / f"c{met}.png").read_bytes()[:4] == b"\x89PNG"
+    assert titles == ["confirmation of 'a': MISSED", "confirmation of 'a': held"]
+
+
+@pytest.mark.unit
 @pytest.mark.parametrize("args, says", [
     (["--rates", "50,x"], "--rates '50,x': give comma-separated request rates > 0 (req/s), e.g. --rates 50,100,200"),
     (["--rates", "0"], "--rates '0': give comma-separated request rates > 0"),

@@ -111,7 +111,7 @@ def plot_confirmation(rec: Recommendation, slo_ms: float, percentile: int, path:
         ax.axvline(confirmed["confirmed_rps"], color="tab:green", label=f"confirmed {confirmed['confirmed_rps']:.1f} req/s")
     ax.set_xlabel("offered rate (req/s), fresh server")
     ax.set_ylabel(f"p{percentile} latency (ms)")
-    ax.set_title(f"confirmation of '{rec.system}': {'MISSED' if confirmed.get('missed') else 'held'}", fontsize=10)
+    ax.set_title(f"confirmation of '{rec.system}': {'held' if confirmed.get('met') else 'MISSED'}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)
