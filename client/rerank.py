@@ -50,13 +50,16 @@ def _text(value, field: str) -> bytes:
     raise invalid(field, f"must be str or bytes, not {type(value).__name__}")
 
 
-def check_rerank(query, documents, top_n: int | None) -> tuple[bytes, list[bytes]]:
+def check_top_n(top_n) -> None:
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1):
+        raise invalid("top_n", f"must be a positive integer or None (all documents), got {top_n!r}")
+
+
+def check_rerank(query, documents) -> tuple[bytes, list[bytes]]:
     if isinstance(documents, (str, bytes)) or not isinstance(documents, Sequence):
         raise invalid("documents", f"must be a list of strings, not {type(documents).__name__}")
     if not documents:
         raise invalid("documents", "is empty: send at least one document")
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1):
-        raise invalid("top_n", f"must be a positive integer or None (all documents), got {top_n!r}")
     return _text(query, "query"), [_text(d, f"documents[{i}]") for i, d in enumerate(documents)]
 
 
@@ -77,14 +80,14 @@ class Reranking:
     """`Client`'s rerank methods (uses its transport)."""
 
     def rerank_scores(self, query, documents, *, model: str) -> RerankScores:
-        inputs, outputs = rerank_request(self._sync_mod, *check_rerank(query, documents, None))  # type: ignore[attr-defined]
+        inputs, outputs = rerank_request(self._sync_mod, *check_rerank(query, documents))  # type: ignore[attr-defined]
         with calling(model, self.url):  # type: ignore[attr-defined]
             result = self._client.infer(model, inputs, outputs=outputs, headers=self.headers, **self._infer_kwargs())  # type: ignore[attr-defined]
         return scores_of(result)
 
     def rerank(self, query, documents, *, model: str, top_n: int | None = None) -> list[Ranked]:
         """The documents by descending relevance to `query` (the first `top_n`, or all)."""
-        check_rerank(query, documents, top_n)
+        check_top_n(top_n)
         return self.rerank_scores(query, documents, model=model).ranked(documents, top_n)
 
 
@@ -92,11 +95,11 @@ class AsyncReranking:
     """`AsyncClient`'s rerank methods, awaited."""
 
     async def rerank_scores(self, query, documents, *, model: str) -> RerankScores:
-        inputs, outputs = rerank_request(self._sync_mod, *check_rerank(query, documents, None))  # type: ignore[attr-defined]
+        inputs, outputs = rerank_request(self._sync_mod, *check_rerank(query, documents))  # type: ignore[attr-defined]
         with calling(model, self.url):  # type: ignore[attr-defined]
             result = await self._client.infer(model, inputs, outputs=outputs, headers=self.headers, **self._infer_kwargs())  # type: ignore[attr-defined]
         return scores_of(result)
 
     async def rerank(self, query, documents, *, model: str, top_n: int | None = None) -> list[Ranked]:
-        check_rerank(query, documents, top_n)
+        check_top_n(top_n)
         return (await self.rerank_scores(query, documents, model=model)).ranked(documents, top_n)
