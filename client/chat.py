@@ -28,7 +28,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
 from tritonize.client.generation import request_parameters
-from tritonize.client.errors import calling
+from tritonize.client.errors import calling, invalid, utf8
 from tritonize.client.streams import aio_stream, grpc_stream
 from tritonize.client.types import TritonizeError
 from tritonize.client.closing import AsyncClosing, Closing
@@ -82,17 +82,17 @@ def history_json(history: History) -> str:
         else:
             role, content = turn if isinstance(turn, (tuple, list)) and len(turn) == 2 else (None, None)
         if not isinstance(role, str) or not isinstance(content, str):
-            raise TypeError(f"history[{i}] must be a (role, text) pair of str or a dict with role and content, got {turn!r}")
+            raise invalid(f"history[{i}]", f"must be a (role, text) pair of str or a dict with role and content, got {turn!r}")
         turns.append({"role": role, "content": content})
     return json.dumps(turns, ensure_ascii=False)
 
 
 def _inputs(text: str, mode: str | None, threshold: float | None, top_k: int | None, history: History | None = None) -> list:
     if not isinstance(text, str):
-        raise TypeError(f"text must be str, not {type(text).__name__}")
-    tensors = [("TEXT", np.array([text.encode("utf-8")], dtype=object), "BYTES")]
+        raise invalid("text", f"must be str, not {type(text).__name__}")
+    tensors = [("TEXT", np.array([utf8(text, "text")], dtype=object), "BYTES")]
     if history:
-        tensors.append(("HISTORY", np.array([history_json(history).encode("utf-8")], dtype=object), "BYTES"))
+        tensors.append(("HISTORY", np.array([utf8(history_json(history), "history")], dtype=object), "BYTES"))
     if mode is not None:
         tensors.append(("MODE", np.array([str(mode).encode()], dtype=object), "BYTES"))
     if threshold is not None:

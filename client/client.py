@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from tritonize.client.errors import TRANSPORT_ERRORS, calling, invalid
+from tritonize.client.errors import TRANSPORT_ERRORS, calling, invalid, utf8
 from tritonize.client.pool import ClientPerThread
 from tritonize.client.rerank import AsyncReranking, Reranking
 from tritonize.client.types import ModelInfo, Prediction
@@ -37,15 +37,7 @@ def _module(protocol: str, aio: bool):
 
 def as_rows(texts: str | bytes | Iterable[str | bytes]) -> list[bytes]:
     items = [texts] if isinstance(texts, (str, bytes)) else list(texts)
-    rows = []
-    for i, t in enumerate(items):
-        if isinstance(t, str):
-            rows.append(t.encode("utf-8"))
-        elif isinstance(t, bytes):
-            rows.append(t)
-        else:
-            raise invalid(f"texts[{i}]", f"must be str or bytes, not {type(t).__name__}")
-    return rows
+    return [utf8(t, f"texts[{i}]") for i, t in enumerate(items)]
 
 
 def chunks(rows: list[bytes], size: int) -> list[list[bytes]]:

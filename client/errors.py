@@ -30,6 +30,19 @@ def invalid(field: str, message: str) -> TritonizeError:
     return TritonizeError(f"{field} {message}", "INVALID_ARG")
 
 
+def utf8(value, field: str) -> bytes:
+    """A text field as UTF-8 bytes (bytes pass as they are; the server checks them); anything else, or a
+    str that cannot be UTF-8 (a lone surrogate, which JSON's "\\ud800" decodes to), is refused by name."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise invalid(field, f"is not valid UTF-8 text ({e.reason} at offset {e.start})") from None
+    if isinstance(value, bytes):
+        return value
+    raise invalid(field, f"must be str or bytes, not {type(value).__name__}")
+
+
 INT64_MAX = 2**63 - 1
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
-from tritonize.client.errors import INT64_MAX, check_seed, invalid
+from tritonize.client.errors import INT64_MAX, check_seed, invalid, utf8
 from tritonize.client.streams import aio_stream, grpc_stream
 from tritonize.client.closing import AsyncClosing, Closing
 
@@ -62,7 +62,7 @@ def _request(model: str, prompt: str, params: dict, stream: bool) -> dict:
     if not isinstance(prompt, str):
         raise invalid("prompt", f"must be str, not {type(prompt).__name__}")
     text = grpcclient.InferInput("TEXT", [1], "BYTES")
-    text.set_data_from_numpy(np.array([prompt.encode("utf-8")], dtype=object))
+    text.set_data_from_numpy(np.array([utf8(prompt, "prompt")], dtype=object))
     return {
         "model_name": model,
         "inputs": [text],

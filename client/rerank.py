@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tritonize.client.errors import calling, invalid
+from tritonize.client.errors import calling, invalid, utf8
 
 RERANK_OUTPUTS = ("SCORES", "ORDER", "TOKEN_COUNT")
 
@@ -39,17 +39,6 @@ class RerankScores:
         return [Ranked(int(i), float(self.scores[i]), documents[i]) for i in self.order[: top_n or len(self.order)]]
 
 
-def _text(value, field: str) -> bytes:
-    if isinstance(value, str):
-        try:
-            return value.encode("utf-8")
-        except UnicodeEncodeError as e:  # a lone surrogate (JSON's "\\ud800" decodes to one)
-            raise invalid(field, f"is not valid UTF-8 text ({e.reason} at offset {e.start})") from None
-    if isinstance(value, bytes):
-        return value
-    raise invalid(field, f"must be str or bytes, not {type(value).__name__}")
-
-
 def check_top_n(top_n) -> None:
     if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 1):
         raise invalid("top_n", f"must be a positive integer or None (all documents), got {top_n!r}")
@@ -60,7 +49,7 @@ def check_rerank(query, documents) -> tuple[bytes, list[bytes]]:
         raise invalid("documents", f"must be a list of strings, not {type(documents).__name__}")
     if not documents:
         raise invalid("documents", "is empty: send at least one document")
-    return _text(query, "query"), [_text(d, f"documents[{i}]") for i, d in enumerate(documents)]
+    return utf8(query, "query"), [utf8(d, f"documents[{i}]") for i, d in enumerate(documents)]
 
 
 def rerank_request(mod, query: bytes, documents: list[bytes]):

@@ -18,7 +18,7 @@ from typing import AsyncIterator, BinaryIO, Iterator
 import numpy as np
 
 from tritonize.client.client import DEFAULT_URLS, _module, config_dict
-from tritonize.client.errors import calling, check_seed, invalid
+from tritonize.client.errors import calling, check_seed, invalid, utf8
 from tritonize.client.pool import ClientPerThread
 from tritonize.client.streams import aio_stream, grpc_stream
 from tritonize.client.closing import AsyncClosing, Closing
@@ -76,7 +76,7 @@ def _inputs(mod, text: str, params: dict) -> list:
     unknown = set(params) - set(PARAMS)
     if unknown:
         raise invalid("parameters", f"{sorted(unknown)} are unknown synthesis parameter(s); known: {sorted(PARAMS)}")
-    arrays = {"TEXT": (np.array([[text.encode("utf-8")]], dtype=object), "BYTES")}
+    arrays = {"TEXT": (np.array([[utf8(text, "text")]], dtype=object), "BYTES")}
     for key, (name, dtype, triton_type) in PARAMS.items():
         if params.get(key) is not None or key not in OPTIONAL:
             arrays[name] = (np.array([[_number(key, params[key])]], dtype=dtype), triton_type)

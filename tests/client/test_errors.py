@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from tritonize.cli import app
 from tritonize.client import (
-    AsyncGenerationClient, AsyncSpeechClient, Client, GenerationClient, SpeechClient, TritonizeError,
+    AsyncGenerationClient, AsyncSpeechClient, ChatClient, Client, GenerationClient, SpeechClient, TritonizeError,
 )
 from tritonize.server.launcher import free_port
-from tests.conftest import EMBEDDER, VOICE
+from tests.conftest import CHATBOT, EMBEDDER, VOICE
 from tests.tiny_generators import GPT2, GPT2_LIMITS
 
 BIG_SEED = 2**63  # one past int64
@@ -167,6 +167,18 @@ def test_other_bad_arguments_are_tritonize_errors_too(server):
         Client(server.grpc_url).embed(["ok", 3], model=EMBEDDER)
     with pytest.raises(TritonizeError, match="protocol must be one of"):
         Client(server.grpc_url, "smoke-signals")
+    # A str that is not UTF-8 (a lone surrogate, as JSON's "\\ud800" decodes) is refused by name, before sending.
+    lone = "bad \ud800 text"
+    for call, field in ((lambda: Client(server.grpc_url).embed(["ok", lone], model=EMBEDDER), r"texts\[1\]"),
+                        (lambda: GenerationClient(server.grpc_url).generate(lone, model=GPT2), "prompt"),
+                        (lambda: SpeechClient(server.grpc_url).synthesize(lone, model=VOICE), "text"),
+                        (lambda: ChatClient(server.grpc_url).ask(lone, model=CHATBOT), "text"),
+                        (lambda: ChatClient(server.grpc_url).ask("hi", model=CHATBOT, history=[("user", lone)]), "history"),
+                        (lambda: ChatClient(server.grpc_url).ask("hi", model=CHATBOT, history=["user"]), r"history\[0\] must be"),
+                        (lambda: ChatClient(server.grpc_url).ask(3, model=CHATBOT), "text must be str, not int")):
+        with pytest.raises(TritonizeError, match=field) as e:
+            call()
+        assert e.value.status == "INVALID_ARG"
 
 
 # -- the command line: one line, no traceback -----------------------------------------------------------

@@ -214,6 +214,21 @@ def test_each_error_has_its_status_and_the_envelope_naming_the_param(base, path,
         assert param in error["message"] or param in ("prompt", "input")
 
 
+LONE_SURROGATE = [  # JSON's "\\ud800" decodes to a str that is not UTF-8: a 400 naming the field, never a 500
+    ("/v1/embeddings", {"model": EMBEDDER, "input": ["ok", "bad \ud800"]}, "input"),
+    ("/v1/completions", {"model": GPT2, "prompt": "bad \ud800", "max_tokens": 2}, "prompt"),
+    ("/v1/chat/completions", {"model": GPT2, "messages": [{"role": "user", "content": "bad \ud800"}], "max_tokens": 2}, "messages"),
+    ("/v1/audio/speech", {"model": VOICE, "voice": VOICE, "input": "Hello \ud800 there."}, "input"),
+]
+
+
+@pytest.mark.parametrize("path, body, param", LONE_SURROGATE, ids=[p for p, _, _ in LONE_SURROGATE])
+def test_text_that_is_not_utf8_is_a_400_naming_the_field(base, path, body, param):
+    r = httpx.post(f"{base}{path}", content=json.dumps(body), headers={"content-type": "application/json"})  # ASCII escapes
+    message = error_of(r, 400, param)["message"]
+    assert "not valid UTF-8" in message or "unable to parse raw data as a unicode string" in message, message
+
+
 def test_bad_json_and_unknown_routes_use_the_envelope(base):
     r = httpx.post(f"{base}/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert "not valid JSON" in error_of(r, 400)["message"]
