@@ -57,7 +57,7 @@ def test_bench_rate_is_locusts_own(server, tmp_path):
     row = aggregate(run["csv_prefix"])
     locust_rps = float(row["Requests/s"]) - float(row["Failure Count"]) / run["window_s"]
     assert run["failures"] == 0 and run["rps"] == pytest.approx(locust_rps, rel=0.02)
-    assert 0 < run["window_s"] <= 3.5  # Locust's window, never the start-up before it
+    assert 0 < run["window_s"] < 3 + 5  # Locust's window: the run, and at most its stop timeout
     point = json.loads((out / "results.json").read_text())["points"][0]
     assert point["avg_batch"] >= 1 and point["queue_ms"] >= 0 and point["compute_ms"] > 0  # Triton's view, also with --url
     # not a terminal: a plain line per level (Locust's figures), and the table keeps every column
@@ -84,10 +84,10 @@ def test_twenty_bench_runs_with_two_processes_each_end_and_leave_nothing(server,
 
 def test_open_loop_sends_on_schedule_and_reports_offered_and_achieved(server, tmp_path):
     r = run_locust(scenario(tmp_path), server.grpc_url, "grpc", 1, 3, tmp_path / "open", "triton",
-                   rate=40, arrival="constant", triton_http=server.http_url)
-    assert r.offered_rps == 40 and r.arrival == "constant" and r.failures == 0
-    assert 0.85 * 40 <= r.rps <= 1.1 * 40  # a rate the server keeps up with: achieved ~ offered
-    assert 100 <= r.scheduled <= 125  # 40/s for 3 s
+                   rate=20, arrival="constant", triton_http=server.http_url)
+    assert r.offered_rps == 20 and r.arrival == "constant" and r.failures == 0
+    assert 50 <= r.scheduled <= 62 and r.requests == r.scheduled  # 20/s for 3 s, every request sent came back
+    assert 0.75 * 20 <= r.rps <= 1.15 * 20  # a rate the server keeps up with: achieved ~ offered
     assert r.triton[f"{EMBEDDER}_model"]["inferences"] >= r.requests - 2
     assert Path(f"{r.csv_prefix}_triton.csv").read_text().startswith("model,inferences")
 
