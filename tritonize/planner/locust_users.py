@@ -35,10 +35,10 @@ import grpc.experimental.gevent as _grpc_gevent
 _grpc_gevent.init_gevent()  # Locust runs on gevent: gRPC must cooperate with it (Locust's docs)
 
 import gevent  # noqa: E402
-import tritonclient.grpc  # noqa: E402, F401  (imported before the run's clock starts, not in on_start)
-import tritonclient.http  # noqa: E402, F401
 import gevent.pool  # noqa: E402
 import numpy as np  # noqa: E402
+import tritonclient.grpc  # noqa: E402, F401  (imported before the run's clock starts, not in on_start)
+import tritonclient.http  # noqa: E402, F401
 from locust import FastHttpUser, User, constant, events, task  # noqa: E402
 from locust.user.task import LOCUST_STATE_STOPPING  # noqa: E402
 
