@@ -79,6 +79,23 @@ def test_cli_infer_embed_and_classify(server):
     assert out.exit_code == 1 and "no-such-model" in out.output
 
 
+def test_cli_infer_embed_passes_the_embedding_options(server, grpc_client):
+    from typer.testing import CliRunner
+
+    from tests.conftest import EMBEDDER_FUSED
+    from tritonize.cli import app
+
+    texts = ["A man is eating food.", "A man eats a meal."]
+    out = CliRunner().invoke(app, ["infer", "embed", EMBEDDER_FUSED, *texts, "--dimensions", "64", "--no-normalize", "--url", server.grpc_url])
+    assert out.exit_code == 0 and "64 dims" in out.output, out.output
+    raw = grpc_client.embed(texts, model=EMBEDDER_FUSED, dimensions=64, normalize=False)
+    assert f"{raw[0][0]:+.3f}" in out.output.splitlines()[0]  # the raw cut vector's first value, as the client gets it
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    assert f"{unit[0] @ unit[1]:6.3f}" in out.output  # the cosine, normalised for the table
+    out = CliRunner().invoke(app, ["infer", "embed", EMBEDDER_FUSED, "word " * 400, "--no-truncate", "--url", server.grpc_url])
+    assert out.exit_code == 1 and "TEXT[0] is longer than the model's limit of 256 tokens" in out.output, out.output
+
+
 def test_fused_flavour_is_one_model_with_the_ensembles_contract(built, raw_grpc):
     """The fused pipeline is a single Python-backend model under the pipeline's name, with the same
     inputs, outputs and client-facing parameters as the ensemble; no step models exist."""

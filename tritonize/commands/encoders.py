@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
+import numpy as np
 import typer
 
 from tritonize.commands.conversion import Verbose, fail, run_conversion
@@ -125,14 +126,20 @@ def embed(
     texts: List[str] = typer.Argument(..., help="Texts to embed."),
     url: str = Url,
     protocol: str = Protocol,
+    prompt_name: Optional[str] = typer.Option(None, help="One of the checkpoint's prompts (e.g. query) instead of its default."),
+    dimensions: Optional[int] = typer.Option(None, help="Keep the first N dimensions (Matryoshka), re-normalised."),
+    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="--no-normalize: the raw pooled vector."),
+    truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="--no-truncate: refuse a text over the token limit."),
 ) -> None:
     """Print the embedding of each text (first values) and their cosine similarities."""
-    e = _call(url, protocol, lambda c: c.embed(texts, model=model))
+    options = {"prompt_name": prompt_name, "dimensions": dimensions, "normalize": normalize, "truncate": truncate}
+    e = _call(url, protocol, lambda c: c.embed(texts, model=model, **options))
     for t, row in zip(texts, e):
         console.print(f"{t[:60]!r:64} [{', '.join(f'{x:+.3f}' for x in row[:4])}, ...] ({len(row)} dims)")
     if len(texts) > 1:
+        unit = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)  # cosines whether or not the rows are normalised
         console.print("cosine similarity:")
-        for i, row in enumerate(e @ e.T):
+        for i, row in enumerate(unit @ unit.T):
             console.print("  " + " ".join(f"{x:6.3f}" for x in row) + f"  {texts[i][:40]!r}")
 
 
