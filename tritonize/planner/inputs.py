@@ -23,6 +23,16 @@ class InputError(ValueError):
     """A bad value given to bench, plan or deploy; the message is the one line the user sees."""
 
 
+def read_json(path: Path, what: str):
+    """A JSON file's content; an InputError says where it is not JSON (FILE:LINE:COL) or why it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise InputError(f"{path}: cannot read the {what}: {e}") from None
+
+
 def _hint(value: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(value, choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -104,13 +114,7 @@ def scenario(text: str) -> Scenario:
             raise InputError(f"--scenario {text!r}: no such scenario or file{_hint(text, known)}; "
                              f"known scenarios: {', '.join(known)} (or a path to a JSON file)")
         path = SCENARIO_DIR / f"{text}.json"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
-    except (UnicodeDecodeError, OSError) as e:
-        raise InputError(f"{path}: cannot read the scenario file: {e}") from None
-    return scenario_fields(raw, str(path))
+    return scenario_fields(read_json(path, "scenario file"), str(path))
 
 
 def _check_fields(raw: dict, cls: type, where: str, what: str) -> None:
@@ -229,12 +233,7 @@ def plan_file(option: str, path: Path) -> Path:
                          + (f" ({inside})" if inside.is_file() else " (`tritonize plan` writes results.json)"))
     if not path.is_file():
         raise InputError(f"{option} {path}: no such file (`tritonize plan` writes results.json)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}:{e.colno}: not valid JSON: {e.msg}") from None
-    except (UnicodeDecodeError, OSError) as e:
-        raise InputError(f"{path}: cannot read the plan file: {e}") from None
+    raw = read_json(path, "plan file")
     if not isinstance(raw, dict) or not isinstance(raw.get("points"), list):
         raise InputError(f"{path}: not a results file of `tritonize plan` (no 'points')")
     return path
