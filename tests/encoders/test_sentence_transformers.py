@@ -291,7 +291,8 @@ def test_the_async_client_sends_the_same_options(served, clients):
 
 
 def test_the_openai_gateway_shortens_with_dimensions(served, clients):
-    """/v1/embeddings through the official openai SDK: `dimensions` is the Matryoshka cut, re-normalised."""
+    """/v1/embeddings through the official openai SDK: `dimensions` is the Matryoshka cut, re-normalised; the
+    extensions prompt_name, normalize and truncate are Client.embed's options."""
     import httpx
     import openai
 
@@ -309,6 +310,16 @@ def test_the_openai_gateway_shortens_with_dimensions(served, clients):
         assert "dimensions must be between 1 and 16" in error_of(r, 400, "dimensions")["message"]
         r = httpx.post(f"{url}/v1/embeddings", json={"model": PYTHON_FLAVOUR, "input": "hi", "dimensions": 8})
         assert "a three-step ensemble serves whole vectors" in error_of(r, 400, "dimensions")["message"]
+        # Extensions (text-embeddings-inference's names): prompt_name, normalize, truncate, as Client.embed's options.
+        got = oai.embeddings.create(model="st-lasttoken", input=TEXTS, extra_body={"prompt_name": "passage", "normalize": False})
+        np.testing.assert_allclose(np.array([d.embedding for d in got.data], dtype=np.float32),
+                                   clients["grpc"].embed(TEXTS, model="st-lasttoken", prompt_name="passage", normalize=False), atol=1e-6)
+        r = httpx.post(f"{url}/v1/embeddings", json={"model": "st-lasttoken", "input": "hi", "prompt_name": "search"})
+        assert "prompt_name 'search' is not one of this model's prompts" in error_of(r, 400, "prompt_name")["message"]
+        r = httpx.post(f"{url}/v1/embeddings", json={"model": "st-lasttoken", "input": "word " * 400, "truncate": False})
+        assert "truncate is false" in error_of(r, 400, "input")["message"]
+        r = httpx.post(f"{url}/v1/embeddings", json={"model": PYTHON_FLAVOUR, "input": "hi", "normalize": False})
+        assert "a three-step ensemble applies no per-request options" in error_of(r, 400, "normalize")["message"]
 
 
 def test_int8_accuracy_is_measured_on_the_checkpoints_own_embedding(tmp_path):

@@ -51,7 +51,7 @@ def not_ready(message: str = "the Triton server is not ready (starting, draining
 PARAMS = {
     "max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed",
     "repetition_penalty": "repetition_penalty", "stop": "stop", "speaking_rate": "speed", "SPEAKING_RATE": "speed",
-    "SEED": "seed",
+    "SEED": "seed", "prompt_name": "prompt_name", "dimensions": "dimensions",
 }
 _OVERLOAD = re.compile(r"overloaded|exceeds maximum queue size|queue is full", re.I)
 _UNREACHABLE = re.compile(r"failed to connect|connection refused|unavailable|socket closed|connect failed|server is not ready", re.I)

@@ -83,6 +83,11 @@ class EmbeddingRequest(Request):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
     user: str | None = None
+    # Extensions, named as text-embeddings-inference names them (Client.embed's options): one of the
+    # checkpoint's prompts, the raw (un-normalised) vector, a refusal instead of truncation.
+    prompt_name: str | None = None
+    normalize: bool | None = None
+    truncate: bool = True
 
     @field_validator("input", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ import base64
 import numpy as np
 
 from tritonize.client import AsyncClient, TritonizeError
+from tritonize.client.client import embed_parameters
 from tritonize.families import EMBEDDINGS
 from tritonize.gateway.errors import bad_param, from_triton
 from tritonize.gateway.protocol import Embedding, EmbeddingRequest, EmbeddingResponse, Usage
@@ -22,14 +23,19 @@ class EmbeddingServing:
         pipeline = await self.registry.get(request.model, EMBEDDINGS)
         info = await self._info(request.model)
         size = info.output_dims.get("EMBEDDING", [0])[-1]
-        parameters = {}
+        dimensions = None
         if request.dimensions is not None and request.dimensions != size:  # Matryoshka: the first N, re-normalised
             if not 1 <= request.dimensions <= size:
                 raise bad_param("dimensions", f"dimensions must be between 1 and {size} for '{request.model}', got {request.dimensions}")
             if info.ensemble:
                 raise bad_param("dimensions", f"dimensions must be {size} for '{request.model}': a three-step ensemble serves whole "
                                               f"vectors (convert it with --flavour fused to shorten them), got {request.dimensions}")
-            parameters["dimensions"] = request.dimensions
+            dimensions = request.dimensions
+        parameters = embed_parameters(request.prompt_name, dimensions, request.normalize, request.truncate)
+        if info.ensemble and parameters:
+            name = next(iter(parameters))
+            raise bad_param(name, f"{name} is not available on '{request.model}': a three-step ensemble applies no per-request "
+                                  "options (convert it with --flavour fused)")
         # TOKEN_COUNT (real tokens per row) is on pipelines converted since the gateway exists.
         outputs = ["EMBEDDING"] + (["TOKEN_COUNT"] if "TOKEN_COUNT" in pipeline.outputs else [])
         try:
