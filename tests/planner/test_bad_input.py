@@ -182,6 +182,24 @@ def test_plan_from_regenerates_every_line_of_its_report(tmp_path):
 
 
 @pytest.mark.unit
+def test_plan_from_keeps_the_saved_goal_it_is_not_told_to_change(tmp_path):
+    """`plan --from R --slo-ms 30` re-derives the SLO alone: the saved plan's target rate, headroom and
+    percentile stay (not the defaults 1000, 0.25, 95)."""
+    import math
+
+    from tritonize.planner.capacity import PlanResults, Point
+
+    pts = [Point("a", u, r, lat / 2, lat, lat * 1.5, requests=100) for u, r, lat in [(1, 100, 10), (2, 180, 20), (4, 260, 40)]]
+    goal = {"slo_ms": 50.0, "percentile": 99, "target_rps": 400.0, "headroom": 0.5}
+    PlanResults({"name": "t"}, {"scenario": "t"}, pts, [], ["a"], {"a": {"model": "m"}}, {"system": "a", **goal}).save(tmp_path / "old" / "results.json")
+    r = CliRunner().invoke(app, ["plan", "--from", str(tmp_path / "old" / "results.json"), "--slo-ms", "30", "--out", str(tmp_path / "new")])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "new" / "results.json").read_text())["recommendation"]
+    assert (rec["slo_ms"], rec["percentile"], rec["target_rps"], rec["headroom"]) == (30, 99, 400, 0.5)
+    assert rec["system"] == "a" and rec["replicas"] == math.ceil(400 * 1.5 / rec["max_rps"])
+
+
+@pytest.mark.unit
 def test_output_names_are_whole_readable_and_unique():
     from tritonize.planner.inputs import unique_slugs
 

@@ -15,6 +15,9 @@ from tritonize.commands.demo_steps import DemoStep
 from tritonize.console import console
 from tritonize.options import Repository
 
+# `plan`'s goal when neither the command line nor a saved plan (--from) gives it.
+PLAN_GOAL_DEFAULTS = {"slo_ms": 50.0, "percentile": 95, "target_rps": 1000.0, "headroom": 0.25}
+
 
 def _ints(text: str, option: str = "--users", low: int = 1) -> list[int]:
     from tritonize.planner.inputs import whole_numbers
@@ -197,10 +200,10 @@ def plan(
                                               "between the highest passing and lowest missing rate, or above the grid)."),
     seconds: float = typer.Option(8, help="Seconds per load level."),
     rounds: int = typer.Option(1, help="Measure every level this many times (walking the levels up, then down) and pool them."),
-    slo_ms: float = typer.Option(50, help="Latency SLO (ms)."),
-    percentile: int = typer.Option(95, help="SLO percentile: 50, 95 or 99."),
-    target_rps: float = typer.Option(1000, help="Request rate to plan replicas for."),
-    headroom: float = typer.Option(0.25, help="Spare capacity to keep (0.25 = 25%)."),
+    slo_ms: float = typer.Option(None, help="Latency SLO (ms) [default: 50, or the saved plan's with --from]."),
+    percentile: int = typer.Option(None, help="SLO percentile: 50, 95 or 99 [default: 95, or the saved plan's with --from]."),
+    target_rps: float = typer.Option(None, help="Request rate to plan replicas for [default: 1000, or the saved plan's with --from]."),
+    headroom: float = typer.Option(None, help="Spare capacity to keep, 0.25 = 25% [default: 0.25, or the saved plan's with --from]."),
     baselines: bool = typer.Option(False, help="Also run dynamic batching off and FastAPI + PyTorch."),
     control: bool = typer.Option(False, help="With --baselines: a second, identical batching-off server (an A/A control), "
                                               "so the on / off ratios can be read against two identical servers' ratio."),
@@ -218,12 +221,19 @@ def plan(
     from tritonize.planner.sweep import sweep
     from tritonize.planner.systems import FastApiBaseline, TritonVariant, Variant, replica_of, write_back, write_variant
 
+    saved = PlanResults.load(inputs.plan_file("--from", source)) if source else None
+    # What the command line leaves out: the saved plan's goal with --from (re-deriving one figure keeps the others), else the defaults.
+    goal = {**PLAN_GOAL_DEFAULTS, **{k: v for k, v in ((saved.recommendation or {}) if saved else {}).items() if k in PLAN_GOAL_DEFAULTS}}
+    slo_ms = goal["slo_ms"] if slo_ms is None else slo_ms
+    percentile = goal["percentile"] if percentile is None else percentile
+    target_rps = goal["target_rps"] if target_rps is None else target_rps
+    headroom = goal["headroom"] if headroom is None else headroom
     inputs.plan_values(slo_ms, target_rps, headroom, percentile, None if source else seconds, rounds)
     if control and not baselines:
         raise typer.BadParameter("--control copies the batching-off baseline: add --baselines")
     out = _out(out, "plan")
-    if source:
-        results = PlanResults.load(inputs.plan_file("--from", source))
+    if saved:
+        results = saved
         stale = results.setup.pop("confirmation", None)  # of the saved plan: re-derived below, never carried
         if stale or results.confirmation:
             results.setup["re-derived from"] = f"{source} (no load run); the saved plan's confirmation is not carried over"
