@@ -133,7 +133,7 @@ def small_plan(built, tmp_path_factory):
                   pool_size=200).save(work / "scenario.json")
     result = CliRunner().invoke(app, [
         "plan", "--scenario", str(sc), "--repository", str(built["repository"]), "--max-batch-size", "4,16", "--threads", "1",
-        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--confirm", "--rounds", "2",
+        "--users", "1,4", "--seconds", "2", "--slo-ms", "200", "--target-rps", "300", "--no-pin", "--confirm", "--confirm-seconds", "2", "--rounds", "2",
         "--out", str(work / "plan"),
     ])
     return work / "plan", result

@@ -97,6 +97,7 @@ def test_bad_load_levels_are_refused(tmp_path, option, value, expected):
     (["--percentile", "90"], "--percentile 90: must be 50, 95 or 99"),
     (["--max-batch-size", "16,x"], "--max-batch-size '16,x': 'x' is not a whole number"),
     (["--queue-delay-us", "-1"], "--queue-delay-us '-1': -1 is below 0"),
+    (["--confirm", "--confirm-seconds", "0"], "--confirm-seconds 0: must be > 0"),
 ])
 def test_impossible_plan_values_are_refused(tmp_path, repo, args, expected):
     refused(["plan", "--repository", str(repo), "--model", "alpha", "--no-pin", *args, "--out", str(tmp_path / "o")], expected)

@@ -76,7 +76,7 @@ def test_plan_with_rates_searches_defines_a_replica_writes_its_repository_and_co
     result = CliRunner().invoke(app, [
         "plan", "--scenario", str(sc), "--repository", str(built["repository"]), "--max-batch-size", "16", "--threads", "1",
         "--rates", "20,60", "--search-levels", "1", "--seconds", "2", "--slo-ms", "500", "--target-rps", "100", "--no-pin",
-        "--confirm", "--out", str(out)])
+        "--confirm", "--confirm-seconds", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "results.json").read_text())
     rates = [p["offered_rps"] for p in saved["points"]]
@@ -90,6 +90,8 @@ def test_plan_with_rates_searches_defines_a_replica_writes_its_repository_and_co
     repo = Path(rec["repository"])
     assert (repo / CLASSIFIER / "config.pbtxt").exists() and "max_batch_size: 16" in (repo / f"{CLASSIFIER}_model" / "config.pbtxt").read_text()
     confirmed = rec["confirmed"]
+    assert saved["setup"]["confirmation seconds per level"] == 3  # --confirm-seconds, not --seconds
+    assert saved["confirmation"]["runs"][0]["seconds"] == 3
     assert confirmed["rate_rps"] == pytest.approx(confirmed["predicted_rps"], abs=0.1) and confirmed["levels"]
     if confirmed["met"]:
         assert rec["max_rps"] == confirmed["predicted_rps"]

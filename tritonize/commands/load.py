@@ -17,6 +17,9 @@ from tritonize.options import Repository
 
 # `plan`'s goal when neither the command line nor a saved plan (--from) gives it.
 PLAN_GOAL_DEFAULTS = {"slo_ms": 50.0, "percentile": 95, "target_rps": 1000.0, "headroom": 0.25}
+# A confirmation level lasts at least this long: near capacity an 8 s level passed or missed by chance
+# (p95 29 ms, then 58-100 ms at the same rate on the same replica; docs/performance.md).
+CONFIRM_MIN_S = 30.0
 
 
 def _ints(text: str, option: str = "--users", low: int = 1) -> list[int]:
@@ -210,6 +213,8 @@ def plan(
     pin: bool = typer.Option(True, help="Pin servers to core 0 and Locust to core 1."),
     apply: bool = typer.Option(False, help="Write the recommended settings into the repository."),
     confirm: bool = typer.Option(False, help="Measure the recommended config again and compare with the prediction."),
+    confirm_seconds: float = typer.Option(None, help="With --confirm: seconds per confirmation level [default: 3 x --seconds, "
+                                                     "at least 30]: near capacity a short level passes or misses by chance."),
     source: Path = typer.Option(None, "--from", help="Re-derive a plan from a saved results.json (no load run)."),
     out: Path = typer.Option(None, help="Output folder (default: bench_results/plan-TIMESTAMP)."),
 ) -> None:
@@ -229,6 +234,7 @@ def plan(
     target_rps = goal["target_rps"] if target_rps is None else target_rps
     headroom = goal["headroom"] if headroom is None else headroom
     inputs.plan_values(slo_ms, target_rps, headroom, percentile, None if source else seconds, rounds)
+    confirm_s = max(3 * seconds, CONFIRM_MIN_S) if confirm_seconds is None else inputs.at_least("--confirm-seconds", confirm_seconds, 0, strict=True)
     if control and not baselines:
         raise typer.BadParameter("--control copies the batching-off baseline: add --baselines")
     out = _out(out, "plan")
@@ -287,7 +293,8 @@ def plan(
     if confirm and rec.system and sc:
         chosen_model, chosen = _chosen(results, rec.system)
         system = TritonVariant(repository, chosen_model, chosen, out / "repository-confirm", server_cpus)
-        confirmed = confirm_rate(system, sc, rec.max_rps, seconds, out / "confirm", slo_ms, percentile, locust_cpus, arrival)
+        confirmed = confirm_rate(system, sc, rec.max_rps, confirm_s, out / "confirm", slo_ms, percentile, locust_cpus, arrival)
+        results.setup["confirmation seconds per level"] = confirm_s
         if rec.replica and confirmed.get("peak_memory_mib"):
             rec.replica["memory_mib"] = round(max(rec.replica.get("memory_mib") or 0, confirmed["peak_memory_mib"]), 1)
         predicted = rec.max_rps
