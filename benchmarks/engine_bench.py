@@ -177,6 +177,15 @@ class Paired:
         return float(np.median(self.gaps_ms))
 
 
+def pinning(ap, args) -> tuple[int, set[int] | None, set[int] | None]:
+    """`--pin` / `--threads` of a benchmark: (engine threads, engine cores, client cores). Pinned: the
+    engine on core 0 with one thread, the client on core 1; unpinned: all cores, nothing moved."""
+    if args.pin and (os.cpu_count() or 1) < 2:
+        ap.error("--pin needs at least two cores")
+    threads = args.threads or (1 if args.pin else os.cpu_count() or 1)
+    return (threads, {0}, {1}) if args.pin else (threads, None, None)
+
+
 def pin_process(cpus: set[int] | None) -> None:
     """Move every thread of this process (ONNX Runtime's and torch's pools included) onto `cpus`; threads
     started later inherit it. `os.sched_setaffinity(0, ...)` alone moves only the calling thread."""
@@ -271,10 +280,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench_results/engine_bench.json"))
     args = ap.parse_args()
     reexec_with_huge_pages("benchmarks.engine_bench")  # in-process baselines on the served steps' allocator
-    if args.pin and (os.cpu_count() or 1) < 2:
-        ap.error("--pin needs at least two cores")
-    args.threads = args.threads or (1 if args.pin else os.cpu_count() or 1)
-    engine_cpus, client_cpus = ({0}, {1}) if args.pin else (None, None)
+    args.threads, engine_cpus, client_cpus = pinning(ap, args)
 
     import torch
     from transformers import AutoModel, AutoTokenizer

@@ -39,7 +39,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.engine_bench import pin_process, server_cpu_seconds
+from benchmarks.engine_bench import pin_process, pinning, server_cpu_seconds
 from tritonize.planner.workloads import mixed_lengths
 
 console = Console()
@@ -131,10 +131,7 @@ def main() -> None:
     ap.add_argument("--control", action="store_true", help=f"also serve all-MiniLM-L6-v2 a second time ({COPY}) and time it the same way")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.pin and (os.cpu_count() or 1) < 2:
-        ap.error("--pin needs at least two cores")
-    threads = args.threads or (1 if args.pin else os.cpu_count() or 1)
-    server_cpus, client_cpus = ({0}, {1}) if args.pin else (None, None)
+    threads, server_cpus, client_cpus = pinning(ap, args)
 
     from tritonize.converters.checkpoints import resolve
     from tritonize.converters.encoders.bert import convert_bert

@@ -28,7 +28,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.engine_bench import pin_process
+from benchmarks.engine_bench import pin_process, pinning
 from tritonize.planner.workloads import mixed_lengths
 
 console = Console()
@@ -114,10 +114,7 @@ def main() -> None:
     ap.add_argument("--repository", type=Path, default=Path(".tritonize/rerank_bench_repository"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.pin and (os.cpu_count() or 1) < 2:
-        ap.error("--pin needs at least two cores")
-    threads = args.threads or (1 if args.pin else os.cpu_count() or 1)
-    engine_cpus, client_cpus = ({0}, {1}) if args.pin else (None, None)
+    threads, engine_cpus, client_cpus = pinning(ap, args)
 
     from tritonize.contract.encoders import Buckets, Reranking, Tokenizing
     from tritonize.contract.model_config import read_config
