@@ -105,6 +105,13 @@ def test_impossible_plan_values_are_refused(tmp_path, repo, args, expected):
 
 
 @pytest.mark.unit
+def test_a_confirmation_level_lasts_three_levels_and_at_least_30_s():
+    from tritonize.planner.inputs import confirm_seconds
+
+    assert confirm_seconds(8, None) == 30 and confirm_seconds(20, None) == 60 and confirm_seconds(8, 2) == 2
+
+
+@pytest.mark.unit
 def test_threads_above_the_pinned_cores_are_refused(tmp_path, repo):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("--pin needs two cores")

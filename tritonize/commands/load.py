@@ -17,9 +17,6 @@ from tritonize.options import Repository
 
 # `plan`'s goal when neither the command line nor a saved plan (--from) gives it.
 PLAN_GOAL_DEFAULTS = {"slo_ms": 50.0, "percentile": 95, "target_rps": 1000.0, "headroom": 0.25}
-# A confirmation level lasts at least this long: near capacity an 8 s level passed or missed by chance
-# (p95 29 ms, then 58-100 ms at the same rate on the same replica; docs/performance.md).
-CONFIRM_MIN_S = 30.0
 
 
 def _ints(text: str, option: str = "--users", low: int = 1) -> list[int]:
@@ -234,7 +231,7 @@ def plan(
     target_rps = goal["target_rps"] if target_rps is None else target_rps
     headroom = goal["headroom"] if headroom is None else headroom
     inputs.plan_values(slo_ms, target_rps, headroom, percentile, None if source else seconds, rounds)
-    confirm_s = max(3 * seconds, CONFIRM_MIN_S) if confirm_seconds is None else inputs.at_least("--confirm-seconds", confirm_seconds, 0, strict=True)
+    confirm_s = inputs.confirm_seconds(seconds, confirm_seconds)
     if control and not baselines:
         raise typer.BadParameter("--control copies the batching-off baseline: add --baselines")
     out = _out(out, "plan")

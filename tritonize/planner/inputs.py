@@ -78,6 +78,18 @@ def plan_values(slo_ms: float, target_rps: float, headroom: float, percentile: i
         at_least("--rounds", rounds, 1)
 
 
+# A confirmation level lasts at least this long: near capacity an 8 s level passed or missed by chance
+# (p95 29 ms, then 58-100 ms at the same rate on the same replica; docs/performance.md).
+CONFIRM_MIN_S = 30.0
+
+
+def confirm_seconds(seconds: float, given: float | None) -> float:
+    """`plan --confirm-seconds`: as given (> 0), else 3x the levels' `--seconds` and at least CONFIRM_MIN_S."""
+    if given is None:
+        return max(3 * seconds, CONFIRM_MIN_S)
+    return at_least("--confirm-seconds", given, 0, strict=True)
+
+
 def threads_fit(threads: list[int], cpus: str | None) -> None:
     """ONNX Runtime threads per instance may not exceed the cores the server runs on: a 2-thread config
     measured on one pinned core measures contention, not the config."""
