@@ -259,3 +259,46 @@ def test_locust_chat_mix_records_each_way_of_answering(server, built, tmp_path):
     # `tritonize bench` serves a pipeline from a scratch repository: a chatbot brings its twin and its callees.
     assert set(pipeline_models(built["repository"], CHATBOT)) == {
         CHATBOT, f"{CHATBOT}_stream", EMBEDDER, f"{EMBEDDER}_tokenizer", f"{EMBEDDER}_model", f"{EMBEDDER}_postprocess", GPT2}
+
+
+def test_concurrent_generated_answers_leave_the_chatbots_stubs_alive(server, chat):
+    """Worker threads answering with the generator at once, one-shot and streamed. On Triton 2.51 a
+    decoupled sub-request's response iterator freed by the stub (off the GIL) killed the chatbot's stub
+    within seconds of this load ("Reference count error ... dtype 17 (O)"): `bls.Retired` holds it."""
+    import threading
+    import time
+
+    def pids() -> dict:
+        return {s.model: s.pid for s in server.stubs() if s.model in (CHATBOT, f"{CHATBOT}_stream")}
+
+    before = pids()
+    questions = [UNRELATED, "Who won the football world cup in 2014?", "Recommend a science fiction novel.",
+                 "How tall is Mount Everest?", PARAPHRASES[0]["question"]]
+    failures: list[str] = []
+    answered = {"ask": 0, "stream": 0}
+    stop_at = time.monotonic() + 20.0
+
+    def user(i: int, streamed: bool) -> None:
+        n = i
+        while time.monotonic() < stop_at and not failures:
+            q = questions[n % len(questions)]
+            n += 1
+            try:
+                if streamed:
+                    pieces = list(chat.stream_answers(q, model=CHATBOT, max_new_tokens=4))
+                    assert pieces and pieces[-1].finish_reason, pieces
+                else:
+                    a = chat.ask(q, model=CHATBOT, max_new_tokens=4)
+                    assert a.source and a.finish_reason, a
+                answered["stream" if streamed else "ask"] += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                failures.append(f"{'stream' if streamed else 'ask'}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=user, args=(i, i % 3 == 2)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert answered["ask"] > 50 and answered["stream"] > 20, answered
+    assert pids() == before, "a chatbot stub died under concurrent generation"

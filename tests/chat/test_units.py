@@ -269,3 +269,38 @@ def test_in_flight_count_refuses_beyond_the_limit_and_waits_for_zero():
     threading.Timer(0.1, gate.leave).start()
     threading.Timer(0.2, gate.leave).start()
     assert gate.wait_idle(5) and gate.count == 0
+
+
+@pytest.mark.unit
+def test_retired_iterators_are_released_only_after_a_barrier_that_travelled():
+    import weakref
+
+    from tritonize.runtime.chat.bls import Retired
+
+    class Iterator:  # a stand-in for the stub's response iterator: only its lifetime matters here
+        pass
+
+    retired = Retired()
+    first, second, third = Iterator(), Iterator(), Iterator()
+    refs = [weakref.ref(x) for x in (first, second, third)]
+    retired.settle(first, queue_barrier=lambda: True)  # the sender's cached "cancelled": nothing travelled
+    del first
+    assert refs[0]() is not None and len(retired) == 1
+    seen_during_barrier = []
+    retired.settle(second, queue_barrier=lambda: seen_during_barrier.append(len(retired)) or False)
+    del second
+    assert seen_during_barrier == [2], "held while the barrier travels"
+    assert refs[0]() is None and refs[1]() is None and len(retired) == 0, "released: everything queued before the barrier"
+
+    # One settled while another's barrier is on its way stays held: its clean-up may be queued after that barrier.
+    def barrier_during_which_another_settles() -> bool:
+        retired.settle(third_holder.pop(), queue_barrier=lambda: True)
+        return False
+
+    fourth = Iterator()
+    fourth_ref = weakref.ref(fourth)
+    third_holder = [third]
+    del third
+    retired.settle(fourth, queue_barrier=barrier_during_which_another_settles)
+    del fourth
+    assert fourth_ref() is None and refs[2]() is not None and len(retired) == 1

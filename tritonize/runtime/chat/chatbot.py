@@ -171,7 +171,7 @@ class Chatbot:
         entries = [(self.faq.questions[r], self.faq.answers[r]) for r in decision.context]
         prompt, _, tokens = self.prompter.build(chat.question, entries, chat.max_new_tokens, chat.history)
         self._check_prompt(prompt, tokens, chat)
-        pieces = bls.generate(self.generator, prompt, chat.generation, stream=self.streaming)
+        pieces = bls.generate(self.generator, prompt, chat.generation, self.streaming, sender.is_cancelled)
         if not self.streaming:  # stream=false: the generator sends the whole text in one response
             parts = list(pieces)
             text, reason = "".join(t for t, _ in parts), (parts[-1][1] if parts else "")
