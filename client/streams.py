@@ -3,7 +3,9 @@
 Both yield `parse(result)`'s item for each response until its flag says it was the last (each response
 is parsed once); errors become TritonizeError with
 Triton's message and status (a streamed error's code travels in its text, see client/status.py);
-leaving early (break, exception, closed generator) cancels the request on the server.
+leaving early (break, exception, closed generator) cancels the request on the server. A call that got
+its last response is read (sync: stopped) to the server's end before the stream is let go, never
+cancelled by its channel closing (see `aio_stream`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,11 @@ async def aio_stream(client, request: dict, *, model: str, timeout_s: float, hea
                 raise _error(error, model, url, untagged)
             item, finished = parse(result)
             yield item
+        # Read on to the server's end of the call: a call left open is cancelled when its channel
+        # closes, and Triton 2.51's gRPC front end can then keep the model referenced (it never unloads).
+        with calling(model, url):
+            async for _ in responses:
+                pass
     finally:
         if not finished:
             responses.cancel()
